@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+DEMO_CONFIG ?= config/demo.yaml
+CORES ?= 2
+
+.PHONY: demo test env lint report clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+env: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/snakemake --configfile $(DEMO_CONFIG) --cores $(CORES)
+	@echo
+	@cat results/demo/summary/table.md
+	@echo
+	@echo "Figures: results/demo/figures/label_efficiency.png results/demo/figures/teacher_vs_mos.png"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint --configfile $(DEMO_CONFIG)
+
+report: $(STAMP)
+	$(BIN)/snakemake --configfile $(DEMO_CONFIG) --report results/demo/report.html
+
+clean-demo:
+	rm -rf results/demo resources/demo

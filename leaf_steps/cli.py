@@ -1,0 +1,56 @@
+"""Entry points shared by the step modules, and the ``leaf`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from leaf_steps.errors import LeafError
+
+log = logging.getLogger("leaf")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def json_arg(text: str) -> Any:
+    """argparse type for the ``--settings`` JSON blobs Snakemake rules pass in."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+
+
+def run_step(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
+    """Run a step's main; a LeafError becomes one clear line on stderr and exit code 2."""
+    setup_logging()
+    try:
+        main(argv)
+    except LeafError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="leaf", description="LEAF pipeline utilities")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_val = sub.add_parser("validate-config", help="validate a config file against the schema")
+    p_val.add_argument("config")
+    args = parser.parse_args(argv)
+    if args.command == "validate-config":
+        from leaf_steps.config import load_config
+
+        def _validate(_argv: Sequence[str] | None) -> None:
+            load_config(args.config)
+            print(f"{args.config}: ok")
+
+        run_step(_validate, [])
+
+
+if __name__ == "__main__":
+    main()

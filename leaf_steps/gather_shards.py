@@ -1,0 +1,35 @@
+"""Gather teacher score shards into one Parquet file (the scatter/gather join).
+
+The shards' provenance (teacher, prompt hash, settings) is carried over, with the
+per-shard failure summaries added up.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from leaf_steps.cli import run_step
+from leaf_steps.errors import InputError
+from leaf_steps.io import make_provenance, read_provenance, read_shards, write_parquet
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--key", required=True, help="id column that must be unique (image_id or pair_id)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("shards", nargs="+", type=Path)
+    a = ap.parse_args(argv)
+    table = read_shards(a.shards, [a.key]).sort(a.key)
+    if table[a.key].n_unique() != table.height:
+        raise InputError(f"{a.out}: duplicate {a.key} values across shards {a.shards}")
+    first = read_provenance(a.shards[0])
+    failed = sum(read_provenance(s).get("summary", {}).get("failed_rows", 0) for s in a.shards)
+    keep = {k: first[k] for k in ("teacher", "teacher_info", "prompt", "prompt_hash", "scoring") if k in first}
+    write_parquet(table, a.out, make_provenance("gather_shards", **keep, shards=[str(s) for s in a.shards],
+                                                summary={"rows": table.height, "failed_rows": failed}))
+
+
+if __name__ == "__main__":
+    run_step(main)

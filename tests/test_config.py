@@ -1,0 +1,59 @@
+"""Config validation: wrong keys and types fail with the key named; defaults are filled."""
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from leaf_steps.config import load_config, validate_config
+from leaf_steps.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def demo():
+    return yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "config").rglob("*.yaml")))
+def test_shipped_configs_are_valid(path):
+    load_config(ROOT / path)
+
+
+def test_unknown_key_is_named(demo):
+    demo["distill"]["lamda_dis"] = 0.5  # typo
+    with pytest.raises(ConfigError, match=r"distill: .*'lamda_dis'.*unknown key"):
+        validate_config(demo)
+
+
+def test_wrong_type_is_named(demo):
+    demo["calibration"]["ratios"] = [0, "ten percent"]
+    with pytest.raises(ConfigError, match=r"calibration\.ratios\.1: 'ten percent' is not of type 'number'"):
+        validate_config(demo)
+
+
+def test_dangling_teacher_reference(demo):
+    demo["variants"]["big"] = {"teacher": "nope"}
+    with pytest.raises(ConfigError, match=r"variants\.big\.teacher: 'nope'"):
+        validate_config(demo)
+
+
+def test_defaults_filled(demo):
+    del demo["pairs"]["tau"]
+    cfg = validate_config(copy.deepcopy(demo))
+    assert cfg["pairs"]["tau"] == 0.1 and cfg["results_dir"] == "results"
+    assert cfg["variants"]["leaf"]["use_confidence"] is True
+
+
+def test_snakemake_refuses_a_bad_config(tmp_path, demo):
+    demo["student"]["crop"] = "big"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(demo))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad), "--cores", "1"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "student.crop: 'big' is not of type 'integer'" in proc.stdout + proc.stderr

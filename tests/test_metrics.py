@@ -1,0 +1,51 @@
+"""Evaluation metrics against hand-computed values."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from leaf_steps.evaluate import evaluate
+from leaf_steps.metrics import iqa_metrics, logistic4
+
+
+def test_metrics_by_hand_three_points():
+    # ranks (1,2,3) vs (3,1,2): d = (-2, 1, 1), SRCC = 1 - 6*6/(3*(9-1)) = -0.5
+    # Pearson: cov sum = (-1)(1) + 0 + (1)(0) = -1; var sums 2 and 2 -> -1/2
+    # Kendall: pairs (1,2) discordant, (1,3) discordant, (2,3) concordant -> (1-2)/3
+    m = iqa_metrics(np.array([1.0, 2.0, 3.0]), np.array([3.0, 1.0, 2.0]))
+    assert m["srcc"] == pytest.approx(-0.5)
+    assert m["plcc"] == pytest.approx(-0.5)
+    assert m["krcc"] == pytest.approx(-1 / 3)
+    # RMSE: residuals (-2, 1, 1) -> sqrt(6/3)
+    assert m["rmse"] == pytest.approx(np.sqrt(2.0))
+
+
+def test_linear_scale_change_keeps_correlations():
+    pred = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    m = iqa_metrics(pred, 2 * pred)
+    assert m["srcc"] == pytest.approx(1) and m["plcc"] == pytest.approx(1) and m["krcc"] == pytest.approx(1)
+    assert m["rmse"] == pytest.approx(np.sqrt(11.0))  # residuals 1..5: sqrt(55/5)
+
+
+def test_logistic_fit_recovers_monotone_nonlinearity():
+    x = np.linspace(-3, 3, 60)
+    y = logistic4(x, 90.0, 10.0, 0.5, 0.4)
+    m = iqa_metrics(x, y)
+    assert m["srcc"] == pytest.approx(1.0)
+    assert m["plcc"] < 0.97  # the raw PLCC suffers from the S-shape
+    assert m["plcc_logistic"] == pytest.approx(1.0, abs=1e-6)
+    assert m["rmse_logistic"] < 1e-3
+
+
+def test_constant_prediction_gives_zero_not_nan():
+    m = iqa_metrics(np.ones(5), np.arange(5.0))
+    assert m["srcc"] == 0 and m["plcc"] == 0
+
+
+def test_evaluate_uses_only_test_images_with_mos():
+    manifest = pl.DataFrame({"image_id": list("abcdef"), "split": ["train", "test", "test", "test", "test", "test"],
+                             "mos": [1.0, 1.0, 2.0, 3.0, 4.0, None]})
+    preds = pl.DataFrame({"image_id": list("abcdf"), "prediction": [9.0, 1.0, 2.0, 3.0, 7.0]})
+    m = evaluate(preds, manifest)
+    assert m["n"] == 3 and m["n_missing"] == 1  # "e" has MOS but no prediction; "a" is train; "f" has no MOS
+    assert m["srcc"] == pytest.approx(1.0)

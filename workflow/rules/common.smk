@@ -1,0 +1,134 @@
+# Helpers and input functions shared by all rule files.
+import json
+import shlex
+import sys
+
+from leaf_steps.codehash import code_hash
+from leaf_steps.config import validate_config, variant_settings
+from leaf_steps.errors import ConfigError
+from leaf_steps.teachers.base import BACKENDS
+
+
+try:
+    validate_config(config, source="config")
+except ConfigError as exc:
+    sys.exit(f"LEAF config error: {exc}")
+
+
+R = f"{config['results_dir']}/{config['run_name']}"
+RES = config["resources_dir"]
+LOGS = f"{R}/logs"
+BENCH = f"{R}/benchmarks"
+MANIFEST = f"{R}/dataset/manifest.parquet"
+
+
+wildcard_constraints:
+    teacher=r"[A-Za-z0-9_.-]+",
+    variant=r"[A-Za-z0-9_-]+",
+    ratio=r"[0-9]+(\.[0-9]+)?",
+    seed=r"[0-9]+",
+    tau=r"[0-9]+(\.[0-9]+)?",
+
+
+scattergather:
+    teacher=config["scoring"]["shards"],
+
+
+def jq(obj):
+    """A JSON value quoted for the shell: settings reach the step as one argument."""
+    return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+def step_code(*modules):
+    """Hash of the step modules' sources and their leaf_steps imports (rerun on code change)."""
+    return code_hash(*(f"leaf_steps.{m}" for m in modules))
+
+
+def fmt(x):
+    """Ratios and taus as they appear in paths: 0.1 -> '0.1', 0 -> '0'."""
+    return f"{float(x):g}"
+
+
+RATIOS = [fmt(r) for r in config["calibration"]["ratios"]]
+FEW_SHOT_RATIOS = [r for r in RATIOS if float(r) > 0]
+SEEDS = [int(s) for s in config["calibration"]["seeds"]]
+VARIANTS = {name: variant_settings(config, name) for name in config["variants"]}
+BASELINES = config["evaluation"]["baselines"]
+HEADLINE = config["evaluation"].get("headline_variant") or next(
+    (v for v, s in VARIANTS.items() if s["distill"]), None
+)
+
+
+def teacher_backend_module(teacher):
+    return BACKENDS[config["teachers"][teacher]["backend"]].split(":")[0].removeprefix("leaf_steps.")
+
+
+def teacher_inputs(teacher):
+    """Extra inputs a teacher needs (the stand-in's pristine model)."""
+    if config["teachers"][teacher]["backend"] == "niqe":
+        return {"niqe_model": f"{R}/teacher/{teacher}/niqe_model.npz"}
+    return {}
+
+
+def teacher_spec(teacher):
+    spec = dict(config["teachers"][teacher])
+    spec.setdefault("missing_token_policy", config["scoring"]["missing_token_policy"])
+    if spec["backend"] == "niqe":
+        spec["model_path"] = teacher_inputs(teacher)["niqe_model"]
+    return spec
+
+
+def pair_tau(variant):
+    # Without confidence (Table 3 ablation) pairs are neither filtered nor weighted.
+    return fmt(config["pairs"]["tau"]) if VARIANTS[variant]["use_confidence"] else "0"
+
+
+def distill_inputs(wildcards):
+    s = VARIANTS[wildcards.variant]
+    inputs = {"manifest": MANIFEST, "points": f"{R}/teacher/{s['teacher']}/points.parquet"}
+    if s["use_pair"]:
+        inputs["pairs"] = f"{R}/teacher/{s['teacher']}/pairs_tau{pair_tau(wildcards.variant)}.parquet"
+    return inputs
+
+
+def calibrate_inputs(wildcards):
+    inputs = {"manifest": MANIFEST, "subset": f"{R}/subsets/ratio{wildcards.ratio}/seed{wildcards.seed}.parquet"}
+    if VARIANTS[wildcards.variant]["distill"]:
+        inputs["init"] = f"{R}/students/{wildcards.variant}/stage1/model.safetensors"
+    return inputs
+
+
+def method_runs():
+    """(method, path stem) of every prediction file that gets evaluated."""
+    runs = []
+    if "teacher_zero_shot" in BASELINES:
+        runs.append(("teacher_zero_shot", "labelfree"))
+    for ratio in FEW_SHOT_RATIOS:
+        for seed in SEEDS:
+            if "teacher_linear" in BASELINES:
+                runs.append(("teacher_linear", f"ratio{ratio}/seed{seed}"))
+    for variant, s in VARIANTS.items():
+        if s["distill"] and "0" in RATIOS:
+            runs.append((variant, "labelfree"))
+        for ratio in FEW_SHOT_RATIOS:
+            for seed in SEEDS:
+                runs.append((variant, f"ratio{ratio}/seed{seed}"))
+    return runs
+
+
+def metrics_files():
+    return [f"{R}/metrics/{method}/{stem}.parquet" for method, stem in method_runs()]
+
+
+def method_order():
+    seen = []
+    for method, _ in method_runs():
+        if method not in seen:
+            seen.append(method)
+    return seen
+
+
+def final_targets():
+    targets = [f"{R}/summary/table.md", f"{R}/figures/label_efficiency.png", f"{R}/figures/teacher_vs_mos.png"]
+    targets += [f"{R}/students/{v}/stage1/losses.parquet" for v, s in VARIANTS.items() if s["distill"]]
+    return targets

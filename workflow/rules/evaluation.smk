@@ -1,0 +1,137 @@
+# Teacher baselines, per-run evaluation on the test split, aggregation over seeds, figures.
+
+
+rule teacher_zero_shot:
+    input:
+        points=f"{R}/teacher/{config['teacher']}/points.parquet",
+        manifest=MANIFEST,
+    output:
+        predictions=f"{R}/predictions/teacher_zero_shot/labelfree.parquet",
+    params:
+        code=step_code("teacher_baselines"),
+    log:
+        f"{LOGS}/teacher_zero_shot.log",
+    shell:
+        "python -m leaf_steps.teacher_baselines zero_shot --points {input.points} --manifest {input.manifest}"
+        " --out {output.predictions} > {log} 2>&1"
+
+
+rule teacher_linear:
+    input:
+        points=f"{R}/teacher/{config['teacher']}/points.parquet",
+        manifest=MANIFEST,
+        subset=rules.sample_mos_subset.output.subset,
+    output:
+        predictions=f"{R}/predictions/teacher_linear/ratio{{ratio}}/seed{{seed}}.parquet",
+    params:
+        code=step_code("teacher_baselines"),
+    log:
+        f"{LOGS}/teacher_linear/ratio{{ratio}}-seed{{seed}}.log",
+    shell:
+        "python -m leaf_steps.teacher_baselines linear --points {input.points} --manifest {input.manifest}"
+        " --subset {input.subset} --out {output.predictions} > {log} 2>&1"
+
+
+rule evaluate_labelfree:
+    input:
+        predictions=f"{R}/predictions/{{method}}/labelfree.parquet",
+        manifest=MANIFEST,
+    output:
+        metrics=f"{R}/metrics/{{method}}/labelfree.parquet",
+    params:
+        code=step_code("evaluate"),
+    log:
+        f"{LOGS}/evaluate/{{method}}-labelfree.log",
+    shell:
+        "python -m leaf_steps.evaluate --predictions {input.predictions} --manifest {input.manifest}"
+        " --method {wildcards.method} --ratio 0 --out {output.metrics} > {log} 2>&1"
+
+
+rule evaluate_few_shot:
+    input:
+        predictions=f"{R}/predictions/{{method}}/ratio{{ratio}}/seed{{seed}}.parquet",
+        manifest=MANIFEST,
+    output:
+        metrics=f"{R}/metrics/{{method}}/ratio{{ratio}}/seed{{seed}}.parquet",
+    params:
+        code=step_code("evaluate"),
+    log:
+        f"{LOGS}/evaluate/{{method}}-ratio{{ratio}}-seed{{seed}}.log",
+    shell:
+        "python -m leaf_steps.evaluate --predictions {input.predictions} --manifest {input.manifest}"
+        " --method {wildcards.method} --ratio {wildcards.ratio} --seed {wildcards.seed}"
+        " --out {output.metrics} > {log} 2>&1"
+
+
+rule aggregate:
+    input:
+        metrics=metrics_files(),
+    output:
+        runs=f"{R}/summary/runs.parquet",
+        summary=f"{R}/summary/summary.parquet",
+        table=report(
+            f"{R}/summary/table.md",
+            caption="../report/table.rst",
+            category="Results",
+            labels={"figure": "Summary table"},
+        ),
+    params:
+        methods=" ".join(method_order()),
+        headline=f"--headline {HEADLINE}" if HEADLINE else "",
+        title=shlex.quote(f"LEAF on {config['dataset']['name']} ({config['run_name']})"),
+        code=step_code("aggregate"),
+    log:
+        f"{LOGS}/aggregate.log",
+    shell:
+        "python -m leaf_steps.aggregate --out-runs {output.runs} --out-summary {output.summary}"
+        " --out-markdown {output.table} {params.headline} --methods {params.methods} --title {params.title}"
+        " {input.metrics} > {log} 2>&1"
+
+
+rule plot_label_efficiency:
+    input:
+        summary=rules.aggregate.output.summary,
+    output:
+        png=report(
+            f"{R}/figures/label_efficiency.png",
+            caption="../report/label_efficiency.rst",
+            category="Figures",
+            labels={"figure": "Label efficiency (Fig 4)"},
+        ),
+    params:
+        title=shlex.quote(f"Label efficiency: {config['dataset']['name']}"),
+        code=step_code("plot_results"),
+    log:
+        f"{LOGS}/plot_label_efficiency.log",
+    shell:
+        "python -m leaf_steps.plot_results label-efficiency --summary {input.summary} --out {output.png}"
+        " --title {params.title} > {log} 2>&1"
+
+
+def scatter_linear_input(wildcards):
+    if "teacher_linear" in BASELINES and FEW_SHOT_RATIOS:
+        return {"linear": f"{R}/predictions/teacher_linear/ratio{FEW_SHOT_RATIOS[0]}/seed{SEEDS[0]}.parquet"}
+    return {}
+
+
+rule plot_teacher_scatter:
+    input:
+        unpack(scatter_linear_input),
+        points=f"{R}/teacher/{config['teacher']}/points.parquet",
+        manifest=MANIFEST,
+    output:
+        png=report(
+            f"{R}/figures/teacher_vs_mos.png",
+            caption="../report/teacher_vs_mos.rst",
+            category="Figures",
+            labels={"figure": "Teacher vs MOS (Fig 2)"},
+        ),
+    params:
+        linear=lambda w, input: f"--linear {input.linear}" if "linear" in input.keys() else "",
+        title=shlex.quote(f"Teacher '{config['teacher']}' vs MOS, test split"),
+        code=step_code("plot_results"),
+    log:
+        f"{LOGS}/plot_teacher_scatter.log",
+    shell:
+        "python -m leaf_steps.plot_results teacher-scatter --points {input.points} --manifest {input.manifest}"
+        " {params.linear} --out {output.png} --title {params.title} > {log} 2>&1"

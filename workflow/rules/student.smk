@@ -1,0 +1,83 @@
+# Stage 1 (teacher-guided distillation), MOS subsets, stage 2 (calibration fine-tuning).
+
+
+def student_settings(variant):
+    s = VARIANTS[variant]
+    return {
+        "student": config["student"],
+        "student_model": s["student_model"],
+        "device": config["device"],
+    }
+
+
+rule distill:
+    input:
+        unpack(distill_inputs),
+    output:
+        model=f"{R}/students/{{variant}}/stage1/model.safetensors",
+        losses=f"{R}/students/{{variant}}/stage1/losses.parquet",
+        predictions=f"{R}/predictions/{{variant}}/labelfree.parquet",
+    params:
+        settings=lambda w: jq(
+            student_settings(w.variant)
+            | {k: VARIANTS[w.variant][k] for k in ("use_point", "use_pair", "use_confidence")}
+            | {"distill": config["distill"], "seed": config["distill"]["seed"]}
+        ),
+        pairs=lambda w, input: f"--pairs {input.pairs}" if "pairs" in input.keys() else "",
+        code=step_code("distill"),
+    threads: workflow.cores
+    resources:
+        student_gpus=1,
+    log:
+        f"{LOGS}/distill/{{variant}}.log",
+    benchmark:
+        f"{BENCH}/distill/{{variant}}.tsv"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m leaf_steps.distill --manifest {input.manifest} --points {input.points}"
+        " {params.pairs} --settings {params.settings} --out-model {output.model} --out-losses {output.losses}"
+        " --out-predictions {output.predictions} > {log} 2>&1"
+
+
+rule sample_mos_subset:
+    input:
+        manifest=MANIFEST,
+    output:
+        subset=f"{R}/subsets/ratio{{ratio}}/seed{{seed}}.parquet",
+    params:
+        val_fraction=config["calibration"]["val_fraction"],
+        code=step_code("sample_mos_subsets"),
+    log:
+        f"{LOGS}/sample_mos_subset/ratio{{ratio}}-seed{{seed}}.log",
+    shell:
+        "python -m leaf_steps.sample_mos_subsets --manifest {input.manifest} --ratio {wildcards.ratio}"
+        " --seed {wildcards.seed} --val-fraction {params.val_fraction} --out {output.subset} > {log} 2>&1"
+
+
+rule calibrate:
+    input:
+        unpack(calibrate_inputs),
+    output:
+        model=f"{R}/students/{{variant}}/ratio{{ratio}}/seed{{seed}}/model.safetensors",
+        losses=f"{R}/students/{{variant}}/ratio{{ratio}}/seed{{seed}}/losses.parquet",
+        predictions=f"{R}/predictions/{{variant}}/ratio{{ratio}}/seed{{seed}}.parquet",
+    params:
+        settings=lambda w: jq(
+            student_settings(w.variant)
+            | {
+                "calibration": {k: v for k, v in config["calibration"].items() if k not in ("ratios", "seeds")},
+                "seed": int(w.seed),
+            }
+        ),
+        init=lambda w, input: f"--init {input.init}" if "init" in input.keys() else "",
+        code=step_code("calibrate"),
+    threads: workflow.cores
+    resources:
+        student_gpus=1,
+    log:
+        f"{LOGS}/calibrate/{{variant}}-ratio{{ratio}}-seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/calibrate/{{variant}}-ratio{{ratio}}-seed{{seed}}.tsv"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m leaf_steps.calibrate --manifest {input.manifest}"
+        " --subset {input.subset} {params.init} --settings {params.settings} --out-model {output.model}"
+        " --out-losses {output.losses} --out-predictions {output.predictions} > {log} 2>&1"
