@@ -72,7 +72,7 @@ def score_pairs(pairs: Path, manifest: Path, teacher_spec: dict, prompts: dict, 
         raise InputError(f"{pairs}: image ids not in {manifest}: {sorted(unknown)[:5]}")
     items = list(table.iter_rows(named=True))
     both = bool(scoring.get("both_orders", False))
-    with make_teacher(teacher_spec, prompts) as teacher:
+    with make_teacher(teacher_spec | {"name": teacher_name}, prompts) as teacher:
         provenance = make_provenance(
             "score_pairs", teacher=teacher_name, teacher_info=teacher.describe(), prompt=prompts["pair"],
             prompt_hash=stable_hash(prompts["pair"]), scoring=scoring, shard=shard, pairs=str(pairs),

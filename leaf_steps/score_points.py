@@ -49,7 +49,7 @@ def score_points(manifest: Path, teacher_spec: dict, prompts: dict, scoring: dic
                  resume_dir: Path, teacher_name: str = "teacher"):
     rows = shard_rows(read_parquet(manifest, ["image_id", "path"]), shard, "image_id")
     refs = [ImageRef(r["image_id"], r["path"]) for r in rows.iter_rows(named=True)]
-    with make_teacher(teacher_spec, prompts) as teacher:
+    with make_teacher(teacher_spec | {"name": teacher_name}, prompts) as teacher:
         provenance = make_provenance(
             "score_points", teacher=teacher_name, teacher_info=teacher.describe(), prompt=prompts["point"],
             prompt_hash=stable_hash(prompts["point"]), scoring=scoring, shard=shard, manifest=str(manifest),

@@ -20,6 +20,9 @@ RES = config["resources_dir"]
 LOGS = f"{R}/logs"
 BENCH = f"{R}/benchmarks"
 MANIFEST = f"{R}/dataset/manifest.parquet"
+# Steps always import leaf_steps from this checkout: the code that runs is the code that is
+# hashed into params, also inside conda envs (which drop an inherited PYTHONPATH).
+STEP = f"PYTHONPATH={shlex.quote(str(workflow.basedir))} python -m"
 
 
 wildcard_constraints:
@@ -32,6 +35,19 @@ wildcard_constraints:
 
 scattergather:
     teacher=config["scoring"]["shards"],
+
+
+ENV_CORE = "../../envs/core.yaml"
+ENV_STUDENT = "../../envs/student.yaml"
+ENV_TEACHER = "../../envs/teacher.yaml"
+
+
+def teacher_env(teacher):
+    """A launched vLLM server needs vLLM in the job's env; every other teacher does not."""
+    spec = config["teachers"][teacher]
+    if spec["backend"] == "vllm" and not spec.get("base_url"):
+        return "../../envs/teacher-vllm.yaml"
+    return ENV_TEACHER
 
 
 def jq(obj):
@@ -72,7 +88,8 @@ def teacher_inputs(teacher):
 
 def teacher_spec(teacher):
     spec = dict(config["teachers"][teacher])
-    spec.setdefault("missing_token_policy", config["scoring"]["missing_token_policy"])
+    if spec["backend"] in ("vllm", "transformers"):  # only token-reading backends impute missing labels
+        spec.setdefault("missing_token_policy", config["scoring"]["missing_token_policy"])
     if spec["backend"] == "niqe":
         spec["model_path"] = teacher_inputs(teacher)["niqe_model"]
     return spec

@@ -11,12 +11,14 @@ if DATASET == "demo":
         params:
             settings=jq(config["dataset"]),
             code=step_code("make_demo_dataset"),
+        conda:
+            ENV_CORE
         log:
             f"{LOGS}/make_demo_dataset.log",
         benchmark:
             f"{BENCH}/make_demo_dataset.tsv"
         shell:
-            "python -m leaf_steps.make_demo_dataset --settings {params.settings} --images-dir {output.images}"
+            "{STEP} leaf_steps.make_demo_dataset --settings {params.settings} --images-dir {output.images}"
             " --references-dir {output.references} --out {output.manifest} > {log} 2>&1"
 
 else:
@@ -27,12 +29,14 @@ else:
         params:
             settings=jq(config["dataset"]),
             code=step_code("download_dataset"),
+        conda:
+            ENV_CORE
         log:
             f"{LOGS}/download_dataset.log",
         benchmark:
             f"{BENCH}/download_dataset.tsv"
         shell:
-            "python -m leaf_steps.download_dataset --dataset {DATASET} --resources-dir {RES}"
+            "{STEP} leaf_steps.download_dataset --dataset {DATASET} --resources-dir {RES}"
             " --settings {params.settings} --out-marker {output.marker} > {log} 2>&1"
 
     rule prepare_dataset:
@@ -44,10 +48,12 @@ else:
             settings=jq(config["dataset"]),
             images_dir=f"{RES}/{DATASET}/derived",
             code=step_code("prepare_dataset"),
+        conda:
+            ENV_CORE
         log:
             f"{LOGS}/prepare_dataset.log",
         benchmark:
             f"{BENCH}/prepare_dataset.tsv"
         shell:
-            "python -m leaf_steps.prepare_dataset --dataset {DATASET} --resources-dir {RES}"
+            "{STEP} leaf_steps.prepare_dataset --dataset {DATASET} --resources-dir {RES}"
             " --settings {params.settings} --images-dir {params.images_dir} --out {output.manifest} > {log} 2>&1"

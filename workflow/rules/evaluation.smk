@@ -9,10 +9,12 @@ rule teacher_zero_shot:
         predictions=f"{R}/predictions/teacher_zero_shot/labelfree.parquet",
     params:
         code=step_code("teacher_baselines"),
+    conda:
+        ENV_CORE
     log:
         f"{LOGS}/teacher_zero_shot.log",
     shell:
-        "python -m leaf_steps.teacher_baselines zero_shot --points {input.points} --manifest {input.manifest}"
+        "{STEP} leaf_steps.teacher_baselines zero_shot --points {input.points} --manifest {input.manifest}"
         " --out {output.predictions} > {log} 2>&1"
 
 
@@ -25,10 +27,12 @@ rule teacher_linear:
         predictions=f"{R}/predictions/teacher_linear/ratio{{ratio}}/seed{{seed}}.parquet",
     params:
         code=step_code("teacher_baselines"),
+    conda:
+        ENV_CORE
     log:
         f"{LOGS}/teacher_linear/ratio{{ratio}}-seed{{seed}}.log",
     shell:
-        "python -m leaf_steps.teacher_baselines linear --points {input.points} --manifest {input.manifest}"
+        "{STEP} leaf_steps.teacher_baselines linear --points {input.points} --manifest {input.manifest}"
         " --subset {input.subset} --out {output.predictions} > {log} 2>&1"
 
 
@@ -40,10 +44,12 @@ rule evaluate_labelfree:
         metrics=f"{R}/metrics/{{method}}/labelfree.parquet",
     params:
         code=step_code("evaluate"),
+    conda:
+        ENV_CORE
     log:
         f"{LOGS}/evaluate/{{method}}-labelfree.log",
     shell:
-        "python -m leaf_steps.evaluate --predictions {input.predictions} --manifest {input.manifest}"
+        "{STEP} leaf_steps.evaluate --predictions {input.predictions} --manifest {input.manifest}"
         " --method {wildcards.method} --ratio 0 --out {output.metrics} > {log} 2>&1"
 
 
@@ -55,10 +61,12 @@ rule evaluate_few_shot:
         metrics=f"{R}/metrics/{{method}}/ratio{{ratio}}/seed{{seed}}.parquet",
     params:
         code=step_code("evaluate"),
+    conda:
+        ENV_CORE
     log:
         f"{LOGS}/evaluate/{{method}}-ratio{{ratio}}-seed{{seed}}.log",
     shell:
-        "python -m leaf_steps.evaluate --predictions {input.predictions} --manifest {input.manifest}"
+        "{STEP} leaf_steps.evaluate --predictions {input.predictions} --manifest {input.manifest}"
         " --method {wildcards.method} --ratio {wildcards.ratio} --seed {wildcards.seed}"
         " --out {output.metrics} > {log} 2>&1"
 
@@ -80,10 +88,12 @@ rule aggregate:
         headline=f"--headline {HEADLINE}" if HEADLINE else "",
         title=shlex.quote(f"LEAF on {config['dataset']['name']} ({config['run_name']})"),
         code=step_code("aggregate"),
+    conda:
+        ENV_CORE
     log:
         f"{LOGS}/aggregate.log",
     shell:
-        "python -m leaf_steps.aggregate --out-runs {output.runs} --out-summary {output.summary}"
+        "{STEP} leaf_steps.aggregate --out-runs {output.runs} --out-summary {output.summary}"
         " --out-markdown {output.table} {params.headline} --methods {params.methods} --title {params.title}"
         " {input.metrics} > {log} 2>&1"
 
@@ -101,10 +111,12 @@ rule plot_label_efficiency:
     params:
         title=shlex.quote(f"Label efficiency: {config['dataset']['name']}"),
         code=step_code("plot_results"),
+    conda:
+        ENV_CORE
     log:
         f"{LOGS}/plot_label_efficiency.log",
     shell:
-        "python -m leaf_steps.plot_results label-efficiency --summary {input.summary} --out {output.png}"
+        "{STEP} leaf_steps.plot_results label-efficiency --summary {input.summary} --out {output.png}"
         " --title {params.title} > {log} 2>&1"
 
 
@@ -130,8 +142,10 @@ rule plot_teacher_scatter:
         linear=lambda w, input: f"--linear {input.linear}" if "linear" in input.keys() else "",
         title=shlex.quote(f"Teacher '{config['teacher']}' vs MOS, test split"),
         code=step_code("plot_results"),
+    conda:
+        ENV_CORE
     log:
         f"{LOGS}/plot_teacher_scatter.log",
     shell:
-        "python -m leaf_steps.plot_results teacher-scatter --points {input.points} --manifest {input.manifest}"
+        "{STEP} leaf_steps.plot_results teacher-scatter --points {input.points} --manifest {input.manifest}"
         " {params.linear} --out {output.png} --title {params.title} > {log} 2>&1"

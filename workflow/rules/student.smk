@@ -25,15 +25,17 @@ rule distill:
         ),
         pairs=lambda w, input: f"--pairs {input.pairs}" if "pairs" in input.keys() else "",
         code=step_code("distill"),
-    threads: workflow.cores
+    threads: 8
     resources:
         student_gpus=1,
+    conda:
+        ENV_STUDENT
     log:
         f"{LOGS}/distill/{{variant}}.log",
     benchmark:
         f"{BENCH}/distill/{{variant}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} python -m leaf_steps.distill --manifest {input.manifest} --points {input.points}"
+        "OMP_NUM_THREADS={threads} {STEP} leaf_steps.distill --manifest {input.manifest} --points {input.points}"
         " {params.pairs} --settings {params.settings} --out-model {output.model} --out-losses {output.losses}"
         " --out-predictions {output.predictions} > {log} 2>&1"
 
@@ -46,10 +48,12 @@ rule sample_mos_subset:
     params:
         val_fraction=config["calibration"]["val_fraction"],
         code=step_code("sample_mos_subsets"),
+    conda:
+        ENV_CORE
     log:
         f"{LOGS}/sample_mos_subset/ratio{{ratio}}-seed{{seed}}.log",
     shell:
-        "python -m leaf_steps.sample_mos_subsets --manifest {input.manifest} --ratio {wildcards.ratio}"
+        "{STEP} leaf_steps.sample_mos_subsets --manifest {input.manifest} --ratio {wildcards.ratio}"
         " --seed {wildcards.seed} --val-fraction {params.val_fraction} --out {output.subset} > {log} 2>&1"
 
 
@@ -70,14 +74,16 @@ rule calibrate:
         ),
         init=lambda w, input: f"--init {input.init}" if "init" in input.keys() else "",
         code=step_code("calibrate"),
-    threads: workflow.cores
+    threads: 8
     resources:
         student_gpus=1,
+    conda:
+        ENV_STUDENT
     log:
         f"{LOGS}/calibrate/{{variant}}-ratio{{ratio}}-seed{{seed}}.log",
     benchmark:
         f"{BENCH}/calibrate/{{variant}}-ratio{{ratio}}-seed{{seed}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} python -m leaf_steps.calibrate --manifest {input.manifest}"
+        "OMP_NUM_THREADS={threads} {STEP} leaf_steps.calibrate --manifest {input.manifest}"
         " --subset {input.subset} {params.init} --settings {params.settings} --out-model {output.model}"
         " --out-losses {output.losses} --out-predictions {output.predictions} > {log} 2>&1"

@@ -11,10 +11,12 @@ rule fit_niqe:
     params:
         settings=lambda w: jq(config["teachers"][w.teacher]),
         code=step_code("fit_niqe"),
+    conda:
+        ENV_TEACHER
     log:
         f"{LOGS}/fit_niqe/{{teacher}}.log",
     shell:
-        "python -m leaf_steps.fit_niqe --references-dir {input.references} --settings {params.settings}"
+        "{STEP} leaf_steps.fit_niqe --references-dir {input.references} --settings {params.settings}"
         " --out {output.model} > {log} 2>&1"
 
 
@@ -31,12 +33,14 @@ rule score_points:
         code=lambda w: step_code("score_points", teacher_backend_module(w.teacher)),
     resources:
         teacher_gpus=lambda w: int(config["teachers"][w.teacher].get("gpus", 0)),
+    conda:
+        lambda w: teacher_env(w.teacher)
     log:
         f"{LOGS}/score_points/{{teacher}}-{{scatteritem}}.log",
     benchmark:
         f"{BENCH}/score_points/{{teacher}}-{{scatteritem}}.tsv"
     shell:
-        "python -m leaf_steps.score_points --manifest {input.manifest} --teacher-name {wildcards.teacher}"
+        "{STEP} leaf_steps.score_points --manifest {input.manifest} --teacher-name {wildcards.teacher}"
         " --teacher-spec {params.spec} --prompts {params.prompts} --scoring {params.scoring}"
         " --shard {wildcards.scatteritem} --resume-dir {params.resume_dir} --out {output.shard} > {log} 2>&1"
 
@@ -48,10 +52,12 @@ rule gather_points:
         points=f"{R}/teacher/{{teacher}}/points.parquet",
     params:
         code=step_code("gather_shards"),
+    conda:
+        ENV_CORE
     log:
         f"{LOGS}/gather_points/{{teacher}}.log",
     shell:
-        "python -m leaf_steps.gather_shards --key image_id --out {output.points} {input.shards} > {log} 2>&1"
+        "{STEP} leaf_steps.gather_shards --key image_id --out {output.points} {input.shards} > {log} 2>&1"
 
 
 rule sample_pairs:
@@ -62,10 +68,12 @@ rule sample_pairs:
     params:
         settings=jq({"count": config["pairs"]["count"], "seed": config["pairs"]["seed"]}),
         code=step_code("sample_pairs"),
+    conda:
+        ENV_CORE
     log:
         f"{LOGS}/sample_pairs.log",
     shell:
-        "python -m leaf_steps.sample_pairs --manifest {input.manifest} --settings {params.settings}"
+        "{STEP} leaf_steps.sample_pairs --manifest {input.manifest} --settings {params.settings}"
         " --out {output.pairs} > {log} 2>&1"
 
 
@@ -82,12 +90,14 @@ rule score_pairs:
         code=lambda w: step_code("score_pairs", teacher_backend_module(w.teacher)),
     resources:
         teacher_gpus=lambda w: int(config["teachers"][w.teacher].get("gpus", 0)),
+    conda:
+        lambda w: teacher_env(w.teacher)
     log:
         f"{LOGS}/score_pairs/{{teacher}}-{{scatteritem}}.log",
     benchmark:
         f"{BENCH}/score_pairs/{{teacher}}-{{scatteritem}}.tsv"
     shell:
-        "python -m leaf_steps.score_pairs --pairs {input.pairs} --manifest {input.manifest}"
+        "{STEP} leaf_steps.score_pairs --pairs {input.pairs} --manifest {input.manifest}"
         " --teacher-name {wildcards.teacher} --teacher-spec {params.spec} --prompts {params.prompts}"
         " --scoring {params.scoring} --shard {wildcards.scatteritem} --resume-dir {params.resume_dir}"
         " --out {output.shard} > {log} 2>&1"
@@ -100,10 +110,12 @@ rule gather_pairs:
         pairs=f"{R}/teacher/{{teacher}}/pairs.parquet",
     params:
         code=step_code("gather_shards"),
+    conda:
+        ENV_CORE
     log:
         f"{LOGS}/gather_pairs/{{teacher}}.log",
     shell:
-        "python -m leaf_steps.gather_shards --key pair_id --out {output.pairs} {input.shards} > {log} 2>&1"
+        "{STEP} leaf_steps.gather_shards --key pair_id --out {output.pairs} {input.shards} > {log} 2>&1"
 
 
 rule filter_pairs:
@@ -114,8 +126,10 @@ rule filter_pairs:
         summary=f"{R}/teacher/{{teacher}}/pairs_tau{{tau}}.summary.json",
     params:
         code=step_code("filter_pairs"),
+    conda:
+        ENV_CORE
     log:
         f"{LOGS}/filter_pairs/{{teacher}}-tau{{tau}}.log",
     shell:
-        "python -m leaf_steps.filter_pairs --pairs {input.pairs} --tau {wildcards.tau} --out {output.pairs}"
+        "{STEP} leaf_steps.filter_pairs --pairs {input.pairs} --tau {wildcards.tau} --out {output.pairs}"
         " --summary {output.summary} > {log} 2>&1"

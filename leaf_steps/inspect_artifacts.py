@@ -1,0 +1,112 @@
+"""``leaf inspect PATH``: what is inside a LEAF Parquet artifact (or a folder of shards).
+
+Prints the schema, row count, provenance metadata (step, teacher, prompt hash, settings,
+versions), a per-column summary (nulls; min/max/mean for numbers; value counts for short
+categorical columns; histograms of level probabilities and pair confidences) and a few
+sample rows. ``--json`` prints the same as one JSON object for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from leaf_steps.io import parquet_files, read_provenance, read_shards
+
+HISTOGRAM_COLUMNS = ("p_excellent", "p_good", "p_fair", "p_poor", "p_bad", "p_a", "confidence", "teacher_score")
+
+
+def _num(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def column_summary(s: pl.Series) -> dict[str, Any]:
+    out: dict[str, Any] = {"dtype": str(s.dtype), "nulls": s.null_count()}
+    if s.dtype.is_numeric() and s.len() > s.null_count():
+        v = s.drop_nulls().cast(pl.Float64)
+        v = v.filter(v.is_finite())
+        if v.len():
+            out |= {"min": _num(v.min()), "max": _num(v.max()), "mean": _num(v.mean())}
+        if s.name in HISTOGRAM_COLUMNS and v.len():
+            lo, hi = (0.0, 1.0) if s.name != "teacher_score" else (1.0, 5.0)
+            counts, edges = np.histogram(v.to_numpy(), bins=10, range=(lo, hi))
+            out["histogram"] = {"edges": [round(float(e), 3) for e in edges], "counts": counts.tolist()}
+    elif s.dtype == pl.String and s.n_unique() <= 12:
+        out["values"] = {str(k): int(c) for k, c in s.value_counts(sort=True).iter_rows()}
+    elif isinstance(s.dtype, pl.List):
+        lengths = s.list.len()
+        out["nonempty"] = int((lengths > 0).sum())
+        exploded = s.explode().drop_nulls()
+        if exploded.len():
+            out["values"] = {str(k): int(c) for k, c in exploded.value_counts(sort=True).head(12).iter_rows()}
+    return out
+
+
+def inspect(path: str | Path, sample: int = 5) -> dict[str, Any]:
+    files = parquet_files(path)
+    df = read_shards(files)
+    return {
+        "path": str(path),
+        "files": [str(f) for f in files],
+        "rows": df.height,
+        "schema": {name: str(dtype) for name, dtype in df.schema.items()},
+        "provenance": [read_provenance(f) for f in files] if len(files) > 1 else read_provenance(files[0]),
+        "columns": {name: column_summary(df[name]) for name in df.columns},
+        "sample": json.loads(df.head(sample).write_json()),
+    }
+
+
+def _bar(counts: list[int], width: int = 20) -> str:
+    top = max(counts) or 1
+    blocks = " ▁▂▃▄▅▆▇█"
+    return "".join(blocks[min(8, round(8 * c / top))] for c in counts)
+
+
+def render(info: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{info['path']}[/bold]: {info['rows']} rows in {len(info['files'])} file(s)")
+    prov = info["provenance"]
+    console.print("[bold]provenance[/bold]")
+    console.print_json(json.dumps(prov if isinstance(prov, dict) else prov[0], default=str))
+    table = Table(title="columns")
+    for col in ("column", "dtype", "nulls", "min", "max", "mean", "distribution"):
+        table.add_column(col)
+    for name, c in info["columns"].items():
+        dist = ""
+        if "histogram" in c:
+            h = c["histogram"]
+            dist = f"{h['edges'][0]}–{h['edges'][-1]} {_bar(h['counts'])}"
+        elif "values" in c:
+            dist = ", ".join(f"{k}: {v}" for k, v in list(c["values"].items())[:6])
+        fmt = lambda x: "" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))  # noqa: E731
+        table.add_row(name, c["dtype"], str(c["nulls"]), fmt(c.get("min")), fmt(c.get("max")), fmt(c.get("mean")),
+                      dist)
+    console.print(table)
+    console.print("[bold]sample rows[/bold]")
+    for row in info["sample"]:
+        console.print(row)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="leaf inspect", description=__doc__)
+    ap.add_argument("path", help="a Parquet file or a folder of shards")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    ap.add_argument("--sample", type=int, default=5, help="number of sample rows")
+    a = ap.parse_args(argv)
+    info = inspect(a.path, a.sample)
+    if a.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        render(info)

@@ -1,0 +1,528 @@
+"""The MLLM teacher served by vLLM's OpenAI-compatible API (``backend: vllm``).
+
+One request per item: a single user message whose content is the image(s) as
+``data:`` URLs followed by the prompt (point: one image; pair: A then B), with
+``logprobs: true, top_logprobs: K, max_tokens: 1, temperature: 0``. The answer is
+read at ``choices[0].logprobs.content[0].top_logprobs`` and mapped to labels by
+:func:`leaf_steps.teacher_math.collapse_top_logprobs` (space/case variants summed,
+labels absent from the top K imputed and listed, matched mass recorded).
+
+Requests run concurrently (``max_concurrency`` workers, each with its own
+``httpx.AsyncClient`` connection) with a per-request timeout and retries with
+exponential backoff and jitter on 408, 429, 500, 502-504, timeouts and connection
+errors. Whatever still fails becomes a ``LabelScores.failed`` row with the reason; a
+batch is never lost to one item, and a server that is down for the whole batch yields
+a batch of error rows (the scoring driver decides how many failures are too many).
+
+``base_url`` names a running server; when it is null the teacher launches
+``vllm serve`` itself (:mod:`leaf_steps.teachers.vllm_server`) on first use and stops
+it on :meth:`close`. The API key is read from the environment variable named by
+``api_key_env``; it is sent as a Bearer header and written nowhere else.
+See docs/teacher_vllm.md for the GPU-host guide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import os
+import random
+import ssl
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from leaf_steps.errors import ConfigError, InputError, TeacherError
+from leaf_steps.image_encoding import EncodingSettings, image_data_url
+from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, LabelScores, collapse_top_logprobs, label_aliases
+from leaf_steps.teachers.base import ImageRef, Teacher
+from leaf_steps.teachers.vllm_server import VllmServer
+
+log = logging.getLogger(__name__)
+
+REQUIRED = object()
+SPEC_DEFAULTS: dict[str, Any] = {
+    "backend": "vllm",
+    "name": None,  # the teacher's key under `teachers`, used in error messages (set by the driver)
+    "gpus": 0,  # GPUs the scoring job is given (pipeline resource); launched mode's default tensor parallelism
+    "model": REQUIRED,
+    "base_url": None,  # e.g. http://gpu-node:8000/v1; null = launch `vllm serve` here
+    "api_key_env": None,  # NAME of the environment variable holding the key
+    "launch": {},
+    "top_logprobs": 20,
+    "max_concurrency": 32,
+    "request_timeout_s": 120.0,
+    "max_retries": 3,
+    "backoff_s": 1.0,
+    "image_max_side": 1024,
+    "image_format": "jpeg",
+    "image_quality": 90,
+    "temperature": 0.0,
+    "max_tokens": 1,
+    "extra_body": {},
+    "missing_token_policy": "floor",
+    "check_label_tokens": True,
+}
+LAUNCH_DEFAULTS: dict[str, Any] = {
+    "executable": "vllm",
+    "host": "127.0.0.1",
+    "port": None,  # null: a free port
+    "tensor_parallel_size": None,  # null: the teacher's `gpus` (at least 1)
+    "gpu_ids": None,  # e.g. [0, 1] -> CUDA_VISIBLE_DEVICES=0,1; null: leave it as the scheduler set it
+    "max_model_len": None,
+    "trust_remote_code": False,
+    "args": [],  # extra `vllm serve` arguments, e.g. ["--gpu-memory-utilization", "0.9"]
+    "startup_timeout_s": 1800.0,
+    "log_file": None,  # null: a file in the temp dir (its path is logged and shown on errors)
+}
+# Request fields the teacher sets itself; extra_body may not override them.
+MANAGED_FIELDS = {"model", "messages", "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens",
+                  "temperature", "n", "stream"}
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+# httpcore's pool rescans every (queued request, connection) pair on each event, which
+# costs milliseconds per request at 32 connections; several small pools avoid that.
+CONNECTIONS_PER_CLIENT = 1
+MAX_BACKOFF_S = 60.0
+
+
+class RequestFailed(Exception):
+    """One item's request failed for good; the message goes into its error row."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Spec with defaults filled; ConfigError naming ``teachers.<name>.<key>`` for anything wrong."""
+    name = spec.get("name") or "<vllm teacher>"
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"teachers.{name}.{key}: {message}")
+
+    unknown = sorted(set(spec) - set(SPEC_DEFAULTS))
+    if unknown:
+        raise fail(unknown[0], f"unknown key (known: {', '.join(sorted(SPEC_DEFAULTS))})")
+    s = {**SPEC_DEFAULTS, **spec}
+    if s["backend"] != "vllm":
+        raise fail("backend", f"expected 'vllm', got {s['backend']!r}")
+    if s["model"] is REQUIRED or not isinstance(s["model"], str) or not s["model"]:
+        raise fail("model", "required: the served model id, e.g. OpenGVLab/InternVL3_5-8B")
+    if s["base_url"] is not None:
+        url = s["base_url"]
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise fail("base_url", f"must be an http(s) URL such as http://host:8000/v1, got {url!r}")
+        url = url.rstrip("/")
+        s["base_url"] = url if url.endswith("/v1") else url + "/v1"
+        if spec.get("launch"):
+            raise fail("launch", "only used when base_url is null (the teacher launches vllm serve itself)")
+    if s["api_key_env"] is not None and (not isinstance(s["api_key_env"], str) or not s["api_key_env"]):
+        raise fail("api_key_env", "must be the NAME of an environment variable (the key itself never goes in config)")
+    for key, minimum in (("top_logprobs", 1), ("max_concurrency", 1), ("max_retries", 0), ("max_tokens", 1),
+                         ("image_max_side", 16), ("gpus", 0)):
+        if not _is_int(s[key]) or s[key] < minimum:
+            raise fail(key, f"must be an integer >= {minimum}, got {s[key]!r}")
+    for key in ("request_timeout_s", "backoff_s", "temperature"):
+        if not _is_number(s[key]) or s[key] < 0 or (key == "request_timeout_s" and s[key] == 0):
+            raise fail(key, f"must be a {'positive' if key == 'request_timeout_s' else 'non-negative'} number, "
+                            f"got {s[key]!r}")
+    if s["image_format"] not in ("jpeg", "png"):
+        raise fail("image_format", f"must be 'jpeg' or 'png', got {s['image_format']!r}")
+    if not _is_int(s["image_quality"]) or not 1 <= s["image_quality"] <= 100:
+        raise fail("image_quality", f"must be an integer in 1..100, got {s['image_quality']!r}")
+    if s["missing_token_policy"] not in ("floor", "zero"):
+        raise fail("missing_token_policy", f"must be 'floor' or 'zero', got {s['missing_token_policy']!r}")
+    if not isinstance(s["check_label_tokens"], bool):
+        raise fail("check_label_tokens", f"must be true or false, got {s['check_label_tokens']!r}")
+    if not isinstance(s["extra_body"], dict):
+        raise fail("extra_body", f"must be a mapping of extra request fields, got {type(s['extra_body']).__name__}")
+    clash = sorted(set(s["extra_body"]) & MANAGED_FIELDS)
+    if clash:
+        raise fail(f"extra_body.{clash[0]}", "is set by the teacher itself; use the dedicated key instead")
+    s["launch"] = _validate_launch(s["launch"], s, fail)
+    return s
+
+
+def _validate_launch(launch: Any, s: dict[str, Any], fail: Any) -> dict[str, Any]:
+    if not isinstance(launch, dict):
+        raise fail("launch", f"must be a mapping, got {type(launch).__name__}")
+    unknown = sorted(set(launch) - set(LAUNCH_DEFAULTS))
+    if unknown:
+        raise fail(f"launch.{unknown[0]}", f"unknown key (known: {', '.join(sorted(LAUNCH_DEFAULTS))})")
+    lc = {**LAUNCH_DEFAULTS, **launch}
+    if lc["tensor_parallel_size"] is None:
+        lc["tensor_parallel_size"] = max(1, s["gpus"])
+    if not _is_int(lc["tensor_parallel_size"]) or lc["tensor_parallel_size"] < 1:
+        raise fail("launch.tensor_parallel_size", f"must be an integer >= 1, got {lc['tensor_parallel_size']!r}")
+    if s["gpus"] and lc["tensor_parallel_size"] > s["gpus"]:
+        raise fail("launch.tensor_parallel_size", f"{lc['tensor_parallel_size']} exceeds the {s['gpus']} GPU(s) "
+                                                  f"the job is given (teachers.{s['name'] or '<name>'}.gpus)")
+    if lc["port"] is not None and (not _is_int(lc["port"]) or not 0 < lc["port"] < 65536):
+        raise fail("launch.port", f"must be a TCP port number or null, got {lc['port']!r}")
+    if lc["max_model_len"] is not None and (not _is_int(lc["max_model_len"]) or lc["max_model_len"] < 1):
+        raise fail("launch.max_model_len", f"must be a positive integer or null, got {lc['max_model_len']!r}")
+    if not _is_number(lc["startup_timeout_s"]) or lc["startup_timeout_s"] <= 0:
+        raise fail("launch.startup_timeout_s", f"must be a positive number, got {lc['startup_timeout_s']!r}")
+    if not isinstance(lc["args"], list) or not all(isinstance(a, str) for a in lc["args"]):
+        raise fail("launch.args", "must be a list of strings (extra `vllm serve` arguments)")
+    if not isinstance(lc["trust_remote_code"], bool):
+        raise fail("launch.trust_remote_code", f"must be true or false, got {lc['trust_remote_code']!r}")
+    if not isinstance(lc["executable"], str) or not lc["executable"]:
+        raise fail("launch.executable", "must be a command name or path")
+    if not isinstance(lc["host"], str) or not lc["host"]:
+        raise fail("launch.host", "must be a host name or address")
+    if lc["log_file"] is not None and not isinstance(lc["log_file"], str):
+        raise fail("launch.log_file", "must be a path or null")
+    ids = lc["gpu_ids"]
+    if ids is not None:
+        if not isinstance(ids, list) or not ids or not all(_is_int(g) and g >= 0 for g in ids):
+            raise fail("launch.gpu_ids", f"must be a non-empty list of GPU indices or null, got {ids!r}")
+        if len(ids) < lc["tensor_parallel_size"]:
+            raise fail("launch.gpu_ids", f"{len(ids)} GPU(s) listed for tensor_parallel_size="
+                                         f"{lc['tensor_parallel_size']}")
+    if any(a.split("=")[0] in ("--max-logprobs", "--port", "--limit-mm-per-prompt") for a in lc["args"]):
+        raise fail("launch.args", "--max-logprobs, --port and --limit-mm-per-prompt are set by the teacher "
+                                  "(top_logprobs, launch.port, two images per pair prompt)")
+    return lc
+
+
+def chat_payload(model: str, data_urls: Sequence[str], prompt: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The chat-completions request for one item: images first (A then B), then the prompt."""
+    content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": u}} for u in data_urls]
+    content.append({"type": "text", "text": prompt})
+    return {
+        **settings["extra_body"],
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "logprobs": True,
+        "top_logprobs": settings["top_logprobs"],
+        "max_tokens": settings["max_tokens"],
+        "temperature": settings["temperature"],
+    }
+
+
+def parse_top_logprobs(body: Any) -> list[tuple[str, float]]:
+    """``(token, logprob)`` candidates at the first answer position of a chat-completions body.
+
+    Raises ValueError with a message fit for an error row when the body lacks them.
+    """
+    try:
+        content = body["choices"][0]["logprobs"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError("response has no choices[0].logprobs.content (did the server ignore logprobs=true?)") \
+            from None
+    if not isinstance(content, list) or not content:
+        raise ValueError("response has an empty choices[0].logprobs.content (no answer token)")
+    top = content[0].get("top_logprobs") if isinstance(content[0], dict) else None
+    if not isinstance(top, list) or not top:
+        raise ValueError("response has no top_logprobs at the answer position (top_logprobs=0 or capped?)")
+    out = []
+    for entry in top:
+        try:
+            token, logprob = entry["token"], float(entry["logprob"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"malformed top_logprobs entry {entry!r}") from None
+        if not isinstance(token, str):
+            raise ValueError(f"malformed top_logprobs entry {entry!r}")
+        out.append((token, logprob))
+    return out
+
+
+def server_error_text(response: httpx.Response) -> str:
+    """The message of a vLLM error body ({"error": {"message": ...}} or older flat forms)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("message") or err.get("detail") or err)[:300]
+        if isinstance(err, str):
+            return err[:300]
+    return str(body)[:300]
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle costs 0.1-0.2 s per client; every client of the process shares one.
+    return httpx.create_ssl_context()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers["Retry-After"]))
+    except (KeyError, ValueError):
+        return None
+
+
+class VllmTeacher(Teacher):
+    backend = "vllm"
+
+    def __init__(self, spec: dict[str, Any], prompts: dict[str, str]):
+        super().__init__(spec, prompts)
+        self.settings = validate_spec(self.spec)
+        self._name = self.settings["name"] or "<vllm teacher>"
+        for kind in ("point", "pair"):
+            if not isinstance(self.prompts.get(kind), str) or not self.prompts[kind]:
+                raise ConfigError(f"prompts.{kind}: required by the vllm teacher")
+        self._api_key = self._read_api_key()
+        self.encoding = EncodingSettings(max_side=self.settings["image_max_side"],
+                                         format=self.settings["image_format"],
+                                         quality=self.settings["image_quality"])
+        self._aliases = {LEVELS: label_aliases(LEVELS), PAIR_LABELS: label_aliases(PAIR_LABELS)}
+        self._label_tokens: dict[str, Any] = {"status": "not checked"}
+        self._server: VllmServer | None = None
+        self._base_url: str | None = self.settings["base_url"]
+        self._ready = False
+        # Set once an item gave up on a connection error; later connection errors then fail at
+        # once instead of each waiting through its retries (cleared by the next success).
+        self._unreachable = False
+
+    # -- set-up
+    def _read_api_key(self) -> str | None:
+        env = self.settings["api_key_env"]
+        if env is None:
+            return None
+        key = os.environ.get(env)
+        if not key:
+            raise ConfigError(f"teachers.{self._name}.api_key_env: environment variable {env} is not set or empty")
+        return key
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    @property
+    def base_url(self) -> str | None:
+        return self._base_url
+
+    @property
+    def server(self) -> VllmServer | None:
+        """The launched server while it runs (launched mode), else None."""
+        return self._server
+
+    @property
+    def root_url(self) -> str:
+        assert self._base_url is not None
+        return self._base_url[: -len("/v1")]
+
+    def _ensure_ready(self) -> None:
+        """Launch the server if needed and check it once (model served, answer tokens distinct)."""
+        if self._ready:
+            return
+        if self._base_url is None:
+            lc = self.settings["launch"]
+            server = VllmServer(
+                self.settings["model"], executable=lc["executable"], host=lc["host"], port=lc["port"],
+                max_logprobs=self.settings["top_logprobs"], images_per_prompt=2,
+                tensor_parallel_size=lc["tensor_parallel_size"], gpus=lc["gpu_ids"],
+                max_model_len=lc["max_model_len"], trust_remote_code=lc["trust_remote_code"],
+                extra_args=lc["args"], startup_timeout_s=lc["startup_timeout_s"], log_file=lc["log_file"],
+                api_key=self._api_key)
+            self._server = server.start()  # a server that fails to start is stopped by start()
+            self._base_url = server.base_url
+        try:
+            with httpx.Client(timeout=min(30.0, self.settings["request_timeout_s"]), headers=self._headers(),
+                              verify=_ssl_context()) as client:
+                answered = self._check_model(client)
+                if answered and self.settings["check_label_tokens"]:
+                    self._check_label_tokens(client)
+        except BaseException:
+            self.close()  # e.g. the model is not served: do not leave a launched server behind
+            raise
+        self._ready = answered  # a server that was down is checked again before the next batch
+
+    def _check_model(self, client: httpx.Client) -> bool:
+        """True when the server answered; a server that is down is left to the per-item errors."""
+        try:
+            r = client.get(f"{self._base_url}/models")
+        except httpx.TransportError as exc:
+            log.warning("vLLM server at %s not reachable (%s); items will fail with errors", self._base_url, exc)
+            return False
+        if r.status_code == 401:
+            hint = (f"the key in ${self.settings['api_key_env']}" if self._api_key
+                    else f"no key was sent (set teachers.{self._name}.api_key_env)")
+            raise TeacherError(f"vLLM server at {self._base_url} rejected the request (401 Unauthorized): {hint}")
+        if r.status_code != 200:
+            log.warning("GET %s/models answered %s; not checking the model id", self._base_url, r.status_code)
+            return True
+        try:
+            served = [m["id"] for m in r.json()["data"]]
+        except (ValueError, KeyError, TypeError):
+            log.warning("GET %s/models returned an unexpected body; not checking the model id", self._base_url)
+            return True
+        if self.settings["model"] not in served:
+            raise ConfigError(f"teachers.{self._name}.model: {self.settings['model']!r} is not served at "
+                              f"{self._base_url} (served: {served})")
+        return True
+
+    def _check_label_tokens(self, client: httpx.Client) -> None:
+        """Ask vLLM's /tokenize for each label's first token (bare and after a space).
+
+        A tokenizer that splits "Excellent" answers "Excel": the first token then counts
+        for the label. If two labels share a first token the scores would be
+        meaningless, so that is a TeacherError; a server without /tokenize is recorded.
+        """
+        found: dict[str, list[str]] = {}
+        for label in LEVELS + PAIR_LABELS:
+            pieces = set()
+            for text in (label, " " + label):
+                try:
+                    r = client.post(f"{self.root_url}/tokenize",
+                                    json={"model": self.settings["model"], "prompt": text,
+                                          "add_special_tokens": False, "return_token_strs": True})
+                    strs = r.json().get("token_strs") if r.status_code == 200 else None
+                except (httpx.TransportError, ValueError, AttributeError):
+                    strs = None
+                if not strs:
+                    self._label_tokens = {"status": "unavailable (no /tokenize with token strings)"}
+                    return
+                pieces.add(strs[0])
+            found[label] = sorted(pieces)
+        try:
+            aliases = {labels: label_aliases(labels, found) for labels in (LEVELS, PAIR_LABELS)}
+        except ValueError as exc:
+            raise TeacherError(f"{self.settings['model']}: the answer labels' first tokens are not distinct "
+                               f"({exc}); change the labels' wording or the model") from None
+        self._aliases = aliases
+        self._label_tokens = {"status": "distinct", "first_tokens": found}
+
+    # -- scoring
+    def score_points(self, images: Sequence[ImageRef]) -> list[LabelScores]:
+        return self._run([([img.path], self.prompts["point"]) for img in images], LEVELS)
+
+    def score_pairs(self, pairs: Sequence[tuple[ImageRef, ImageRef]]) -> list[LabelScores]:
+        return self._run([([a.path, b.path], self.prompts["pair"]) for a, b in pairs], PAIR_LABELS)
+
+    def _run(self, items: list[tuple[list[str], str]], labels: tuple[str, ...]) -> list[LabelScores]:
+        if not items:
+            return []
+        self._ensure_ready()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._score_all(items, labels))
+        # Called from inside a running event loop (a notebook): run ours on a helper thread.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-teacher") as pool:
+            return pool.submit(asyncio.run, self._score_all(items, labels)).result()
+
+    async def _score_all(self, items: list[tuple[list[str], str]], labels: tuple[str, ...]) -> list[LabelScores]:
+        """``max_concurrency`` workers drain the items, so at most that many requests are in flight.
+
+        Each worker has its own client and keep-alive connection: a pool shared by all
+        workers costs milliseconds of CPU per request at 32 connections (httpcore
+        rescans every queued request against every connection on each event).
+        """
+        results: list[LabelScores] = [None] * len(items)  # type: ignore[list-item]
+        todo = iter(enumerate(items))  # shared by the workers (one event-loop thread: no lock needed)
+
+        async def worker() -> None:
+            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=1), headers=self._headers(),
+                                         timeout=httpx.Timeout(self.settings["request_timeout_s"]),
+                                         verify=_ssl_context()) as client:
+                for i, (paths, prompt) in todo:
+                    results[i] = await self._score_one(client, paths, prompt, labels)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.settings["max_concurrency"], len(items)))))
+        return results
+
+    async def _score_one(self, client: httpx.AsyncClient, paths: list[str], prompt: str,
+                         labels: tuple[str, ...]) -> LabelScores:
+        try:
+            urls = [await asyncio.to_thread(image_data_url, p, self.encoding) for p in paths]
+            body = await self._post(client, chat_payload(self.settings["model"], urls, prompt, self.settings))
+            top = parse_top_logprobs(body)
+        except (InputError, RequestFailed, ValueError) as exc:
+            return LabelScores.failed(labels, str(exc))
+        except Exception as exc:  # noqa: BLE001 - an unforeseen failure costs one row, not the batch
+            log.exception("unexpected error scoring %s", paths)
+            return LabelScores.failed(labels, f"unexpected {type(exc).__name__}: {exc}")
+        return collapse_top_logprobs(top, labels, self._aliases[labels], self.settings["missing_token_policy"])
+
+    async def _post(self, client: httpx.AsyncClient, payload: dict[str, Any]) -> Any:
+        """POST with retries; the parsed JSON body of a 200, else RequestFailed with the reason."""
+        url = f"{self._base_url}/chat/completions"
+        timeout = self.settings["request_timeout_s"]
+        attempts = self.settings["max_retries"] + 1
+        reason, wait_hint = "", None
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(self._backoff(attempt, wait_hint))
+            wait_hint = None
+            try:
+                # httpx timeouts are per phase (connect/read/...); this bounds the whole exchange.
+                response = await asyncio.wait_for(client.post(url, json=payload), timeout)
+            except (asyncio.TimeoutError, httpx.TimeoutException):
+                reason = f"no answer within request_timeout_s={timeout:g}s"
+                continue
+            except httpx.ConnectError as exc:
+                reason = f"cannot connect to {url} ({exc})"
+                if self._unreachable:
+                    break
+                continue
+            except httpx.TransportError as exc:
+                reason = f"connection to {url} failed ({type(exc).__name__}: {exc})"
+                continue
+            except httpx.HTTPError as exc:  # e.g. an undecodable body: retrying would not help
+                raise RequestFailed(f"request to {url} failed ({type(exc).__name__}: {exc})") from None
+            if response.status_code == 200:
+                self._unreachable = False
+                try:
+                    return response.json()
+                except ValueError:
+                    raise RequestFailed(f"malformed JSON in the answer ({response.text[:120]!r}...)") from None
+            reason = f"HTTP {response.status_code}: {server_error_text(response)}"
+            if response.status_code not in RETRY_STATUS:
+                raise RequestFailed(reason)  # a bad request stays bad: no retry
+            wait_hint = _retry_after(response)
+        if reason.startswith("cannot connect"):
+            self._unreachable = True
+        raise RequestFailed(f"{reason} (gave up after {attempt + 1} attempt(s))")
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, MAX_BACKOFF_S)
+        ceiling = min(self.settings["backoff_s"] * 2 ** (attempt - 1), MAX_BACKOFF_S)
+        return random.uniform(ceiling / 2, ceiling)  # jitter: retries from many items do not line up
+
+    # -- provenance and clean-up
+    def __enter__(self) -> VllmTeacher:
+        """Start (launched mode) and check the server now, so that describe() reports the checks."""
+        self._ensure_ready()
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        """Settings that shape the teacher's numbers (no API key, no operational knobs)."""
+        s = self.settings
+        out: dict[str, Any] = {
+            "backend": self.backend,
+            "model": s["model"],
+            "endpoint": s["base_url"] or "launched",
+            "top_logprobs": s["top_logprobs"],
+            "temperature": s["temperature"],
+            "max_tokens": s["max_tokens"],
+            "image": {"max_side": s["image_max_side"], "format": s["image_format"], "quality": s["image_quality"]},
+            "extra_body": s["extra_body"],
+            "missing_token_policy": s["missing_token_policy"],
+            "label_tokens": self._label_tokens,
+        }
+        if s["base_url"] is None:
+            lc = s["launch"]
+            out["launch"] = {"tensor_parallel_size": lc["tensor_parallel_size"], "max_model_len": lc["max_model_len"],
+                             "trust_remote_code": lc["trust_remote_code"], "args": lc["args"]}
+        return out
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+            self._base_url = self.settings["base_url"]
+            self._ready = False

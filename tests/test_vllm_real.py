@@ -1,0 +1,76 @@
+"""Against a real vLLM server (GPU host). Skipped unless LEAF_VLLM_BASE_URL is set.
+
+    LEAF_VLLM_BASE_URL=http://gpu-node:8000/v1 \\
+    LEAF_VLLM_MODEL=OpenGVLab/InternVL3_5-8B \\
+    LEAF_VLLM_API_KEY_ENV=MY_KEY_VAR \\
+    pytest -m realvllm tests/test_vllm_real.py -v
+
+LEAF_VLLM_MODEL defaults to the first model the server lists; LEAF_VLLM_API_KEY_ENV
+names the variable holding the key (only if the server was started with one).
+The checks are ones any competent IQA teacher passes: a clean photo beats a heavily
+blurred, noisy, blocky copy of itself, point-wise and in both pair orders, and the
+answer tokens hold most of the probability at the answer position.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from PIL import Image, ImageFilter
+from skimage import data as skdata
+
+from leaf_steps import teacher_math as tm
+from leaf_steps.teachers.base import ImageRef, make_teacher
+
+BASE_URL = os.environ.get("LEAF_VLLM_BASE_URL")
+pytestmark = [pytest.mark.realvllm,
+              pytest.mark.skipif(not BASE_URL, reason="set LEAF_VLLM_BASE_URL to test against a real vLLM server")]
+PROMPTS = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "demo.yaml").read_text())["prompts"]
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    key_env = os.environ.get("LEAF_VLLM_API_KEY_ENV")
+    model = os.environ.get("LEAF_VLLM_MODEL")
+    if not model:
+        headers = {"Authorization": f"Bearer {os.environ[key_env]}"} if key_env else {}
+        model = httpx.get(f"{BASE_URL.rstrip('/')}/models", headers=headers, timeout=30).json()["data"][0]["id"]
+    spec = {"backend": "vllm", "name": "real", "model": model, "base_url": BASE_URL, "api_key_env": key_env,
+            "max_concurrency": 4}
+    with make_teacher(spec, PROMPTS) as t:
+        yield t
+
+
+@pytest.fixture(scope="module")
+def clean_and_degraded(tmp_path_factory) -> tuple[ImageRef, ImageRef]:
+    root = tmp_path_factory.mktemp("real")
+    clean = Image.fromarray(skdata.astronaut())
+    clean.save(root / "clean.png")
+    rng = np.random.default_rng(0)
+    blurred = np.asarray(clean.filter(ImageFilter.GaussianBlur(4)), dtype=np.float64)
+    noisy = np.clip(blurred + rng.normal(0, 40, blurred.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(root / "degraded.jpg", quality=5)
+    return ImageRef("clean", str(root / "clean.png")), ImageRef("degraded", str(root / "degraded.jpg"))
+
+
+def test_point_scores_rank_clean_above_degraded(teacher, clean_and_degraded):
+    rows = teacher.score_points(list(clean_and_degraded))
+    assert [r.error for r in rows] == [None, None]
+    assert all(r.mass > 0.5 for r in rows), [r.mass for r in rows]  # the prompt keeps the model on the labels
+    scores = tm.expected_score(tm.level_probabilities(np.array([r.logliks for r in rows])))
+    assert scores[0] > scores[1] + 0.5, scores
+    assert teacher.describe()["label_tokens"]["status"] in ("distinct", "unavailable (no /tokenize with token strings)")
+
+
+def test_pairs_prefer_clean_in_both_orders(teacher, clean_and_degraded):
+    clean, degraded = clean_and_degraded
+    rows = teacher.score_pairs([(clean, degraded), (degraded, clean)])
+    assert [r.error for r in rows] == [None, None]
+    la, lb = np.array([r.logliks for r in rows]).T
+    p_a = tm.pair_probability(la, lb)
+    assert p_a[0] > 0.5 > p_a[1], p_a
