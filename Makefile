@@ -34,4 +34,4 @@ report: $(STAMP)
 	$(BIN)/snakemake --configfile $(DEMO_CONFIG) --report results/demo/report.html
 
 clean-demo:
-	rm -rf results/demo resources/demo
+	rm -rf results/demo

@@ -32,9 +32,7 @@ import logging
 import math
 import os
 import random
-import sys
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from PIL import Image
 from leaf_steps.config import load_schema
 from leaf_steps.errors import ConfigError, InputError
 from leaf_steps.io import atomic_write_bytes, read_parquet, stable_hash
+from leaf_steps.progress import progress  # noqa: F401  (used here and as st.progress by the stages)
 
 log = logging.getLogger("leaf.student")
 
@@ -434,28 +433,6 @@ def predict(model: torch.nn.Module, rows: Sequence[ImageRow], *, resize: int, cr
             scores = model(images.to(device, non_blocking=True)).reshape(-1)
         out[idx.numpy()] = scores.float().cpu().numpy()
     return out
-
-
-# --------------------------------------------------------------------------- progress
-
-def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", every_s: float = 30.0) -> Iterator:
-    """A tqdm bar on a terminal; otherwise (Snakemake/cluster logs) a log line every ``every_s``
-    seconds and one at the end."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        yield from tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-        return
-    start = last = time.monotonic()
-    i = 0
-    for i, item in enumerate(iterable, 1):
-        yield item
-        now = time.monotonic()
-        if now - last >= every_s:
-            log.info("%s: %d/%s (%.0f s)", desc, i, total if total is not None else "?", now - start)
-            last = now
-    if time.monotonic() - start >= every_s:
-        log.info("%s: done %d in %.0f s", desc, i, time.monotonic() - start)
 
 
 # --------------------------------------------------------------------------- metrics

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from leaf_steps.datasets.common import (
+    check_placed,
     DOWNLOADS_DIRNAME,
     DatasetSettings,
     Labels,
@@ -26,14 +27,12 @@ from leaf_steps.datasets.common import (
     list_images,
     load_placed,
     manifest_frame,
-    print_instructions,
     random_split,
     read_csv_strings,
     relative_hashes,
     require_placed_file,
     resolve_images,
     split_counts,
-    verify_placed_checksums,
 )
 from leaf_steps.errors import InputError
 
@@ -100,11 +99,7 @@ def _load(root: Path, settings: DatasetSettings):
 
 
 def fetch(root: Path, settings: DatasetSettings, client: httpx.Client | None = None) -> dict[str, Any]:
-    print_instructions(instructions(root))
-    root.mkdir(parents=True, exist_ok=True)
-    labels, paths, archives, warnings = _load(root, settings)
-    return {"files": relative_hashes(root, archives), "checksums_verified": verify_placed_checksums(root, settings),
-            "label_files": relative_hashes(root, [labels.source]), "images": len(paths), "warnings": warnings}
+    return check_placed(root, settings, _load, instructions(root))
 
 
 def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = None) -> Prepared:

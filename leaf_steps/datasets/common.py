@@ -643,3 +643,17 @@ def relative_hashes(root: Path, paths: Iterable[Path | str]) -> dict[str, str]:
         key = str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
         out[key] = cached_sha256(p)
     return out
+
+
+def check_placed(root: Path, settings: Any, load: Any, instructions_text: str) -> dict[str, Any]:
+    """The ``fetch`` of a hand-placed dataset: say what to fetch, then check what the user put in ``root``.
+
+    ``load(root, settings)`` returns (labels, image paths, extracted archives, warnings) and raises
+    InputError naming what is missing.
+    """
+    print_instructions(instructions_text)
+    root.mkdir(parents=True, exist_ok=True)
+    labels, paths, archives, warnings = load(root, settings)
+    return {"files": relative_hashes(root, archives), "checksums_verified": verify_placed_checksums(root, settings),
+            "label_files": relative_hashes(root, [labels.source]), "images": len(paths),
+            "images_dir": str(paths[0].parent) if paths else None, "warnings": warnings}

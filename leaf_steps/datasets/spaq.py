@@ -18,6 +18,7 @@ import httpx
 from PIL import Image
 
 from leaf_steps.datasets.common import (
+    check_placed,
     DOWNLOADS_DIRNAME,
     DatasetSettings,
     Labels,
@@ -31,13 +32,11 @@ from leaf_steps.datasets.common import (
     load_placed,
     manifest_frame,
     parse_mos_column,
-    print_instructions,
     random_split,
     relative_hashes,
     require_placed_file,
     resolve_images,
     split_counts,
-    verify_placed_checksums,
 )
 from leaf_steps.errors import ConfigError, InputError, LeafError
 from leaf_steps.progress import progress
@@ -131,12 +130,7 @@ def _load(root: Path, settings: DatasetSettings):
 
 def fetch(root: Path, settings: DatasetSettings, client: httpx.Client | None = None) -> dict[str, Any]:
     """Print where SPAQ comes from, then check what the user placed (extracting a placed archive)."""
-    print_instructions(instructions(root))
-    root.mkdir(parents=True, exist_ok=True)
-    labels, paths, archives, warnings = _load(root, settings)
-    return {"files": relative_hashes(root, archives), "checksums_verified": verify_placed_checksums(root, settings),
-            "label_files": relative_hashes(root, [labels.source]), "images": len(paths),
-            "images_dir": str(paths[0].parent), "warnings": warnings}
+    return check_placed(root, settings, _load, instructions(root))
 
 
 def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:

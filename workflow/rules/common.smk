@@ -20,9 +20,16 @@ RES = config["resources_dir"]
 LOGS = f"{R}/logs"
 BENCH = f"{R}/benchmarks"
 MANIFEST = f"{R}/dataset/manifest.parquet"
-# Steps always import leaf_steps from this checkout: the code that runs is the code that is
-# hashed into params, also inside conda envs (which drop an inherited PYTHONPATH).
-STEP = f"PYTHONPATH={shlex.quote(str(workflow.basedir))} python -m"
+# Steps (`python -m leaf_steps.<step>`) always import leaf_steps from this checkout: the code that
+# runs is the code that is hashed into params. A shell prefix rather than a variable in each command:
+# it also applies inside conda envs (which drop an inherited PYTHONPATH; the prefix runs after the
+# activation), it keeps `snakemake --lint` clean, and the checkout's location stays out of the
+# recorded shell text, so moving the checkout reruns nothing. (The prefix is str.format-ed.)
+shell.prefix(
+    "set -euo pipefail; export PYTHONPATH={}; ".format(
+        shlex.quote(str(workflow.basedir)).replace("{", "{{").replace("}", "}}")
+    )
+)
 
 
 wildcard_constraints:
@@ -86,6 +93,13 @@ def teacher_inputs(teacher):
     return {}
 
 
+def step_prompts(kind):
+    """The prompt a scoring step uses ("point" or "pair"), the other one replaced by a placeholder:
+    backends check at setup that both are set, but only the step's own prompt may reach its params,
+    so that editing the point prompt rescores no pairs (and the reverse)."""
+    return {k: (p if k == kind else f"(not used by the {kind} scoring step)") for k, p in config["prompts"].items()}
+
+
 def teacher_spec(teacher):
     spec = dict(config["teachers"][teacher])
     if spec["backend"] in ("vllm", "transformers"):  # only token-reading backends impute missing labels
@@ -106,6 +120,15 @@ def distill_inputs(wildcards):
     if s["use_pair"]:
         inputs["pairs"] = f"{R}/teacher/{s['teacher']}/pairs_tau{pair_tau(wildcards.variant)}.parquet"
     return inputs
+
+
+def student_settings(variant):
+    s = VARIANTS[variant]
+    return {
+        "student": config["student"],
+        "student_model": s["student_model"],
+        "device": config["device"],
+    }
 
 
 def calibrate_inputs(wildcards):

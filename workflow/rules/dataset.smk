@@ -6,8 +6,9 @@ if DATASET == "demo":
     rule make_demo_dataset:
         output:
             manifest=MANIFEST,
-            images=directory(f"{RES}/demo/images"),
-            references=directory(f"{RES}/demo/references"),
+            # Generated per run (not under resources/): runs with other demo settings never share them.
+            images=directory(f"{R}/dataset/images"),
+            references=directory(f"{R}/dataset/references"),
         params:
             settings=jq(config["dataset"]),
             code=step_code("make_demo_dataset"),
@@ -18,7 +19,7 @@ if DATASET == "demo":
         benchmark:
             f"{BENCH}/make_demo_dataset.tsv"
         shell:
-            "{STEP} leaf_steps.make_demo_dataset --settings {params.settings} --images-dir {output.images}"
+            "python -m leaf_steps.make_demo_dataset --settings {params.settings} --images-dir {output.images}"
             " --references-dir {output.references} --out {output.manifest} > {log} 2>&1"
 
 else:
@@ -36,7 +37,7 @@ else:
         benchmark:
             f"{BENCH}/download_dataset.tsv"
         shell:
-            "{STEP} leaf_steps.download_dataset --dataset {DATASET} --resources-dir {RES}"
+            "python -m leaf_steps.download_dataset --dataset {DATASET} --resources-dir {RES}"
             " --settings {params.settings} --out-marker {output.marker} > {log} 2>&1"
 
     rule prepare_dataset:
@@ -55,5 +56,5 @@ else:
         benchmark:
             f"{BENCH}/prepare_dataset.tsv"
         shell:
-            "{STEP} leaf_steps.prepare_dataset --dataset {DATASET} --resources-dir {RES}"
+            "python -m leaf_steps.prepare_dataset --dataset {DATASET} --resources-dir {RES}"
             " --settings {params.settings} --images-dir {params.images_dir} --out {output.manifest} > {log} 2>&1"

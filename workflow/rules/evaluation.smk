@@ -14,7 +14,7 @@ rule teacher_zero_shot:
     log:
         f"{LOGS}/teacher_zero_shot.log",
     shell:
-        "{STEP} leaf_steps.teacher_baselines zero_shot --points {input.points} --manifest {input.manifest}"
+        "python -m leaf_steps.teacher_baselines zero_shot --points {input.points} --manifest {input.manifest}"
         " --out {output.predictions} > {log} 2>&1"
 
 
@@ -32,7 +32,7 @@ rule teacher_linear:
     log:
         f"{LOGS}/teacher_linear/ratio{{ratio}}-seed{{seed}}.log",
     shell:
-        "{STEP} leaf_steps.teacher_baselines linear --points {input.points} --manifest {input.manifest}"
+        "python -m leaf_steps.teacher_baselines linear --points {input.points} --manifest {input.manifest}"
         " --subset {input.subset} --out {output.predictions} > {log} 2>&1"
 
 
@@ -49,7 +49,7 @@ rule evaluate_labelfree:
     log:
         f"{LOGS}/evaluate/{{method}}-labelfree.log",
     shell:
-        "{STEP} leaf_steps.evaluate --predictions {input.predictions} --manifest {input.manifest}"
+        "python -m leaf_steps.evaluate --predictions {input.predictions} --manifest {input.manifest}"
         " --method {wildcards.method} --ratio 0 --out {output.metrics} > {log} 2>&1"
 
 
@@ -66,7 +66,7 @@ rule evaluate_few_shot:
     log:
         f"{LOGS}/evaluate/{{method}}-ratio{{ratio}}-seed{{seed}}.log",
     shell:
-        "{STEP} leaf_steps.evaluate --predictions {input.predictions} --manifest {input.manifest}"
+        "python -m leaf_steps.evaluate --predictions {input.predictions} --manifest {input.manifest}"
         " --method {wildcards.method} --ratio {wildcards.ratio} --seed {wildcards.seed}"
         " --out {output.metrics} > {log} 2>&1"
 
@@ -93,7 +93,7 @@ rule aggregate:
     log:
         f"{LOGS}/aggregate.log",
     shell:
-        "{STEP} leaf_steps.aggregate --out-runs {output.runs} --out-summary {output.summary}"
+        "python -m leaf_steps.aggregate --out-runs {output.runs} --out-summary {output.summary}"
         " --out-markdown {output.table} {params.headline} --methods {params.methods} --title {params.title}"
         " {input.metrics} > {log} 2>&1"
 
@@ -116,14 +116,8 @@ rule plot_label_efficiency:
     log:
         f"{LOGS}/plot_label_efficiency.log",
     shell:
-        "{STEP} leaf_steps.plot_results label-efficiency --summary {input.summary} --out {output.png}"
+        "python -m leaf_steps.plot_results label-efficiency --summary {input.summary} --out {output.png}"
         " --title {params.title} > {log} 2>&1"
-
-
-def scatter_linear_input(wildcards):
-    if "teacher_linear" in BASELINES and FEW_SHOT_RATIOS:
-        return {"linear": f"{R}/predictions/teacher_linear/ratio{FEW_SHOT_RATIOS[0]}/seed{SEEDS[0]}.parquet"}
-    return {}
 
 
 rule plot_teacher_scatter:
@@ -147,5 +141,5 @@ rule plot_teacher_scatter:
     log:
         f"{LOGS}/plot_teacher_scatter.log",
     shell:
-        "{STEP} leaf_steps.plot_results teacher-scatter --points {input.points} --manifest {input.manifest}"
+        "python -m leaf_steps.plot_results teacher-scatter --points {input.points} --manifest {input.manifest}"
         " {params.linear} --out {output.png} --title {params.title} > {log} 2>&1"

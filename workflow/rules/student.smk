@@ -1,15 +1,6 @@
 # Stage 1 (teacher-guided distillation), MOS subsets, stage 2 (calibration fine-tuning).
 
 
-def student_settings(variant):
-    s = VARIANTS[variant]
-    return {
-        "student": config["student"],
-        "student_model": s["student_model"],
-        "device": config["device"],
-    }
-
-
 rule distill:
     input:
         unpack(distill_inputs),
@@ -35,7 +26,7 @@ rule distill:
     benchmark:
         f"{BENCH}/distill/{{variant}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} {STEP} leaf_steps.distill --manifest {input.manifest} --points {input.points}"
+        "OMP_NUM_THREADS={threads} python -m leaf_steps.distill --manifest {input.manifest} --points {input.points}"
         " {params.pairs} --settings {params.settings} --out-model {output.model} --out-losses {output.losses}"
         " --out-predictions {output.predictions} > {log} 2>&1"
 
@@ -53,7 +44,7 @@ rule sample_mos_subset:
     log:
         f"{LOGS}/sample_mos_subset/ratio{{ratio}}-seed{{seed}}.log",
     shell:
-        "{STEP} leaf_steps.sample_mos_subsets --manifest {input.manifest} --ratio {wildcards.ratio}"
+        "python -m leaf_steps.sample_mos_subsets --manifest {input.manifest} --ratio {wildcards.ratio}"
         " --seed {wildcards.seed} --val-fraction {params.val_fraction} --out {output.subset} > {log} 2>&1"
 
 
@@ -84,6 +75,6 @@ rule calibrate:
     benchmark:
         f"{BENCH}/calibrate/{{variant}}-ratio{{ratio}}-seed{{seed}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} {STEP} leaf_steps.calibrate --manifest {input.manifest}"
+        "OMP_NUM_THREADS={threads} python -m leaf_steps.calibrate --manifest {input.manifest}"
         " --subset {input.subset} {params.init} --settings {params.settings} --out-model {output.model}"
         " --out-losses {output.losses} --out-predictions {output.predictions} > {log} 2>&1"

@@ -5,7 +5,7 @@ rule fit_niqe:
     # Only the classical stand-in teacher needs this: NIQE's pristine model, fitted on the
     # pristine reference photos (never on MOS).
     input:
-        references=lambda w: config["teachers"][w.teacher].get("pristine_dir", f"{RES}/demo/references"),
+        references=lambda w: config["teachers"][w.teacher].get("pristine_dir", f"{R}/dataset/references"),
     output:
         model=f"{R}/teacher/{{teacher}}/niqe_model.npz",
     params:
@@ -16,7 +16,7 @@ rule fit_niqe:
     log:
         f"{LOGS}/fit_niqe/{{teacher}}.log",
     shell:
-        "{STEP} leaf_steps.fit_niqe --references-dir {input.references} --settings {params.settings}"
+        "python -m leaf_steps.fit_niqe --references-dir {input.references} --settings {params.settings}"
         " --out {output.model} > {log} 2>&1"
 
 
@@ -27,12 +27,14 @@ rule score_points:
         shard=f"{R}/teacher/{{teacher}}/points/{{scatteritem}}.parquet",
     params:
         spec=lambda w: jq(teacher_spec(w.teacher)),
-        prompts=jq(config["prompts"]),
+        prompts=jq(step_prompts("point")),
         scoring=jq(config["scoring"]),
         resume_dir=lambda w: f"{R}/teacher/{w.teacher}/.partial/points-{w.scatteritem}",
         code=lambda w: step_code("score_points", teacher_backend_module(w.teacher)),
     resources:
-        teacher_gpus=lambda w: int(config["teachers"][w.teacher].get("gpus", 0)),
+        # The teacher's need (teachers.<name>.gpus; 0 for an existing endpoint or a CPU teacher) under
+        # the standard name executors read (Slurm: --gpus). Cluster specifics live in profiles/slurm.
+        gpu=lambda w: int(config["teachers"][w.teacher].get("gpus", 0)),
     conda:
         lambda w: teacher_env(w.teacher)
     log:
@@ -40,7 +42,7 @@ rule score_points:
     benchmark:
         f"{BENCH}/score_points/{{teacher}}-{{scatteritem}}.tsv"
     shell:
-        "{STEP} leaf_steps.score_points --manifest {input.manifest} --teacher-name {wildcards.teacher}"
+        "python -m leaf_steps.score_points --manifest {input.manifest} --teacher-name {wildcards.teacher}"
         " --teacher-spec {params.spec} --prompts {params.prompts} --scoring {params.scoring}"
         " --shard {wildcards.scatteritem} --resume-dir {params.resume_dir} --out {output.shard} > {log} 2>&1"
 
@@ -57,7 +59,7 @@ rule gather_points:
     log:
         f"{LOGS}/gather_points/{{teacher}}.log",
     shell:
-        "{STEP} leaf_steps.gather_shards --key image_id --out {output.points} {input.shards} > {log} 2>&1"
+        "python -m leaf_steps.gather_shards --key image_id --out {output.points} {input.shards} > {log} 2>&1"
 
 
 rule sample_pairs:
@@ -73,7 +75,7 @@ rule sample_pairs:
     log:
         f"{LOGS}/sample_pairs.log",
     shell:
-        "{STEP} leaf_steps.sample_pairs --manifest {input.manifest} --settings {params.settings}"
+        "python -m leaf_steps.sample_pairs --manifest {input.manifest} --settings {params.settings}"
         " --out {output.pairs} > {log} 2>&1"
 
 
@@ -84,12 +86,14 @@ rule score_pairs:
         shard=f"{R}/teacher/{{teacher}}/pairs/{{scatteritem}}.parquet",
     params:
         spec=lambda w: jq(teacher_spec(w.teacher)),
-        prompts=jq(config["prompts"]),
+        prompts=jq(step_prompts("pair")),
         scoring=jq(config["scoring"]),
         resume_dir=lambda w: f"{R}/teacher/{w.teacher}/.partial/pairs-{w.scatteritem}",
         code=lambda w: step_code("score_pairs", teacher_backend_module(w.teacher)),
     resources:
-        teacher_gpus=lambda w: int(config["teachers"][w.teacher].get("gpus", 0)),
+        # The teacher's need (teachers.<name>.gpus; 0 for an existing endpoint or a CPU teacher) under
+        # the standard name executors read (Slurm: --gpus). Cluster specifics live in profiles/slurm.
+        gpu=lambda w: int(config["teachers"][w.teacher].get("gpus", 0)),
     conda:
         lambda w: teacher_env(w.teacher)
     log:
@@ -97,7 +101,7 @@ rule score_pairs:
     benchmark:
         f"{BENCH}/score_pairs/{{teacher}}-{{scatteritem}}.tsv"
     shell:
-        "{STEP} leaf_steps.score_pairs --pairs {input.pairs} --manifest {input.manifest}"
+        "python -m leaf_steps.score_pairs --pairs {input.pairs} --manifest {input.manifest}"
         " --teacher-name {wildcards.teacher} --teacher-spec {params.spec} --prompts {params.prompts}"
         " --scoring {params.scoring} --shard {wildcards.scatteritem} --resume-dir {params.resume_dir}"
         " --out {output.shard} > {log} 2>&1"
@@ -115,7 +119,7 @@ rule gather_pairs:
     log:
         f"{LOGS}/gather_pairs/{{teacher}}.log",
     shell:
-        "{STEP} leaf_steps.gather_shards --key pair_id --out {output.pairs} {input.shards} > {log} 2>&1"
+        "python -m leaf_steps.gather_shards --key pair_id --out {output.pairs} {input.shards} > {log} 2>&1"
 
 
 rule filter_pairs:
@@ -131,5 +135,5 @@ rule filter_pairs:
     log:
         f"{LOGS}/filter_pairs/{{teacher}}-tau{{tau}}.log",
     shell:
-        "{STEP} leaf_steps.filter_pairs --pairs {input.pairs} --tau {wildcards.tau} --out {output.pairs}"
+        "python -m leaf_steps.filter_pairs --pairs {input.pairs} --tau {wildcards.tau} --out {output.pairs}"
         " --summary {output.summary} > {log} 2>&1"
