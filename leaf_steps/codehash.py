@@ -56,6 +56,9 @@ def module_closure(name: str) -> tuple[str, ...]:
             continue
         seen.add(mod)
         todo.extend(_local_imports(path, mod))
+        # Importing a.b.c first runs the __init__ of a and of a.b.
+        parts = mod.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
     return tuple(sorted(seen))
 
 

@@ -26,6 +26,7 @@ matplotlib.use("Agg")  # headless: cluster nodes and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from leaf_steps.cli import run_step  # noqa: E402
 from leaf_steps.errors import InputError  # noqa: E402
@@ -46,7 +47,7 @@ def _save(fig: plt.Figure, path: Path) -> None:
 def _grid(n_panels: int, width: float = 5.0, height: float = 3.8):
     cols = min(3, n_panels)
     rows = -(-n_panels // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[n_panels:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels])
@@ -81,6 +82,7 @@ def training_curves(stage1: Sequence[tuple[str, pl.DataFrame]],
             _curve(ax, losses, "val_loss", color=colour, ls="--", label=f"{variant} held-out")
         ax.set_title("Stage 1: distillation from the teacher")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss (point + pair terms)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -90,11 +92,12 @@ def training_curves(stage1: Sequence[tuple[str, pl.DataFrame]],
         ratios = sorted({r for r, _, _ in runs}, key=float)
         for ratio, seed, losses in runs:
             colour = f"C{ratios.index(ratio)}"
-            first_seed = seed == min((s for r, s, _ in runs if r == ratio), key=int)
-            label = f"{float(ratio) * 100:g}% MOS" if first_seed else None
+            seeds = [s for r, s, _ in runs if r == ratio]
+            label = f"{float(ratio) * 100:g}% MOS, {len(seeds)} seeds" if seed == seeds[0] else None
             _curve(ax, losses, "train_loss", color=colour, lw=1, alpha=0.8, label=label)
-        ax.set_title(f"Stage 2: calibration of {variant} (one line per seed)")
+        ax.set_title(f"Stage 2: calibration of {variant}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("train loss (standardised MOS)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)

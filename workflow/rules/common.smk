@@ -1,5 +1,6 @@
 # Helpers and input functions shared by all rule files.
 import json
+import re
 import shlex
 import sys
 
@@ -34,7 +35,8 @@ shell.prefix(
 
 wildcard_constraints:
     teacher=r"[A-Za-z0-9_.-]+",
-    variant=r"[A-Za-z0-9_-]+",
+    # Only configured variants: predictions/teacher_linear/... is the baseline's, never a student's.
+    variant="|".join(re.escape(v) for v in config["variants"]),
     ratio=r"[0-9]+(\.[0-9]+)?",
     seed=r"[0-9]+",
     tau=r"[0-9]+(\.[0-9]+)?",
@@ -168,7 +170,56 @@ def method_order():
     return seen
 
 
+def scatter_linear_input(wildcards):
+    """Fig 2 b/c: the teacher after a linear calibration on the first MOS subset, when there is one."""
+    if "teacher_linear" in BASELINES and FEW_SHOT_RATIOS:
+        return {"linear": f"{R}/predictions/teacher_linear/ratio{FEW_SHOT_RATIOS[0]}/seed{SEEDS[0]}.parquet"}
+    return {}
+
+
+def stage1_loss_runs():
+    """(variant, losses file) of every distilled variant."""
+    return [(v, f"{R}/students/{v}/stage1/losses.parquet") for v, s in VARIANTS.items() if s["distill"]]
+
+
+def stage2_loss_runs():
+    """(variant, ratio, seed, losses file) of every calibration."""
+    return [
+        (v, ratio, seed, f"{R}/students/{v}/ratio{ratio}/seed{seed}/losses.parquet")
+        for v in VARIANTS
+        for ratio in FEW_SHOT_RATIOS
+        for seed in SEEDS
+    ]
+
+
+def training_curve_args():
+    args = [f"--stage1 {shlex.quote(v)} {shlex.quote(path)}" for v, path in stage1_loss_runs()]
+    args += [f"--stage2 {shlex.quote(v)} {r} {s} {shlex.quote(path)}" for v, r, s, path in stage2_loss_runs()]
+    return " ".join(args)
+
+
+def pair_teachers():
+    """Teachers whose scored pairs a distilled variant trains on (no figure forces pair scoring)."""
+    return sorted({s["teacher"] for s in VARIANTS.values() if s["distill"] and s["use_pair"]})
+
+
+def scored_pairs_args():
+    return " ".join(f"--pairs {shlex.quote(t)} {shlex.quote(f'{R}/teacher/{t}/pairs.parquet')}" for t in pair_teachers())
+
+
+def confidence_tau_arg():
+    """The threshold line of the pair-confidence figure, when some variant filters pairs by it."""
+    filtered = any(s["distill"] and s["use_pair"] and s["use_confidence"] for s in VARIANTS.values())
+    return f"--tau {fmt(config['pairs']['tau'])}" if filtered else ""
+
+
 def final_targets():
     targets = [f"{R}/summary/table.md", f"{R}/figures/label_efficiency.png", f"{R}/figures/teacher_vs_mos.png"]
-    targets += [f"{R}/students/{v}/stage1/losses.parquet" for v, s in VARIANTS.items() if s["distill"]]
+    targets += [path for _, path in stage1_loss_runs()]
+    if stage1_loss_runs() or stage2_loss_runs():
+        targets.append(f"{R}/figures/training_curves.png")
+    if pair_teachers():
+        targets.append(f"{R}/figures/pair_confidence.png")
+    if "paper" in config:  # the paper's table beside this run's (workflow/rules/paper.smk)
+        targets.append(f"{R}/summary/paper_{config['paper']['target']}.md")
     return targets

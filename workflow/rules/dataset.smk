@@ -28,6 +28,9 @@ else:
         output:
             marker=f"{RES}/{DATASET}/.ready.json",
         params:
+            dataset=DATASET,
+            # RES, read off the marker path (RES/<dataset>/.ready.json) as the linter asks of path prefixes.
+            resources_dir=lambda w, output: output.marker.rsplit("/", 2)[0],
             settings=jq(config["dataset"]),
             code=step_code("download_dataset"),
         conda:
@@ -37,7 +40,7 @@ else:
         benchmark:
             f"{BENCH}/download_dataset.tsv"
         shell:
-            "python -m leaf_steps.download_dataset --dataset {DATASET} --resources-dir {RES}"
+            "python -m leaf_steps.download_dataset --dataset {params.dataset} --resources-dir {params.resources_dir}"
             " --settings {params.settings} --out-marker {output.marker} > {log} 2>&1"
 
     rule prepare_dataset:
@@ -46,6 +49,8 @@ else:
         output:
             manifest=MANIFEST,
         params:
+            dataset=DATASET,
+            resources_dir=lambda w, input: input.marker.rsplit("/", 2)[0],
             settings=jq(config["dataset"]),
             images_dir=f"{RES}/{DATASET}/derived",
             code=step_code("prepare_dataset"),
@@ -56,5 +61,5 @@ else:
         benchmark:
             f"{BENCH}/prepare_dataset.tsv"
         shell:
-            "python -m leaf_steps.prepare_dataset --dataset {DATASET} --resources-dir {RES}"
+            "python -m leaf_steps.prepare_dataset --dataset {params.dataset} --resources-dir {params.resources_dir}"
             " --settings {params.settings} --images-dir {params.images_dir} --out {output.manifest} > {log} 2>&1"

@@ -143,3 +143,51 @@ rule plot_teacher_scatter:
     shell:
         "python -m leaf_steps.plot_results teacher-scatter --points {input.points} --manifest {input.manifest}"
         " {params.linear} --out {output.png} --title {params.title} > {log} 2>&1"
+
+
+rule plot_training_curves:
+    input:
+        stage1=[path for _, path in stage1_loss_runs()],
+        stage2=[path for *_, path in stage2_loss_runs()],
+    output:
+        png=report(
+            f"{R}/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Figures",
+            labels={"figure": "Training curves"},
+        ),
+    params:
+        runs=training_curve_args(),
+        title=shlex.quote(f"Training curves: {config['dataset']['name']} ({config['run_name']})"),
+        code=step_code("plot_training"),
+    conda:
+        ENV_CORE
+    log:
+        f"{LOGS}/plot_training_curves.log",
+    shell:
+        "python -m leaf_steps.plot_training curves {params.runs} --out {output.png} --title {params.title}"
+        " > {log} 2>&1"
+
+
+rule plot_pair_confidence:
+    input:
+        pairs=[f"{R}/teacher/{t}/pairs.parquet" for t in pair_teachers()],
+    output:
+        png=report(
+            f"{R}/figures/pair_confidence.png",
+            caption="../report/pair_confidence.rst",
+            category="Figures",
+            labels={"figure": "Pair confidence (Eq 5)"},
+        ),
+    params:
+        pairs=scored_pairs_args(),
+        tau=confidence_tau_arg(),
+        title=shlex.quote(f"Teacher pair confidence: {config['dataset']['name']}"),
+        code=step_code("plot_training"),
+    conda:
+        ENV_CORE
+    log:
+        f"{LOGS}/plot_pair_confidence.log",
+    shell:
+        "python -m leaf_steps.plot_training pair-confidence {params.pairs} {params.tau} --out {output.png}"
+        " --title {params.title} > {log} 2>&1"
