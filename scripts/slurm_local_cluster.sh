@@ -30,6 +30,7 @@ MARK="# Written by LEAF scripts/slurm_local_cluster.sh"
 PARTITION=leaf
 NODE=$(hostname -s)
 STARTED=$STATE/started          # "<daemon> <pid>" of each daemon this script started
+SQUEUE_FORMAT='%.5i %.9P %.46k %.10T %.6M %.4C %.7m %.9l'  # id partition comment state time cpus mem limit
 
 log() { printf '[slurm-local] %s\n' "$*"; }
 die() { printf '[slurm-local] error: %s\n' "$*" >&2; exit 1; }
@@ -221,7 +222,8 @@ cmd_demo() {
     log "demo: config/demo.yaml + $(realpath --relative-to="$REPO" "$DEMO_CONFIG") -> results/$run_name"
     log "squeue snapshots every 10 s -> $STATE/squeue.log"
     : >"$STATE/squeue.log"
-    (while sleep 10; do { date '+--- %T'; squeue -o '%.7i %.9P %.28j %.8T %.6M %.4C %.7m %R'; } >>"$STATE/squeue.log" 2>&1; done) &
+    # %k: the comment the executor plugin sets, rule_<rule>_wildcards_<values>.
+    (while sleep 10; do { date '+--- %T'; squeue -o "$SQUEUE_FORMAT %R"; } >>"$STATE/squeue.log" 2>&1; done) &
     local watcher=$! rc=0
     local t0=$SECONDS
     (cd "$REPO" && snakemake --workflow-profile "$profile_dir" \
@@ -229,7 +231,7 @@ cmd_demo() {
     kill "$watcher" 2>/dev/null || true
     log "snakemake exit status $rc after $((SECONDS - t0)) s (log: $STATE/snakemake.log)"
     log "Slurm jobs of this run (squeue keeps finished ones for MinJobAge):"
-    squeue -t all -o '%.7i %.9P %.28j %.10T %.6M %.4C %.7m' | sed 's/^/    /'
+    squeue -t all -o "$SQUEUE_FORMAT" | sed 's/^/    /'
     [ "$rc" = 0 ] || die "the demo failed; Slurm job logs are under .snakemake/slurm_logs/"
     echo
     cat "$out/summary/table.md"

@@ -151,6 +151,11 @@ def test_pair_prompt_rescores_pairs_only(done, tmp_path):
     assert changed == teacher_jobs(PAIR_SCORING) | LEAF_STUDENT | SUMMARY | CURVES | PAIR_FIGURE
 
 
+def test_both_orders_rescores_pairs_only(done, tmp_path):
+    changed = planned(with_config(done, tmp_path, lambda cfg: cfg["scoring"].update(both_orders=True)))
+    assert changed == teacher_jobs(PAIR_SCORING) | LEAF_STUDENT | SUMMARY | CURVES | PAIR_FIGURE
+
+
 def test_step_code_change_reruns_that_step_and_after(done, tmp_path):
     repo = repo_copy(tmp_path)
     # The checkout's location is not part of any job's record: an unchanged copy reruns nothing.

@@ -102,6 +102,11 @@ def step_prompts(kind):
     return {k: (p if k == kind else f"(not used by the {kind} scoring step)") for k, p in config["prompts"].items()}
 
 
+def step_scoring(kind):
+    """The scoring settings a step depends on: asking pairs in both orders concerns pair scoring only."""
+    return {k: v for k, v in config["scoring"].items() if kind == "pair" or k != "both_orders"}
+
+
 def teacher_spec(teacher):
     spec = dict(config["teachers"][teacher])
     if spec["backend"] in ("vllm", "transformers"):  # only token-reading backends impute missing labels

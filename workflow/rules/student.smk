@@ -17,8 +17,6 @@ rule distill:
         pairs=lambda w, input: f"--pairs {input.pairs}" if "pairs" in input.keys() else "",
         code=step_code("distill"),
     threads: 8
-    resources:
-        student_gpus=1,
     conda:
         ENV_STUDENT
     log:
@@ -66,8 +64,6 @@ rule calibrate:
         init=lambda w, input: f"--init {input.init}" if "init" in input.keys() else "",
         code=step_code("calibrate"),
     threads: 8
-    resources:
-        student_gpus=1,
     conda:
         ENV_STUDENT
     log:

@@ -28,7 +28,7 @@ rule score_points:
     params:
         spec=lambda w: jq(teacher_spec(w.teacher)),
         prompts=jq(step_prompts("point")),
-        scoring=jq(config["scoring"]),
+        scoring=jq(step_scoring("point")),
         resume_dir=lambda w: f"{R}/teacher/{w.teacher}/.partial/points-{w.scatteritem}",
         code=lambda w: step_code("score_points", teacher_backend_module(w.teacher)),
     resources:
@@ -87,7 +87,7 @@ rule score_pairs:
     params:
         spec=lambda w: jq(teacher_spec(w.teacher)),
         prompts=jq(step_prompts("pair")),
-        scoring=jq(config["scoring"]),
+        scoring=jq(step_scoring("pair")),
         resume_dir=lambda w: f"{R}/teacher/{w.teacher}/.partial/pairs-{w.scatteritem}",
         code=lambda w: step_code("score_pairs", teacher_backend_module(w.teacher)),
     resources:
