@@ -22,7 +22,7 @@ demo: $(STAMP)
 	@echo
 	@cat results/demo/summary/table.md
 	@echo
-	@echo "Figures: results/demo/figures/label_efficiency.png results/demo/figures/teacher_vs_mos.png"
+	@echo "Figures: results/demo/figures/ (label_efficiency, teacher_vs_mos, training_curves, pair_confidence); HTML report: make report"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

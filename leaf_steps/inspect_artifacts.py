@@ -40,8 +40,8 @@ def column_summary(s: pl.Series) -> dict[str, Any]:
             lo, hi = (0.0, 1.0) if s.name != "teacher_score" else (1.0, 5.0)
             counts, edges = np.histogram(v.to_numpy(), bins=10, range=(lo, hi))
             out["histogram"] = {"edges": [round(float(e), 3) for e in edges], "counts": counts.tolist()}
-    elif s.dtype == pl.String and s.n_unique() <= 12:
-        out["values"] = {str(k): int(c) for k, c in s.value_counts(sort=True).iter_rows()}
+    elif s.dtype == pl.String and s.drop_nulls().n_unique() <= 12:  # nulls are counted above
+        out["values"] = {str(k): int(c) for k, c in s.drop_nulls().value_counts(sort=True).iter_rows()}
     elif isinstance(s.dtype, pl.List):
         lengths = s.list.len()
         out["nonempty"] = int((lengths > 0).sum())
