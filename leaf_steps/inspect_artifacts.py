@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ def render(info: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # Piped output (logs, `| less`) gets a wide fixed width instead of rich's 80-column fallback.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(f"[bold]{info['path']}[/bold]: {info['rows']} rows in {len(info['files'])} file(s)")
     prov = info["provenance"]
     console.print("[bold]provenance[/bold]")
