@@ -80,12 +80,8 @@ class CalibrationSettings:
 
     @classmethod
     def parse(cls, settings: Any) -> CalibrationSettings:
-        if not isinstance(settings, dict):
-            raise ConfigError(f"--settings: expected a JSON object, got {type(settings).__name__}")
-        student = st.settings_block(settings, "student")
+        student = st.student_block(settings)
         calibration = st.settings_block(settings, "calibration")
-        if student["crop"] > student["resize"]:
-            raise ConfigError(f"settings.student.crop ({student['crop']}) must be <= student.resize ({student['resize']})")
         return cls(raw=settings, student=student, calibration=calibration,
                    model_name=st.settings_model_name(settings, student),
                    device=settings.get("device") or "auto", seed=st.settings_seed(settings, 0))

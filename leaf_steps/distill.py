@@ -82,9 +82,7 @@ class DistillSettings:
 
     @classmethod
     def parse(cls, settings: Any) -> DistillSettings:
-        if not isinstance(settings, dict):
-            raise ConfigError(f"--settings: expected a JSON object, got {type(settings).__name__}")
-        student = st.settings_block(settings, "student")
+        student = st.student_block(settings)
         distill = st.settings_block(settings, "distill")
         out = cls(
             raw=settings, student=student, distill=distill,
@@ -97,8 +95,6 @@ class DistillSettings:
         )
         if not (out.use_point or out.use_pair):
             raise ConfigError("settings: use_point and use_pair are both false; distillation needs at least one")
-        if student["crop"] > student["resize"]:
-            raise ConfigError(f"settings.student.crop ({student['crop']}) must be <= student.resize ({student['resize']})")
         return out
 
 

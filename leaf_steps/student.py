@@ -76,6 +76,16 @@ def settings_block(settings: Mapping[str, Any], key: str) -> dict[str, Any]:
     return filled
 
 
+def student_block(settings: Any) -> dict[str, Any]:
+    """The ``student`` block of a stage's settings JSON, checked the same way for both stages."""
+    if not isinstance(settings, dict):
+        raise ConfigError(f"--settings: expected a JSON object, got {type(settings).__name__}")
+    student = settings_block(settings, "student")
+    if student["crop"] > student["resize"]:
+        raise ConfigError(f"settings.student.crop ({student['crop']}) must be <= student.resize ({student['resize']})")
+    return student
+
+
 def settings_flag(settings: Mapping[str, Any], key: str, default: bool) -> bool:
     value = settings.get(key, default)
     if value is None:
