@@ -42,11 +42,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     p_val = sub.add_parser("validate-config", help="validate a config file against the schema")
     p_val.add_argument("config")
     sub.add_parser("inspect", help="schema, provenance and summary of a Parquet artifact", add_help=False)
+    sub.add_parser("estimate-cost", help="GPU-hours of a config from per-image costs", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["inspect"]:
         from leaf_steps.inspect_artifacts import main as inspect_main
 
         run_step(inspect_main, argv[1:])
+        return
+    if argv[:1] == ["estimate-cost"]:
+        from leaf_steps.estimate_cost import main as estimate_main
+
+        run_step(estimate_main, argv[1:])
         return
     args = parser.parse_args(argv)
     if args.command == "validate-config":

@@ -1,0 +1,270 @@
+"""The GPU-hours estimator: visual tokens, FLOP counts, work per job, and the CLI.
+
+The work model is checked against what distill and calibrate really push through the
+network on a small dataset (a hook on the student counts every image by mode); the FLOP
+curves are checked against direct FlopCounterMode counts at lengths they were not fitted on.
+"""
+
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from PIL import Image
+
+from leaf_steps import calibrate, distill, estimate_cost, teacher_cost
+from leaf_steps import student as st
+from leaf_steps.config import load_config
+from leaf_steps.errors import ConfigError, InputError
+from leaf_steps.sample_pairs import sample_pairs
+
+TINY = teacher_cost.TeacherArch("internvl", hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2,
+                                v_hidden=32, v_intermediate=64, v_layers=2, v_heads=4)
+
+
+# --------------------------------------------------------------------------- visual tokens
+
+@pytest.mark.parametrize("size, tokens", [
+    ((1024, 768), 13 * 256),    # 4:3 -> 12 tiles + thumbnail
+    ((683, 512), 13 * 256),     # the tile grid follows the aspect ratio, not the resolution
+    ((2048, 1536), 13 * 256),   # downscaled to 1024x768 first (image_max_side)
+    ((512, 512), 256),          # square up to 633 px: one tile, no thumbnail
+    ((1024, 1024), 10 * 256),   # square above 950 px: 3x3 + thumbnail
+])
+def test_internvl_visual_tokens_follow_the_processor(size, tokens):
+    assert teacher_cost.image_layout("internvl", *size)[0] == tokens
+
+
+@pytest.mark.parametrize("size, tokens", [((1024, 768), 768), ((683, 512), 336), ((512, 512), 256),
+                                          ((200, 200), 64), ((4096, 3072), 768)])
+def test_qwen3vl_visual_tokens_follow_the_processor(size, tokens):
+    assert teacher_cost.image_layout("qwen3vl", *size)[0] == tokens
+
+
+def test_unknown_teacher_model_is_a_clear_error():
+    with pytest.raises(KeyError, match="no cost model for teacher model 'some/vlm'"):
+        teacher_cost.arch_for("some/vlm")
+    assert teacher_cost.arch_for("/models/InternVL3_5-8B") is teacher_cost.ARCHS["OpenGVLab/InternVL3_5-8B"]
+
+
+# --------------------------------------------------------------------------- FLOP curves
+
+def test_decoder_curve_predicts_counts_it_was_not_fitted_on():
+    from transformers import Qwen3Config, Qwen3Model
+
+    c, a, b = teacher_cost.decoder_coefficients(TINY)
+    cfg = Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=128, vocab_size=teacher_cost.VOCAB)
+    with torch.device("meta"):
+        model = Qwen3Model(cfg)
+    for n in (100, 3000):
+        with torch.device("meta"):
+            x = torch.empty(1, n, 64)
+        assert teacher_cost._count(model, inputs_embeds=x) == pytest.approx(c + a * n + b * n * n, rel=1e-9)
+    # The linear term is two FLOPs per weight of the decoder layers (the embedding is not used).
+    decoder_weights = sum(p.numel() for n_, p in model.named_parameters() if n_.startswith("layers.") and p.dim() == 2)
+    assert a == pytest.approx(2 * decoder_weights, rel=0.01)
+    assert b > 0 and abs(c) < a
+
+
+def test_vision_curve_predicts_counts_it_was_not_fitted_on():
+    c, a, b = teacher_cost.vision_coefficients(TINY)
+    c0, a0, b0 = teacher_cost._quadratic(lambda p: teacher_cost._tower_flops(TINY, math.isqrt(p), 14), 256, 576, 1024)
+    assert (c, b) == (c0, b0) and a > a0  # the projector adds a per-patch cost
+    for side in (8, 40):
+        p = side * side
+        assert teacher_cost._tower_flops(TINY, side, 14) == pytest.approx(c0 + a0 * p + b0 * p * p, rel=1e-9)
+
+
+def test_request_flops_of_the_default_teacher_are_about_twice_its_parameters_per_token():
+    tokens, flops = teacher_cost.request_flops("OpenGVLab/InternVL3_5-8B", [(1024, 768)])
+    assert tokens == 13 * 256 + teacher_cost.TEXT_TOKENS
+    # ~8.5B parameters: 2 FLOPs each per token, plus attention and the vision tower's share.
+    assert 2 * 8.2e9 < flops / tokens < 2 * 8.5e9 * 1.3
+    _, pair = teacher_cost.request_flops("OpenGVLab/InternVL3_5-8B", [(1024, 768), (1024, 768)])
+    assert 2 * flops < pair < 2.5 * flops  # longer sequence: attention grows faster than linear
+
+
+# --------------------------------------------------------------------------- work per job, against the real steps
+
+N_TRAIN, N_TEST = 30, 10
+STUDENT = {"model": "resnet10t", "pretrained": False, "resize": 20, "crop": 16, "num_workers": 0, "amp": False}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cost")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(N_TRAIN + N_TEST):
+        path = root / f"im{i}.png"
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(path)
+        rows.append({"image_id": f"im{i:02d}", "path": str(path), "split": "train" if i < N_TRAIN else "test",
+                     "mos": float(rng.uniform(1, 5)), "width": 20, "height": 20})
+    manifest = pl.DataFrame(rows)
+    manifest.write_parquet(root / "manifest.parquet")
+    train_ids = manifest.filter(pl.col("split") == "train")["image_id"].to_list()
+    pl.DataFrame({"image_id": manifest["image_id"], "teacher_score": rng.uniform(1, 5, manifest.height)}
+                 ).write_parquet(root / "points.parquet")
+    pairs = sample_pairs(train_ids, None, 0)
+    pairs.with_columns(t_ab=pl.lit(1, pl.Int8), confidence=pl.lit(0.9)).write_parquet(root / "pairs.parquet")
+    return root, manifest
+
+
+class Counter:
+    def __init__(self):
+        self.train = self.eval = 0
+
+    def build(self, real):
+        def build_model(name, pretrained):
+            model = real(name, pretrained)
+            model.register_forward_pre_hook(self.hook)
+            return model
+        return build_model
+
+    def hook(self, module, args):
+        if module.training:
+            self.train += args[0].shape[0]
+        else:
+            self.eval += args[0].shape[0]
+
+
+def paper_like_config(**distill_over):
+    config = load_config("config/paper/table2_koniq10k.yaml")
+    config["distill"].update({"epochs": 3, "batch_size": 8, "pair_batch_size": 4, "holdout_fraction": 0.2,
+                              **distill_over})
+    config["calibration"].update({"epochs": 2, "batch_size": 4})
+    return config
+
+
+def out_args(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    return ["--out-model", str(folder / "m.safetensors"), "--out-losses", str(folder / "l.parquet"),
+            "--out-predictions", str(folder / "p.parquet")]
+
+
+@pytest.mark.parametrize("use_pair", [True, False])
+def test_distill_work_matches_what_distill_runs(small, tmp_path, monkeypatch, use_pair):
+    root, _ = small
+    config = paper_like_config()
+    counter = Counter()
+    monkeypatch.setattr(st, "build_model", counter.build(st.build_model))
+    settings = {"student": STUDENT, "distill": config["distill"], "use_point": True, "use_pair": use_pair,
+                "use_confidence": True, "student_model": None, "device": "cpu", "seed": 0}
+    distill.main(["--manifest", str(root / "manifest.parquet"), "--points", str(root / "points.parquet"),
+                  *(["--pairs", str(root / "pairs.parquet")] if use_pair else []),
+                  *out_args(tmp_path), "--settings", json.dumps(settings)])
+    work = estimate_cost.distill_images(config, N_TRAIN, N_TEST, True, use_pair)
+    assert counter.train == work["train_images"]          # the schedule is exact
+    # The evaluated count depends on which pairs touch the held-out images: an expectation.
+    assert counter.eval == pytest.approx(work["eval_images"], rel=0.15)
+
+
+@pytest.mark.parametrize("with_init", [False, True])
+def test_calibrate_work_matches_what_calibrate_runs(small, tmp_path, monkeypatch, with_init):
+    from leaf_steps.sample_mos_subsets import sample_subset
+
+    root, manifest = small
+    config = paper_like_config()
+    ratio = 0.5
+    subset = sample_subset(manifest.filter(pl.col("split") == "train"), ratio, 0, config["calibration"]["val_fraction"])
+    subset.write_parquet(tmp_path / "subset.parquet")
+    init = []
+    if with_init:
+        settings = {"student": STUDENT, "distill": config["distill"], "use_point": True, "use_pair": False,
+                    "use_confidence": True, "student_model": None, "device": "cpu", "seed": 0}
+        distill.main(["--manifest", str(root / "manifest.parquet"), "--points", str(root / "points.parquet"),
+                      *out_args(tmp_path / "s1"), "--settings", json.dumps(settings)])
+        init = ["--init", str(tmp_path / "s1" / "m.safetensors")]
+    counter = Counter()
+    monkeypatch.setattr(st, "build_model", counter.build(st.build_model))
+    settings = {"student": STUDENT, "calibration": config["calibration"], "student_model": None, "device": "cpu",
+                "seed": 0}
+    calibrate.main(["--manifest", str(root / "manifest.parquet"), "--subset", str(tmp_path / "subset.parquet"),
+                    *out_args(tmp_path / "s2"), "--settings", json.dumps(settings), *init])
+    work = estimate_cost.calibrate_images(config, N_TRAIN, N_TEST, ratio, with_init)
+    assert (counter.train, counter.eval) == (work["train_images"], work["eval_images"])
+
+
+# --------------------------------------------------------------------------- costing and CLI
+
+def costs(**over):
+    c = json.loads(estimate_cost.DEFAULT_COSTS.read_text())
+    c.update(over)
+    return c
+
+
+def test_student_phase_runs_at_the_slower_of_gpu_and_loader():
+    config = load_config("config/paper/table2_koniq10k.yaml")
+    shape = estimate_cost.DatasetShape({"train": 1000, "test": 100}, [(1000, 1000)], "test")
+    work = {"train_images": 10000.0, "eval_images": 0.0}
+    fast_loader = costs(loader_ms_fixed=0.0, loader_ms_per_megapixel=1.0, student_job_startup_s=0)  # 8000 img/s
+    slow_loader = costs(loader_ms_fixed=0.0, loader_ms_per_megapixel=80.0, student_job_startup_s=0)  # 100 img/s
+    gpu = fast_loader["student_train_images_per_s"]["convnext_base"]
+    assert estimate_cost.student_seconds(work, "convnext_base", config, shape, fast_loader) == pytest.approx(10000 / gpu)
+    assert estimate_cost.student_seconds(work, "convnext_base.fb_in1k", config, shape, slow_loader) == pytest.approx(100.0)
+
+
+def test_teacher_hours_scale_with_the_rate_and_count_every_server_start():
+    config = load_config("config/paper/table2_koniq10k.yaml")
+    shape = estimate_cost.shape_from_config(config, None)
+    base = {r.stage: r for r in estimate_cost.teacher_rows(config, shape, costs())}
+    fast = {r.stage: r for r in estimate_cost.teacher_rows(config, shape, costs(teacher_tflops_per_gpu=500))}
+    points = base["score_points (internvl3_5_8b)"]
+    assert points.detail["requests"] == 10073 and points.jobs == 4
+    assert points.detail["tokens"] == 10073 * (13 * 256 + teacher_cost.TEXT_TOKENS)
+    assert base["score_pairs (internvl3_5_8b)"].detail["requests"] == 7058
+    start = points.detail["startup_s"] / 3600
+    assert start == pytest.approx(4 * 300 / 3600)
+    assert fast["score_points (internvl3_5_8b)"].gpu_hours - start == pytest.approx((points.gpu_hours - start) / 2)
+
+
+def test_paper_table4_counts_every_job(tmp_path):
+    config = load_config("config/paper/table4_agiqa3k.yaml")
+    rows = {r.stage: r for r in estimate_cost.estimate(config, estimate_cost.shape_from_config(config, None), costs())}
+    teachers = [s for s in rows if s.startswith("score_")]
+    assert len(teachers) == 8  # points + pairs for each of the four teachers
+    assert rows["score_points (internvl3_5_38b)"].gpus_per_job == 2
+    assert rows["distill (stage 1)"].jobs == 8
+    assert rows["calibrate (stage 2)"].jobs == 8 * 5  # ratio 0.1 x 5 seeds per variant
+
+
+def test_manifest_sizes_are_used_exactly(small, tmp_path):
+    _, manifest = small
+    path = tmp_path / "m.parquet"
+    manifest.with_columns(width=pl.when(pl.col("split") == "train").then(1024).otherwise(512),
+                          height=pl.when(pl.col("split") == "train").then(768).otherwise(512)).write_parquet(path)
+    shape = estimate_cost.shape_from_manifest(path)
+    assert shape.splits == {"train": N_TRAIN, "test": N_TEST}
+    config = load_config("config/paper/table1_agiqa3k.yaml")
+    points = estimate_cost.teacher_rows(config, shape, costs())[0]
+    assert points.detail["tokens"] == N_TRAIN * (3328 + 100) + N_TEST * (256 + 100)
+
+
+def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "cost.json"
+    estimate_cost.main(["--config", "config/paper/table2_spaq.yaml", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert "| score_points (internvl3_5_8b) | 4 | 1 | 11,125 requests" in text
+    assert "| calibrate (stage 2) | 20 |" in text  # 2 variants x 2 ratios x 5 seeds
+    data = json.loads(out.read_text())
+    assert data["total_gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in data["rows"]))
+
+
+def test_bad_inputs_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="--image-size: expected WIDTHxHEIGHT"):
+        estimate_cost.parse_size("1024by768")
+    bad = tmp_path / "costs.json"
+    bad.write_text(json.dumps({"teacher_tflops_per_gpu": 1}))
+    with pytest.raises(InputError, match="costs.json: missing key"):
+        estimate_cost.load_costs(bad)
+    with pytest.raises(InputError, match="manifest lacks column"):
+        pl.DataFrame({"image_id": ["a"]}).write_parquet(tmp_path / "m.parquet")
+        estimate_cost.shape_from_manifest(tmp_path / "m.parquet")
+    config = load_config("config/demo.yaml")
+    with pytest.raises(InputError, match="no published size; pass --manifest"):
+        estimate_cost.shape_from_config(config, None)
+    with pytest.raises(InputError, match="no entry for student model 'vit_huge'"):
+        estimate_cost._per_model(costs(), "student_train_images_per_s", "vit_huge")
