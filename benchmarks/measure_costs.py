@@ -10,7 +10,9 @@ What it measures, side by side in one run:
    transforms) for JPEGs at the datasets' sizes, fitted as ``ms = fixed + per_megapixel * MP``;
 2. the students on ``--device``: training images/s (forward + backward + AdamW step, a
    stage-1 batch of 96 = 32 points + 2 x 32 pair images, bf16 autocast on CUDA as
-   ``student.amp``) and evaluation images/s (forward only), random weights, synthetic input;
+   ``student.amp``) and evaluation images/s (forward only), random weights, synthetic input
+   at ``--crop``; and a job's start-up (a fresh interpreter importing the steps and building
+   the model on the device);
 3. forward FLOPs per image of each student, counted by ``torch.utils.flop_counter``.
 
 It prints each figure and the ratios that decide a job's speed (GPU images/s over what one
@@ -28,6 +30,7 @@ import io
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from leaf_steps import student as st  # noqa: E402
 
-SIZES = [(512, 384), (512, 512), (683, 512), (1024, 768), (1024, 1024)]
+SIZES = [(256, 256), (512, 384), (512, 512), (683, 512), (1024, 768), (1024, 1024)]
 MODELS = ["resnet18", "resnet50", "convnext_tiny", "convnext_base", "convnext_large"]
 
 
@@ -55,7 +58,7 @@ def photo_like(width: int, height: int, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
 
 
-def measure_loader(folder: Path, repeats: int) -> dict[str, float]:
+def measure_loader(folder: Path, repeats: int, resize: int, crop: int) -> dict[str, float]:
     """Milliseconds per image through the training dataset, per size (one core, no cache)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -69,7 +72,7 @@ def measure_loader(folder: Path, repeats: int) -> dict[str, float]:
             p.write_bytes(buf.getvalue())
             paths.append(p)
         rows = [st.ImageRow(image_id=p.stem, path=p, row=i, manifest="benchmark") for i, p in enumerate(paths)]
-        ds = st.ImageDataset(rows, st.train_transform(224), 256, cache=None)
+        ds = st.ImageDataset(rows, st.train_transform(crop), resize, cache=None)
         ds[0]  # warm-up (imports, allocator)
         times = []
         for _ in range(repeats):
@@ -98,13 +101,27 @@ def forward_flops(model: torch.nn.Module, crop: int) -> float:
     return fc.get_total_flops() / 2
 
 
-def measure_student(name: str, device: torch.device, batch: int, steps: int, warmup: int) -> dict[str, float]:
+def measure_startup(name: str, device: torch.device, repeats: int = 2) -> float:
+    """Seconds a student job spends before its first batch: a fresh interpreter importing the
+    step, building the model and moving it to the device (CUDA context included)."""
+    code = ("import torch; from leaf_steps import calibrate, distill; from leaf_steps import student as st; "
+            f"m = st.build_model({name!r}, False).to({str(device)!r}); "
+            "torch.cuda.synchronize() if torch.cuda.is_available() else None")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def measure_student(name: str, device: torch.device, batch: int, steps: int, warmup: int, crop: int) -> dict[str, float]:
     model = st.build_model(name, pretrained=False)
-    fwd_flops = forward_flops(model, 224)
+    fwd_flops = forward_flops(model, crop)
     model = model.to(device)
     amp = st.use_amp(device, True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, 224, 224, device=device)
+    x = torch.randn(batch, 3, crop, crop, device=device)
 
     def sync():
         if device.type == "cuda":
@@ -142,20 +159,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--base", default=str(ROOT / "benchmarks" / "costs" / "h100.json"))
     ap.add_argument("--out", help="write the costs JSON here")
+    ap.add_argument("--resize", type=int, default=256, help="student.resize (default %(default)s)")
+    ap.add_argument("--crop", type=int, default=224, help="student.crop (default %(default)s)")
+    ap.add_argument("--batch", type=int, help="images per step (default: 96 on CUDA, 16 on CPU)")
     ap.add_argument("--quick", action="store_true", help="few steps, small CPU batches (a smoke run)")
     args = ap.parse_args(argv)
 
     device = st.choose_device(args.device)
     gpu = device.type == "cuda"
-    batch = 96 if gpu else (4 if args.quick else 16)
+    batch = args.batch or (96 if gpu else (4 if args.quick else 16))
     steps, warmup = (30, 10) if gpu and not args.quick else ((2, 1) if args.quick else (4, 1))
     where = torch.cuda.get_device_name(device) if gpu else f"CPU ({platform.processor() or platform.machine()})"
-    print(f"device: {where}; torch {torch.__version__}; student batch {batch}, {steps} timed steps")
+    print(f"device: {where}; torch {torch.__version__}; student batch {batch} at {args.crop} px, {steps} timed steps")
 
     with tempfile.TemporaryDirectory() as tmp:
-        loader = measure_loader(Path(tmp), repeats=2 if args.quick else 5)
+        loader = measure_loader(Path(tmp), 2 if args.quick else 5, args.resize, args.crop)
     fixed, per_mp = fit_loader(loader)
-    print("\nloader, one core (decode + resize 256 + augment), ms per image:")
+    print(f"\nloader, one core (decode + resize {args.resize} + augment to {args.crop}), ms per image:")
     for k, v in loader.items():
         print(f"  {k:>10}: {v:6.2f} ms  ->  {1000 / v:6.1f} images/s per worker")
     print(f"  fit: {fixed:.2f} ms + {per_mp:.2f} ms/MP")
@@ -163,13 +183,15 @@ def main(argv: list[str] | None = None) -> None:
     students = {}
     print("\nstudents:")
     for name in args.models:
-        r = measure_student(name, device, batch, steps, warmup)
+        r = measure_student(name, device, batch, steps, warmup, args.crop)
+        r["startup_s"] = measure_startup(name, device)
         students[name] = r
         # Workers one GPU needs: its training rate over what one worker decodes (KonIQ-10k 1024x768).
         workers = r["train_images_per_s"] / (1000 / loader["1024x768"])
         print(f"  {name:>15}: train {r['train_images_per_s']:8.1f} img/s, eval {r['eval_images_per_s']:8.1f} img/s "
               f"(eval/train {r['eval_images_per_s'] / r['train_images_per_s']:.2f}); "
-              f"{r['forward_gflop']:.2f} GFLOP/image; loader workers to feed training at 1024x768: {workers:.1f}")
+              f"{r['forward_gflop']:.2f} GFLOP/image; job start-up {r['startup_s']:.1f} s; "
+              f"loader workers to feed training at 1024x768: {workers:.1f}")
 
     if args.out:
         costs = json.loads(Path(args.base).read_text())
@@ -181,6 +203,9 @@ def main(argv: list[str] | None = None) -> None:
         for key in ("train_images_per_s", "eval_images_per_s"):
             costs[f"student_{key}"].update({n: round(r[key], 1) for n, r in students.items()})
             sources[f"student_{key}"] = stamp
+        costs["student_job_startup_s"] = round(max(r["startup_s"] for r in students.values()), 2)
+        sources["student_job_startup_s"] = f"{stamp}: a fresh interpreter importing the steps and building the model"
+        costs["student_crop"] = args.crop
         costs["device"] = where
         Path(args.out).write_text(json.dumps(costs, indent=2) + "\n")
         print(f"\nwrote {args.out}")

@@ -24,7 +24,7 @@ teacher TFLOP/s per GPU, tensor-parallel efficiency, server start-up by GPU coun
 training / evaluation images per second per model, student job start-up, and the data
 loader's decode cost per image as ``ms = ms_fixed + ms_per_megapixel * megapixels`` on one
 CPU core (``student.num_workers`` cores feed a job). A student phase runs at the slower of
-the GPU and the loader.
+the GPU and the loader (their sum with ``num_workers: 0``).
 
 Image sizes: from ``--manifest`` (exact; its ``width``/``height`` columns) or, before the data
 is there, the dataset's published size (``--image-size`` overrides, e.g. for the AIGC sets
@@ -165,7 +165,8 @@ def _per_model(costs: dict[str, Any], key: str, model: str) -> float:
     table = costs[key]
     base = model.split(".")[0]  # a pinned tag (convnext_base.fb_in1k) costs what its architecture costs
     if base not in table:
-        raise InputError(f"costs: {key} has no entry for student model {base!r} (has {sorted(table)})")
+        raise InputError(f"costs: {key} has no entry for student model {base!r} (has {sorted(table)}); measure it "
+                         f"with `python benchmarks/measure_costs.py --models {base} --out costs.json` and pass --costs")
     return float(table[base])
 
 
@@ -248,12 +249,18 @@ def teacher_rows(config: dict[str, Any], shape: DatasetShape, costs: dict[str, A
 
 def student_seconds(images: dict[str, float], model: str, config: dict[str, Any], shape: DatasetShape,
                     costs: dict[str, Any]) -> float:
-    loader_ms = costs["loader_ms_fixed"] + costs["loader_ms_per_megapixel"] * shape.mean_megapixels()
-    workers = max(1, int(config["student"]["num_workers"]))
-    loader_rate = workers * 1000.0 / loader_ms if loader_ms > 0 else math.inf
-    train_rate = min(_per_model(costs, "student_train_images_per_s", model), loader_rate)
-    eval_rate = min(_per_model(costs, "student_eval_images_per_s", model), loader_rate)
-    return costs["student_job_startup_s"] + images["train_images"] / train_rate + images["eval_images"] / eval_rate
+    """Start-up plus the training and evaluation passes. With loader workers a pass runs at the
+    slower of the GPU and the workers; with ``num_workers: 0`` decoding and compute alternate in
+    one process, so their times add. Rates measured at another crop scale with its pixel count."""
+    loader_s = (costs["loader_ms_fixed"] + costs["loader_ms_per_megapixel"] * shape.mean_megapixels()) / 1000.0
+    workers = int(config["student"]["num_workers"])
+    scale = (costs.get("student_crop", 224) / config["student"]["crop"]) ** 2
+    total = costs["student_job_startup_s"]
+    for kind in ("train", "eval"):
+        compute_s = 1.0 / (_per_model(costs, f"student_{kind}_images_per_s", model) * scale)
+        per_image = compute_s + loader_s if workers == 0 else max(compute_s, loader_s / workers)
+        total += images[f"{kind}_images"] * per_image
+    return total
 
 
 def student_rows(config: dict[str, Any], shape: DatasetShape, costs: dict[str, Any]) -> list[Row]:

@@ -207,6 +207,20 @@ def test_student_phase_runs_at_the_slower_of_gpu_and_loader():
     assert estimate_cost.student_seconds(work, "convnext_base.fb_in1k", config, shape, slow_loader) == pytest.approx(100.0)
 
 
+def test_in_process_loading_adds_decode_to_compute_and_rates_scale_with_the_crop():
+    config = load_config("config/paper/table2_koniq10k.yaml")
+    config["student"]["num_workers"] = 0
+    shape = estimate_cost.DatasetShape({"train": 1000, "test": 100}, [(1000, 1000)], "test")
+    work = {"train_images": 1000.0, "eval_images": 500.0}
+    c = costs(loader_ms_fixed=2.0, loader_ms_per_megapixel=8.0, student_job_startup_s=5.0)  # 10 ms per image
+    train, ev = c["student_train_images_per_s"]["resnet18"], c["student_eval_images_per_s"]["resnet18"]
+    serial = 5.0 + 1000 * (1 / train + 0.010) + 500 * (1 / ev + 0.010)
+    assert estimate_cost.student_seconds(work, "resnet18", config, shape, c) == pytest.approx(serial)
+    config["student"]["crop"] = 112  # a quarter of the pixels the rates were measured at
+    quarter = 5.0 + 1000 * (1 / (4 * train) + 0.010) + 500 * (1 / (4 * ev) + 0.010)
+    assert estimate_cost.student_seconds(work, "resnet18", config, shape, c) == pytest.approx(quarter)
+
+
 def test_teacher_hours_scale_with_the_rate_and_count_every_server_start():
     config = load_config("config/paper/table2_koniq10k.yaml")
     shape = estimate_cost.shape_from_config(config, None)
@@ -268,3 +282,28 @@ def test_bad_inputs_are_named(tmp_path):
         estimate_cost.shape_from_config(config, None)
     with pytest.raises(InputError, match="no entry for student model 'vit_huge'"):
         estimate_cost._per_model(costs(), "student_train_images_per_s", "vit_huge")
+
+
+def test_measure_costs_writes_a_costs_file_the_estimator_accepts(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "measure_costs.py"
+    spec = importlib.util.spec_from_file_location("measure_costs", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "costs.json"
+    bench.main(["--device", "cpu", "--models", "resnet10t", "--quick", "--resize", "40", "--crop", "32",
+                "--batch", "4", "--out", str(out)])
+    assert "loader, one core (decode + resize 40 + augment to 32)" in capsys.readouterr().out
+    measured = estimate_cost.load_costs(out)
+    assert measured["student_train_images_per_s"]["resnet10t"] > 0
+    assert measured["student_eval_images_per_s"]["resnet10t"] > 0
+    assert measured["student_job_startup_s"] > 0 and measured["student_crop"] == 32
+    assert measured["loader_ms_per_megapixel"] > 0  # decoding a larger JPEG costs more
+    assert measured["teacher_tflops_per_gpu"] == costs()["teacher_tflops_per_gpu"]  # not measured: kept
+    assert "measured by benchmarks/measure_costs.py" in measured["sources"]["student_train_images_per_s"]
+    config = load_config("config/paper/table2_koniq10k.yaml")
+    config["student"].update(model="resnet10t", crop=32)
+    rows = estimate_cost.student_rows(config, estimate_cost.shape_from_config(config, None), measured)
+    assert [r.stage for r in rows] == ["distill (stage 1)", "calibrate (stage 2)"]
