@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -36,23 +37,24 @@ def run_step(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | 
         raise SystemExit(2) from None
 
 
+PASSTHROUGH = {
+    "inspect": ("leaf_steps.inspect_artifacts", "schema, provenance and summary of a Parquet artifact"),
+    "estimate-cost": ("leaf_steps.estimate_cost", "GPU-hours of a config from per-image costs"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="leaf", description="LEAF pipeline utilities")
     sub = parser.add_subparsers(dest="command", required=True)
     p_val = sub.add_parser("validate-config", help="validate a config file against the schema")
     p_val.add_argument("config")
-    sub.add_parser("inspect", help="schema, provenance and summary of a Parquet artifact", add_help=False)
-    sub.add_parser("estimate-cost", help="GPU-hours of a config from per-image costs", add_help=False)
+    for command, (_, help_text) in PASSTHROUGH.items():
+        sub.add_parser(command, help=help_text, add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["inspect"]:
-        from leaf_steps.inspect_artifacts import main as inspect_main
-
-        run_step(inspect_main, argv[1:])
-        return
-    if argv[:1] == ["estimate-cost"]:
-        from leaf_steps.estimate_cost import main as estimate_main
-
-        run_step(estimate_main, argv[1:])
+    if argv[:1] and argv[0] in PASSTHROUGH:
+        # These subcommands are whole step CLIs: they parse their own arguments.
+        module = importlib.import_module(PASSTHROUGH[argv[0]][0])
+        run_step(module.main, argv[1:])
         return
     args = parser.parse_args(argv)
     if args.command == "validate-config":

@@ -164,12 +164,20 @@ def load_pairs(paths: Sequence[str], manifest: pl.DataFrame, train_ids: set[str]
     return train.select("a_id", "b_id", "t_ab", "confidence"), counts
 
 
+def holdout_count(n: int, fraction: float) -> int:
+    """How many of ``n`` candidates are held out: round(fraction * n), at least one when
+    fraction > 0, never more than n - 2; none below three candidates."""
+    if fraction <= 0 or n < 3:
+        return 0
+    return min(n - 2, max(1, round(fraction * n)))
+
+
 def holdout_ids(candidates: Sequence[str], fraction: float, seed: int) -> set[str]:
-    """A seeded ``fraction`` of ``candidates`` (at least one when fraction > 0, never all)."""
+    """A seeded ``holdout_count`` of ``candidates``."""
     ids = sorted(candidates)
-    if fraction <= 0 or len(ids) < 3:
+    n = holdout_count(len(ids), fraction)
+    if n == 0:
         return set()
-    n = min(len(ids) - 2, max(1, round(fraction * len(ids))))
     perm = np.random.default_rng([seed, 1]).permutation(len(ids))
     return {ids[i] for i in perm[:n]}
 

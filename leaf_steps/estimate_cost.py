@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +48,10 @@ import polars as pl
 from leaf_steps import teacher_cost
 from leaf_steps.cli import run_step
 from leaf_steps.config import load_config, variant_settings
+from leaf_steps.datasets.common import test_count
+from leaf_steps.distill import holdout_count
 from leaf_steps.errors import ConfigError, InputError
+from leaf_steps.sample_mos_subsets import subset_sizes
 
 DEFAULT_COSTS = Path(__file__).resolve().parent.parent / "benchmarks" / "costs" / "h100.json"
 
@@ -81,10 +85,7 @@ class DatasetShape:
         """Distinct sizes with the number of images of each."""
         if len(self.sizes) == 1:
             return [(self.sizes[0], self.images)]
-        counts: dict[tuple[int, int], int] = {}
-        for s in self.sizes:
-            counts[s] = counts.get(s, 0) + 1
-        return sorted(counts.items())
+        return sorted(Counter(self.sizes).items())
 
     def mean_megapixels(self) -> float:
         sc = self.size_counts()
@@ -135,7 +136,7 @@ def shape_from_config(config: dict[str, Any], image_size: tuple[int, int] | None
     if "splits" in pub and options.get("split", "official") == "official":
         splits = dict(pub["splits"])
     else:
-        n_test = int(round(ds.get("test_fraction", 0.2) * n))  # as datasets.common.random_split
+        n_test = test_count(n, ds.get("test_fraction", 0.2))
         splits = {"train": n - n_test, "test": n_test}
     if image_size is not None:
         size, source = image_size, f"published counts, --image-size {image_size[0]}x{image_size[1]}"
@@ -176,8 +177,7 @@ def distill_images(config: dict[str, Any], n_train: int, n_test: int, use_point:
     """Images trained and evaluated by one stage-1 job (distill.train's schedule)."""
     d = config["distill"]
     n_pairs = config["pairs"]["count"] or n_train
-    h = d["holdout_fraction"]
-    held = 0 if h <= 0 or n_train < 3 else min(n_train - 2, max(1, round(h * n_train)))
+    held = holdout_count(n_train, d["holdout_fraction"])
     n_step = n_train - held
     steps = math.ceil(n_step / d["batch_size"])
     trained = (n_step if use_point else 0) + (2 * d["pair_batch_size"] * steps if use_pair else 0)
@@ -191,8 +191,7 @@ def distill_images(config: dict[str, Any], n_train: int, n_test: int, use_point:
 def calibrate_images(config: dict[str, Any], n_train: int, n_test: int, ratio: float, with_init: bool) -> dict[str, float]:
     """Images trained and evaluated by one stage-2 job (sample_mos_subsets + calibrate)."""
     c = config["calibration"]
-    k = int(round(ratio * n_train))
-    n_val = int(math.ceil(c["val_fraction"] * k)) if c["val_fraction"] > 0 else 0
+    k, n_val = subset_sizes(n_train, ratio, c["val_fraction"])
     n_cal = k - n_val
     evaluated = c["epochs"] * n_val + n_test + ((n_cal + n_val) if with_init else 0)
     return {"train_images": c["epochs"] * n_cal, "eval_images": evaluated}
@@ -223,21 +222,25 @@ def teacher_rows(config: dict[str, Any], shape: DatasetShape, costs: dict[str, A
         gpus = max(1, int(t.get("gpus") or 1))
         rate = costs["teacher_tflops_per_gpu"] * 1e12 * gpus * (costs["tensor_parallel_efficiency"] if gpus > 1 else 1.0)
         startup = 0.0 if t.get("base_url") else float(costs["server_startup_s"][str(gpus)])
-        # Point requests: exact per size. Pair requests: uniform random pairs, so the expected
-        # cost is the mean over ordered size pairs (exact for a single size).
-        per_size = {s: teacher_cost.request_flops(model, [s], max_side) for s, _ in sc}
-        p_tokens = sum(per_size[s][0] * n for s, n in sc)
-        p_flops = sum(per_size[s][1] * n for s, n in sc)
+        # Point requests: exact per size. Pair requests show two images drawn uniformly, so the
+        # expected prompt length and its square follow from the per-image token moments (exact
+        # for a single size; O(sizes), not O(sizes^2), for a manifest of many sizes).
+        c, a, b = teacher_cost.decoder_curve(model)
+        text = teacher_cost.TEXT_TOKENS
+        per_size = [(teacher_cost.image_cost(model, w, h, max_side), n) for (w, h), n in sc]
         total = sum(n for _, n in sc)
+        p_tokens = sum((t + text) * n for (t, _), n in per_size)
+        p_flops = sum((v + c + a * (t + text) + b * (t + text) ** 2) * n for (t, v), n in per_size)
         kinds = [("points", shape.images, p_tokens, p_flops)]
         if name in pairs_for:
-            pair_tok = pair_flops = 0.0
-            for sa, na in sc:
-                for sb, nb in sc:
-                    tok, fl = teacher_cost.request_flops(model, [sa, sb], max_side)
-                    pair_tok += tok * na * nb / total**2
-                    pair_flops += fl * na * nb / total**2
-            kinds.append(("pairs", n_pairs, pair_tok * n_pairs, pair_flops * n_pairs))
+            mean_t = sum(t * n for (t, _), n in per_size) / total
+            mean_t2 = sum(t * t * n for (t, _), n in per_size) / total
+            mean_v = sum(v * n for (_, v), n in per_size) / total
+            pair_t = text + 2 * mean_t
+            # E[(text + X + Y)^2] for independent X, Y with mean mean_t and second moment mean_t2
+            pair_t2 = text**2 + 4 * text * mean_t + 2 * mean_t2 + 2 * mean_t**2
+            pair_flops = 2 * mean_v + c + a * pair_t + b * pair_t2
+            kinds.append(("pairs", n_pairs, pair_t * n_pairs, pair_flops * n_pairs))
         for kind, requests, tokens, flops in kinds:
             seconds = flops / rate + shards * startup
             rows.append(Row(f"score_{kind} ({name})", shards, gpus,

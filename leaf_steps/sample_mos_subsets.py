@@ -26,11 +26,16 @@ from leaf_steps.io import make_provenance, read_parquet, write_parquet
 MIN_TRAIN, MIN_VAL = 2, 2
 
 
+def subset_sizes(n: int, ratio: float, val_fraction: float) -> tuple[int, int]:
+    """(MOS images drawn, of which calib_val) for ``ratio`` of ``n`` labelled training images."""
+    k = int(round(ratio * n))
+    return k, int(math.ceil(val_fraction * k)) if val_fraction > 0 else 0
+
+
 def sample_subset(train: pl.DataFrame, ratio: float, seed: int, val_fraction: float) -> pl.DataFrame:
     labelled = train.filter(pl.col("mos").is_not_null()).sort("image_id")
     n = labelled.height
-    k = int(round(ratio * n))
-    n_val = int(math.ceil(val_fraction * k)) if val_fraction > 0 else 0
+    k, n_val = subset_sizes(n, ratio, val_fraction)
     if k - n_val < MIN_TRAIN or (val_fraction > 0 and n_val < MIN_VAL):
         raise InputError(f"ratio {ratio} of {n} labelled training images gives {k} MOS images "
                          f"({k - n_val} train / {n_val} val); need >= {MIN_TRAIN} train and >= {MIN_VAL} val")

@@ -180,15 +180,28 @@ def _vision_flops(arch: TeacherArch, units: int, patches: int) -> float:
     return units * (c + a * patches + b * patches**2)
 
 
+def image_cost(model: str, width: int, height: int, max_side: int = 1024) -> tuple[int, float]:
+    """(visual tokens, vision tower + projector FLOPs) of one image shown to ``model``."""
+    arch = arch_for(model)
+    n_tokens, units, patches = image_layout(arch.family, width, height, max_side)
+    return n_tokens, _vision_flops(arch, units, patches)
+
+
+def decoder_curve(model: str) -> tuple[float, float, float]:
+    """(c, a, b): the language model's FLOPs on a prompt of T tokens are c + a*T + b*T^2,
+    the logits of the one position that is read included in c."""
+    arch = arch_for(model)
+    c, a, b = decoder_coefficients(arch)
+    return c + 2 * arch.hidden * VOCAB, a, b
+
+
 def request_flops(model: str, images: list[tuple[int, int]], max_side: int = 1024,
                   text_tokens: int = TEXT_TOKENS) -> tuple[int, float]:
     """(prefill tokens, FLOPs) of one request showing ``images`` (width, height) to ``model``."""
-    arch = arch_for(model)
     tokens, vision = text_tokens, 0.0
     for w, h in images:
-        n_tokens, units, patches = image_layout(arch.family, w, h, max_side)
+        n_tokens, flops = image_cost(model, w, h, max_side)
         tokens += n_tokens
-        vision += _vision_flops(arch, units, patches)
-    c, a, b = decoder_coefficients(arch)
-    lm_head = 2 * arch.hidden * VOCAB  # logits of the one position that is read
-    return tokens, vision + c + a * tokens + b * tokens**2 + lm_head
+        vision += flops
+    c, a, b = decoder_curve(model)
+    return tokens, vision + c + a * tokens + b * tokens**2

@@ -253,8 +253,23 @@ def test_manifest_sizes_are_used_exactly(small, tmp_path):
     shape = estimate_cost.shape_from_manifest(path)
     assert shape.splits == {"train": N_TRAIN, "test": N_TEST}
     config = load_config("config/paper/table1_agiqa3k.yaml")
-    points = estimate_cost.teacher_rows(config, shape, costs())[0]
+    points, pairs = estimate_cost.teacher_rows(config, shape, costs())
     assert points.detail["tokens"] == N_TRAIN * (3328 + 100) + N_TEST * (256 + 100)
+    assert points.detail["flops"] == pytest.approx(
+        N_TRAIN * teacher_cost.request_flops("OpenGVLab/InternVL3_5-8B", [(1024, 768)])[1]
+        + N_TEST * teacher_cost.request_flops("OpenGVLab/InternVL3_5-8B", [(512, 512)])[1], rel=1e-9)
+    # Pairs: the expectation over two uniformly drawn images equals the mean over ordered size pairs.
+    sizes = [((1024, 768), N_TRAIN), ((512, 512), N_TEST)]
+    total = N_TRAIN + N_TEST
+    brute = [0.0, 0.0]
+    for sa, na in sizes:
+        for sb, nb in sizes:
+            tok, fl = teacher_cost.request_flops("OpenGVLab/InternVL3_5-8B", [sa, sb])
+            brute[0] += tok * na * nb / total**2
+            brute[1] += fl * na * nb / total**2
+    assert pairs.detail["requests"] == N_TRAIN
+    assert pairs.detail["tokens"] == pytest.approx(brute[0] * N_TRAIN, rel=1e-9)
+    assert pairs.detail["flops"] == pytest.approx(brute[1] * N_TRAIN, rel=1e-9)
 
 
 def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):

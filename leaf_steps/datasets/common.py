@@ -463,16 +463,20 @@ def image_size(path: Path) -> tuple[int, int]:
         raise InputError(f"{path}: not a readable image ({exc})") from exc
 
 
-def random_split(image_ids: Sequence[str], test_fraction: float, seed: int) -> list[str]:
-    """train/test label per id: a seeded permutation of the sorted ids, the first round(f*n) are test.
+def test_count(n: int, test_fraction: float) -> int:
+    """Images ``random_split`` puts in the test split: round(f*n), at least one image on each
+    side when there are two or more."""
+    n_test = int(round(test_fraction * n))
+    return min(max(n_test, 1), n - 1) if n >= 2 else n_test
 
-    Sorting first makes the split independent of the label file's row order; at least one
-    image goes to each side when there are two or more.
+
+def random_split(image_ids: Sequence[str], test_fraction: float, seed: int) -> list[str]:
+    """train/test label per id: a seeded permutation of the sorted ids, the first
+    ``test_count`` are test. Sorting first makes the split independent of the label file's
+    row order.
     """
     n = len(image_ids)
-    n_test = int(round(test_fraction * n))
-    if n >= 2:
-        n_test = min(max(n_test, 1), n - 1)
+    n_test = test_count(n, test_fraction)
     order = sorted(image_ids)
     perm = np.random.default_rng(seed).permutation(n)
     test = {order[i] for i in perm[:n_test]}
