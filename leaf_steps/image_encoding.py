@@ -19,15 +19,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from leaf_steps.errors import InputError
+from leaf_steps.images import load_rgb, probe
 
 FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
 
 # About 256 x ~300 KB (base64 of a 1024 px JPEG at quality 90) = ~75 MB at most.
 CACHE_SIZE = 256
-EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -57,24 +57,15 @@ def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def load_image(path: str | Path, max_side: int | None = None) -> Image.Image:
-    """Open an image as upright RGB, downscaled to ``max_side`` (never upscaled).
+    """The image as every stage sees it (:func:`leaf_steps.images.load_rgb`), downscaled so that its
+    longer side is at most ``max_side`` (never upscaled).
 
     For JPEG the decoder is asked for a reduced-size decode (DCT scaling, at least the
     target size) first, which makes large phone photos several times cheaper to load.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            size = img.size if max_side is None else target_size(img.width, img.height, max_side)
-            img.draft("RGB", size)  # JPEG only: decode at a reduced scale no smaller than `size`
-            if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # turned by 90 degrees below
-                size = (size[1], size[0])
-            ImageOps.exif_transpose(img, in_place=True)  # phone photos: upright, as raters saw them
-            img = img.convert("RGB")
-    except FileNotFoundError:
-        raise InputError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{path}: cannot read image ({exc})") from exc
+    info = probe(path)
+    size = (info.width, info.height) if max_side is None else target_size(info.width, info.height, max_side)
+    img = load_rgb(path, draft_size=size if max_side is not None else None)
     # The size comes from the original dimensions, not the draft's rounded ones.
     return img if img.size == size else _resize(img, size)
 

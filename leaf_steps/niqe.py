@@ -42,6 +42,7 @@ from scipy import ndimage
 from scipy.special import gammaln
 
 from leaf_steps.errors import InputError
+from leaf_steps.images import load_rgb
 from leaf_steps.io import atomic_write_bytes
 
 DEFAULT_PATCH_SIZE = 96
@@ -139,11 +140,7 @@ def to_luminance(image: np.ndarray) -> np.ndarray:
 
 def read_luminance(path: str | Path) -> np.ndarray:
     """Luminance (0..255, float64) of an image file; InputError naming the file if unreadable."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L"), dtype=np.float64)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read image ({exc})") from exc
+    return np.asarray(load_rgb(path).convert("L"), dtype=np.float64)
 
 
 def _halve(x: np.ndarray) -> np.ndarray:

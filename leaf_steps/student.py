@@ -45,6 +45,7 @@ from PIL import Image
 
 from leaf_steps.config import load_schema
 from leaf_steps.errors import ConfigError, InputError
+from leaf_steps.images import load_rgb
 from leaf_steps.io import atomic_write_bytes, read_parquet, stable_hash
 from leaf_steps.progress import progress  # noqa: F401  (used here and as st.progress by the stages)
 
@@ -336,13 +337,10 @@ def check_images_exist(rows: Iterable[ImageRow]) -> None:
 
 def load_image(row: ImageRow) -> Image.Image:
     """Decode one image to RGB; any failure names the file and its manifest row."""
-    if not row.path.is_file():
-        raise InputError(f"{row.path}: image file not found ({row.where()})")
     try:
-        with Image.open(row.path) as im:
-            return im.convert("RGB")
-    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
-        raise InputError(f"{row.path}: not a readable image ({type(exc).__name__}: {exc}) ({row.where()})") from exc
+        return load_rgb(row.path)
+    except InputError as exc:
+        raise InputError(f"{exc} ({row.where()})") from exc
 
 
 class ImageCache:

@@ -28,15 +28,18 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 import polars as pl
-from PIL import Image, UnidentifiedImageError
 
 from leaf_steps.errors import ConfigError, InputError, LeafError
+from leaf_steps.images import probe
 from leaf_steps.io import atomic_write_text, write_json
 
 log = logging.getLogger("leaf.datasets")
 T = TypeVar("T")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Raster formats Pillow decodes itself (no plugin, no Ghostscript). A file with one of these
+# extensions is an image: it is used, or reported by name when it cannot be (leaf_steps.images).
+IMAGE_EXTENSIONS = (".apng", ".avif", ".bmp", ".dib", ".gif", ".j2k", ".jfif", ".jp2", ".jpe", ".jpeg", ".jpg",
+                    ".jpx", ".pbm", ".pgm", ".png", ".pnm", ".ppm", ".qoi", ".tga", ".tif", ".tiff", ".webp")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 MANIFEST_COLUMNS = ("image_id", "path", "mos", "split", "width", "height")
 SPLITS = ("train", "val", "test")
@@ -455,12 +458,9 @@ def check_names(names: Sequence[Any], path: Path, column: str, first_line: int, 
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header (no full decode)."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: not a readable image ({exc})") from exc
+    """Upright (width, height) from the image header, as :func:`leaf_steps.images.load_rgb` will decode it."""
+    info = probe(path)
+    return info.width, info.height
 
 
 def test_count(n: int, test_fraction: float) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from leaf_steps.datasets.common import (
+    IMAGE_EXTENSIONS,
     DatasetSettings,
     Prepared,
     check_names,
@@ -53,7 +54,7 @@ def scan(images_dir: Path) -> dict[str, Path]:
     found = {p.relative_to(images_dir).as_posix(): p for p in list_images(images_dir)}
     if not found:
         raise InputError(f"{images_dir}: no images found (searched recursively for "
-                         ".jpg/.jpeg/.png/.bmp/.tif/.tiff/.webp)")
+                         f"{'/'.join(IMAGE_EXTENSIONS)})")
     return found
 
 

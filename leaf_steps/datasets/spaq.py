@@ -39,6 +39,7 @@ from leaf_steps.datasets.common import (
     split_counts,
 )
 from leaf_steps.errors import ConfigError, InputError, LeafError
+from leaf_steps.images import load_rgb, probe
 from leaf_steps.progress import progress
 
 log = logging.getLogger("leaf.datasets.spaq")
@@ -150,20 +151,16 @@ def resize_copy(src: Path, dst: Path, short_side: int) -> tuple[int, int]:
     if dst.exists():
         return image_size(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    # Upright (EXIF orientation applied) and in 8-bit RGB like every other stage: the copy carries no EXIF.
+    info = probe(src)
+    width, height = info.width, info.height
+    target = (width, height) if min(width, height) <= short_side else resized_size(width, height, short_side)
     try:
-        with Image.open(src) as img:
-            width, height = img.size
-            if min(width, height) <= short_side:
-                target = (width, height)
-            else:
-                target = resized_size(width, height, short_side)
-                img.draft("RGB", target)
-            out = img.convert("RGB")
-            if out.size != target:
-                out = out.resize(target, Image.Resampling.BILINEAR)
-    except OSError as exc:
-        raise InputError(f"{src}: cannot be decoded ({exc}); a damaged file from a broken archive? "
-                         "Re-extract it from the repaired zip") from exc
+        out = load_rgb(src, draft_size=target)
+    except InputError as exc:
+        raise InputError(f"{exc}; a damaged file from a broken archive? Re-extract it from the repaired zip") from exc
+    if out.size != target:
+        out = out.resize(target, Image.Resampling.BILINEAR)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     os.close(fd)
     try:

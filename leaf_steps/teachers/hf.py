@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from leaf_steps.errors import ConfigError, InputError, TeacherError
+from leaf_steps.image_encoding import load_image
 from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, LabelScores
 from leaf_steps.teachers.base import ImageRef, Teacher
 
@@ -89,22 +90,6 @@ def parse_spec(spec: Mapping[str, Any]) -> TransformersSpec:
     if values.get("missing_token_policy", "floor") not in ("floor", "zero"):
         raise bad("missing_token_policy", f"must be 'floor' or 'zero', got {values['missing_token_policy']!r}")
     return TransformersSpec(**values)
-
-
-def load_rgb_image(path: str | Path, max_side: int | None = None) -> Image.Image:
-    """Decode an image to RGB now (so a truncated file fails here, naming it), shrinking it
-    so its longer side is at most ``max_side``; small images are never enlarged."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
-    if max_side is not None and max(rgb.size) > max_side:
-        scale = max_side / max(rgb.size)
-        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-        rgb = rgb.resize(size, Image.Resampling.LANCZOS)
-    return rgb
 
 
 def _variants(label: str) -> list[str]:
@@ -243,7 +228,7 @@ class TransformersTeacher(Teacher):
         loaded: list[tuple[int, list[Image.Image]]] = []
         for i, refs in enumerate(items):
             try:
-                loaded.append((i, [load_rgb_image(ref.path, self.settings.image_max_side) for ref in refs]))
+                loaded.append((i, [load_image(ref.path, self.settings.image_max_side) for ref in refs]))
             except InputError as exc:
                 results[i] = LabelScores.failed(labels, str(exc))
         size = self.settings.batch_size
