@@ -22,7 +22,9 @@ LEAF_STUDENT = {
     ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet"),
     ("evaluate_labelfree", "metrics/leaf/labelfree.parquet"),
     ("evaluate_few_shot", "metrics/leaf/ratio0.3/seed0.parquet"),
+    ("export_model", "export"),  # the exported model is the leaf student at ratio 0.3, seed 0
 }
+EXPORT = {("export_model", "export")}
 SUMMARY = {
     ("aggregate", "summary/runs.parquet"),
     ("plot_label_efficiency", "figures/label_efficiency.png"),
@@ -127,12 +129,19 @@ def test_student_hyperparameter_reruns_student_and_after(done, tmp_path):
 
 def test_more_seeds_run_only_the_new_subsets(done, tmp_path):
     changed = planned(with_config(done, tmp_path, lambda cfg: cfg["calibration"].update(seeds=[0, 1])))
-    assert changed == new_seed_or_ratio("0.3", 1) | SUMMARY | CURVES
+    assert changed == new_seed_or_ratio("0.3", 1) | SUMMARY | CURVES | EXPORT  # its card lists every seed
 
 
 def test_more_ratios_run_only_the_new_subsets(done, tmp_path):
     changed = planned(with_config(done, tmp_path, lambda cfg: cfg["calibration"].update(ratios=[0, 0.3, 0.5])))
-    assert changed == new_seed_or_ratio("0.5", 0) | SUMMARY | CURVES
+    assert changed == new_seed_or_ratio("0.5", 0) | SUMMARY | CURVES | EXPORT  # the export moves to ratio 0.5
+
+
+def test_export_choice_reruns_the_export_only(done, tmp_path):
+    label_free = planned(with_config(done, tmp_path, lambda cfg: cfg.update(export={"ratio": 0})))
+    assert label_free == EXPORT
+    no_onnx = planned(with_config(done, tmp_path, lambda cfg: cfg.update(export={"onnx": False})))
+    assert no_onnx == EXPORT
 
 
 def test_tau_refilters_pairs_without_rescoring(done, tmp_path):
@@ -175,7 +184,8 @@ def test_shared_helper_change_reruns_its_importers(done, tmp_path):
     evaluations = {(rule, out) for rule, out in LEAF_STUDENT | POINT_READERS if rule.startswith("evaluate")}
     evaluations |= {("evaluate_labelfree", "metrics/leaf/labelfree.parquet"),
                     ("evaluate_few_shot", "metrics/cft_only/ratio0.3/seed0.parquet")}
-    assert changed == evaluations | SUMMARY | {("plot_teacher_scatter", "figures/teacher_vs_mos.png")}
+    # the export's card quotes the leaf student's test metrics
+    assert changed == evaluations | SUMMARY | EXPORT | {("plot_teacher_scatter", "figures/teacher_vs_mos.png")}
 
 
 def test_teacher_backend_code_is_hashed_into_scoring(tmp_path_factory, tmp_path):
