@@ -53,6 +53,9 @@ log = logging.getLogger("leaf.predict")
 OUTPUT_SCHEMA = {"path": pl.String, "score": pl.Float64, "units": pl.String, "model_id": pl.String,
                  "error": pl.String}
 OUTPUT_SUFFIXES = (".parquet", ".csv")
+# Images per batch. On CPU larger batches are no faster per image, and a small one fills the
+# loader pipeline sooner; on a GPU a large one keeps it busy.
+DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA = 16, 128
 
 
 class Terminated(Exception):
@@ -122,6 +125,12 @@ def score_items(predictor: Predictor, items: Sequence[inputs.InputImage], out: P
     return scores, errors, counts
 
 
+def onnx_has_cuda() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
 def write_output(df: pl.DataFrame, out: Path, provenance: dict[str, Any]) -> None:
     if out.suffix == ".parquet":
         write_parquet(df, out, provenance)
@@ -136,7 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, CSV/text lists, manifests")
     p.add_argument("--out", required=True, help="output table (.parquet or .csv)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 128 on CUDA, 32 on CPU)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 128 on CUDA, 16 on CPU)")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (default: up to 8 on CUDA, one per two cores on CPU; 0 = in process)")
     p.add_argument("--no-amp", action="store_true", help="float32 on CUDA instead of bf16 autocast")
@@ -159,11 +168,14 @@ def predict(argv: Sequence[str] | None = None) -> None:
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers: expected 0 or more, got {args.workers}")
     device = choose_device(args.device)
+    if args.device == "auto" and device.type == "cuda" and str(args.model).endswith(".onnx") and not onnx_has_cuda():
+        log.info("predict: this onnxruntime has no CUDA provider; running the ONNX model on the CPU")
+        device = torch.device("cpu")
     items, listed = inputs.collect(args.inputs)
     if not items:
         raise InputError(f"no images found in {args.inputs}")
     predictor = load_predictor(args.model, device, amp=not args.no_amp)
-    batch_size = args.batch_size or (128 if device.type == "cuda" else 32)
+    batch_size = args.batch_size or (DEFAULT_BATCH_CUDA if device.type == "cuda" else DEFAULT_BATCH_CPU)
     workers = batches.default_workers(device) if args.workers is None else args.workers
     log.info("predict: %d image(s) with %s (%s, %s, units %s) on %s; batch %d, %d worker(s)", len(items),
              predictor.model_id, predictor.source, predictor.runtime, predictor.units, device, batch_size, workers)

@@ -26,7 +26,7 @@ def tiny_config(results_dir: str) -> dict:
     cfg["dataset"]["test_fraction"] = 0.34
     cfg["teachers"] = {"standin": {"backend": "niqe", "patch_size": 16}}
     cfg["scoring"] |= {"shards": 2, "batch_size": 8}
-    cfg["student"] |= {"resize": 40, "crop": 32}
+    cfg["student"] |= {"resize": 40, "crop": 32, "train_crop": None}
     cfg["distill"] |= {"epochs": 2, "batch_size": 8, "pair_batch_size": 8}
     cfg["calibration"] |= {"ratios": [0, 0.3], "seeds": [0, 1], "epochs": 2, "batch_size": 4, "val_fraction": 0.2}
     return cfg

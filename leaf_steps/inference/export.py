@@ -62,6 +62,7 @@ def save_timm_folder(model: torch.nn.Module, transform: EvalTransform, folder: P
     """``config.json`` + ``model.safetensors`` as timm writes them, plus the ``leaf`` block."""
     from timm.models import save_for_hf
 
+    model = model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors only
     model.pretrained_cfg = _timm_pretrained_cfg(model, transform)
     kwargs: dict[str, Any] = {"model_config": {"leaf": leaf}, "safe_serialization": True}
     if "data_config" in inspect.signature(save_for_hf).parameters:  # timm >= 1.0.2x resolves the cfg again

@@ -170,9 +170,10 @@ def train_transform(crop: int, augment: str = "random_resized_crop"):
     from torchvision import transforms as T
 
     if augment == "random_resized_crop":
-        spatial = T.RandomResizedCrop(crop, scale=TRAIN_CROP_SCALE, antialias=True)
+        steps = [T.RandomResizedCrop(crop, scale=TRAIN_CROP_SCALE, antialias=True), T.RandomHorizontalFlip()]
     elif augment == "random_crop":
-        spatial = T.RandomCrop(crop)
+        steps = [T.RandomCrop(crop), T.RandomHorizontalFlip()]
     else:
         raise ValueError(f"unknown augmentation {augment!r}; expected one of {list(AUGMENTATIONS)}")
-    return T.Compose([spatial, T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
