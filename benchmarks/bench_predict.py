@@ -53,6 +53,7 @@ from leaf_steps import student as st  # noqa: E402
 from leaf_steps.inference import batches, inputs  # noqa: E402
 from leaf_steps.inference.export import save_onnx  # noqa: E402
 from leaf_steps.inference.models import OnnxScorer, load_predictor  # noqa: E402
+from leaf_steps.inference.resume import PartialResults  # noqa: E402
 from leaf_steps.training.runtime import choose_device  # noqa: E402
 from leaf_steps.training.transforms import normalize  # noqa: E402
 
@@ -121,10 +122,12 @@ def end_to_end(model_path: Path, paths: list[Path], folder: Path, out: Path, bat
     predictor = load_predictor(model_path, device)
     startup = time.perf_counter() - start
     start = time.perf_counter()
-    scores, errors, _ = predict.score_items(predictor, items, out, batch_size=batch, workers=workers,
+    scores, errors, counts = predict.score_items(predictor, items, out, batch_size=batch, workers=workers,
                                             max_pixels=None)
     seconds = time.perf_counter() - start
     assert not any(errors), errors[:3]
+    assert counts["resumed"] == 0, "an earlier run's partial results were reused"
+    PartialResults(out, {}).remove()  # as leaf predict does once the table is written
     return len(paths) / seconds, startup
 
 

@@ -101,7 +101,7 @@ def score_items(predictor: Predictor, items: Sequence[inputs.InputImage], out: P
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     finished = False
     try:
-        for batch in progress(loader, total=len(loader), desc="predict"):
+        for batch in progress(loader, total=len(loader), desc="predict (batches)"):
             values = predictor.scorer(batch.images) if batch.ok else []
             for j, value in zip(batch.ok, values):
                 k, key = todo[j]

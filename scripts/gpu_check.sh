@@ -31,10 +31,11 @@ OUT=""
 PROBE=0
 DEVICE=cuda
 QUICK=""
+COST_MODELS="resnet18 resnet50 convnext_tiny convnext_base convnext_large"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --probe) PROBE=1 ;;
-        --cpu-rehearsal) DEVICE=cpu; QUICK=--quick ;;
+        --cpu-rehearsal) DEVICE=cpu; QUICK=--quick; COST_MODELS="resnet18" ;;
         --out) OUT="$2"; shift ;;
         -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument $1" >&2; exit 2 ;;
@@ -109,7 +110,7 @@ GPU_TESTS=$(grep -l "mark.gpu" tests/test_*.py | tr '\n' ' ')
 step gpu_tests 120 "$LEAF_DEPS pytest scikit-image transformers" -- \
     "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs $GPU_TESTS
 step measure_costs 210 "$LEAF_DEPS" -- \
-    "$PY" benchmarks/measure_costs.py --device $DEVICE $QUICK --out "$OUT/cuda_costs.json"
+    "$PY" benchmarks/measure_costs.py --device $DEVICE $QUICK --models $COST_MODELS --out "$OUT/cuda_costs.json"
 step bench_predict 120 "$LEAF_DEPS" -- \
     "$PY" benchmarks/bench_predict.py --device $DEVICE $QUICK --json "$OUT/bench_predict.json"
 
