@@ -37,7 +37,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -45,17 +44,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from measure_costs import photo_like  # noqa: E402
+from measure_costs import photo_like
 
-from leaf_steps import predict  # noqa: E402
-from leaf_steps.images import load_rgb  # noqa: E402
-from leaf_steps import student as st  # noqa: E402
-from leaf_steps.inference import batches, inputs  # noqa: E402
-from leaf_steps.inference.export import save_onnx  # noqa: E402
-from leaf_steps.inference.models import OnnxScorer, load_predictor  # noqa: E402
-from leaf_steps.inference.resume import PartialResults  # noqa: E402
-from leaf_steps.training.runtime import choose_device  # noqa: E402
-from leaf_steps.training.transforms import normalize  # noqa: E402
+from leaf_steps import predict
+from leaf_steps import student as st
+from leaf_steps.images import load_rgb
+from leaf_steps.inference import batches, inputs
+from leaf_steps.inference.export import save_onnx
+from leaf_steps.inference.models import OnnxScorer, load_predictor
+from leaf_steps.inference.resume import PartialResults
+from leaf_steps.training.runtime import choose_device
+from leaf_steps.training.transforms import normalize
 
 RESIZE, CROP = 256, 224
 
@@ -122,7 +121,7 @@ def end_to_end(model_path: Path, paths: list[Path], folder: Path, out: Path, bat
     predictor = load_predictor(model_path, device)
     startup = time.perf_counter() - start
     start = time.perf_counter()
-    scores, errors, counts = predict.score_items(predictor, items, out, batch_size=batch, workers=workers,
+    _, errors, counts = predict.score_items(predictor, items, out, batch_size=batch, workers=workers,
                                             max_pixels=None)
     seconds = time.perf_counter() - start
     assert not any(errors), errors[:3]

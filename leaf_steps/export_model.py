@@ -41,7 +41,12 @@ from leaf_steps import student as st
 from leaf_steps.cli import json_arg, run_step
 from leaf_steps.errors import ConfigError, InputError
 from leaf_steps.inference import card
-from leaf_steps.inference.export import ONNX_FILE, check_exports, save_onnx, save_timm_folder
+from leaf_steps.inference.export import (
+    ONNX_FILE,
+    check_exports,
+    save_onnx,
+    save_timm_folder,
+)
 from leaf_steps.inference.models import checkpoint_facts
 from leaf_steps.io import atomic_write_text, library_versions, read_parquet, write_json
 from leaf_steps.training.transforms import normalize

@@ -62,7 +62,7 @@ class Terminated(Exception):
     """SIGTERM (a scheduler ending the job): stop after saving what is done."""
 
 
-def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
+def _raise_terminated(signum, frame):
     raise Terminated(f"signal {signum}")
 
 

@@ -37,6 +37,7 @@ from leaf_steps.config import load_schema
 from leaf_steps.errors import ConfigError, InputError
 from leaf_steps.io import atomic_write_bytes, stable_hash
 from leaf_steps.progress import progress  # noqa: F401  (used as st.progress by the stages)
+
 # The student's images, transforms, loaders and forward pass (re-exported: the stages use st.<name>).
 from leaf_steps.training.data import (  # noqa: F401
     DEFAULT_CACHE_BYTES,

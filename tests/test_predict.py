@@ -298,8 +298,8 @@ def test_export_folder_layout_and_card(exported, checkpoint):
     assert "tag" not in pcfg and "hf_hub_id" not in pcfg  # nothing claims ImageNet weights
     assert cfg["leaf"]["units"] == "mos" and cfg["leaf"]["model_id"].startswith("resnet10t-calibrate-")
     card = (exported / "README.md").read_text()
-    for needle in ("resnet10t", "OpenGVLab/InternVL3_5-8B", "0.3 of the training images' MOS (2 images to fine-tune, "
-                   "1 to pick the epoch), seed 0", "| 0 (this model) | 6 | 0.810 | 0.830 |", "| 1 | 6 | 0.790 |",
+    for needle in ("resnet10t", "OpenGVLab/InternVL3_5-8B", ("0.3 of the training images' MOS (2 images to fine-tune, "
+                   "1 to pick the epoch), seed 0"), "| 0 (this model) | 6 | 0.810 | 0.830 |", "| 1 | 6 | 0.790 |",
                    "0.800 ± 0.014", "shorter side to 40 px", "image.draft(\"RGB\", (40, 40))", "center crop 32", "MOS (the dataset's rating scale)",
                    'timm.create_model("local-dir:', "leaf predict --model"):
         assert needle in card, needle

@@ -9,7 +9,12 @@ from PIL import Image
 from torchvision import transforms as T
 
 from leaf_steps import student as st
-from leaf_steps.training.transforms import EvalTransform, decode, normalize, train_transform
+from leaf_steps.training.transforms import (
+    EvalTransform,
+    decode,
+    normalize,
+    train_transform,
+)
 
 RNG = np.random.default_rng(3)
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 UNITS_TEXT = {
-    "mos": "MOS units of the training dataset (calibrated on its human ratings)",
+    "mos": "MOS units of the training dataset (calibrated on a subset of its MOS)",
     "teacher_score": "teacher-score units (the teacher's expected rating on 1 = Bad .. 5 = Excellent; "
                      "no human rating was used: compare scores, or calibrate them on a few MOS)",
 }
@@ -53,23 +53,25 @@ def render(facts: Mapping[str, Any]) -> str:
         f"# LEAF student `{facts['model_id']}`",
         "",
         f"A no-reference image quality model: one RGB image in, one score out, in {UNITS_TEXT[facts['units']]}.",
-        "Trained by the LEAF pipeline (label-efficient IQA: an MLLM teacher distilled into a small student, then "
-        "calibrated on a few human ratings; Li et al. 2026, arXiv:2601.20689).",
+        ("Trained by the LEAF pipeline (label-efficient IQA: an MLLM teacher distilled into a small student, then "
+        "calibrated on a few human ratings; Li et al. 2026, arXiv:2601.20689)."),
         "",
         "| | |",
         "|---|---|",
-        f"| student | timm `{facts['architecture']}` ({'ImageNet-pretrained' if facts['pretrained'] else 'random init'}), "
-        f"one regression output; {facts['parameters'] / 1e6:.2f} M parameters |",
+        (f"| student | timm `{facts['architecture']}` ({'ImageNet-pretrained' if facts['pretrained'] else 'random init'}), "
+        f"one regression output; {facts['parameters'] / 1e6:.2f} M parameters |"),
         f"| teacher | {teacher_text} |",
         f"| data | run `{facts['run_name']}`, dataset `{facts['dataset']}`: {facts['train_images']} training images "
-        f"(teacher-labelled), {facts['test_images']} test images |",
+        f"(teacher-labelled), {facts['test_images']} test images"
+        + (" (the CPU demo's synthetic images; its MOS is synthetic too: 100 x SSIM to the pristine image)"
+           if facts["dataset"] == "demo" else "") + " |",
         f"| stage 1 (distillation) | variant `{facts['variant']}`: {facts['distill_text']} |",
         f"| MOS budget | {budget} |",
         f"| stage 2 (calibration) | {facts['calibration_text']} |",
         f"| output | `score`: {SHORT_UNITS[facts['units']]} |",
-        f"| input transform | RGB (JPEG decoded at the DCT scale just above {t['resize']} px), shorter side to "
+        (f"| input transform | RGB (JPEG decoded at the DCT scale just above {t['resize']} px), shorter side to "
         f"{t['resize']} px (bilinear, antialiased), center crop {t['crop']} x "
-        f"{t['crop']}, RGB / 255, ImageNet mean {tuple(t['mean'])} / std {tuple(t['std'])} |",
+        f"{t['crop']}, RGB / 255, ImageNet mean {tuple(t['mean'])} / std {tuple(t['std'])} |"),
         f"| source checkpoint | `{facts['checkpoint']}` (selected epoch {facts['selected_epoch']}) |",
         "",
         f"## Test results ({facts['dataset']} test split, {facts['test_images']} images)",
@@ -116,8 +118,8 @@ def render(facts: Mapping[str, Any]) -> str:
         "    score = model(transform(image).unsqueeze(0)).item()",
         "```",
         "",
-        "With onnxruntime (input `image`: float32 N x 3 x "
-        f"{t['crop']} x {t['crop']}, normalised as above; output `score`: N x 1; dynamic batch):",
+        ("With onnxruntime (input `image`: float32 N x 3 x "
+        f"{t['crop']} x {t['crop']}, normalised as above; output `score`: N x 1; dynamic batch):"),
         "",
         "```python",
         "import onnxruntime as ort",
@@ -125,20 +127,20 @@ def render(facts: Mapping[str, Any]) -> str:
         "scores = session.run(None, {\"image\": batch})[0][:, 0]",
         "```",
         "",
-        "LEAF decodes images with EXIF orientation applied, JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) that "
+        ("LEAF decodes images with EXIF orientation applied, JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) that "
         f"keeps both sides >= {t['resize']} px (`Image.draft`; the student was trained on such pixels), 16-bit "
         "samples scaled to 8 bits, transparency composited on white, animated files refused: the three lines "
-        "above, for ordinary RGB JPEG/PNG files.",
+        "above, for ordinary RGB JPEG/PNG files."),
         "",
         "## Export check",
         "",
-        f"On {check['images']} test images the three forms agree: largest |score difference| against the "
+        (f"On {check['images']} test images the three forms agree: largest |score difference| against the "
         f"checkpoint in PyTorch is {check['timm_max_abs_diff']:.2e} for timm (model and transform rebuilt from this "
         f"folder) and {check['onnx_max_abs_diff']:.2e} for ONNX (onnxruntime, CPU); the export step fails above "
-        f"{check['tolerance_relative_to_std']:g} x the scores' std ({check['score_std']:.3g}).",
+        f"{check['tolerance_relative_to_std']:g} x the scores' std ({check['score_std']:.3g})."),
         "",
-        f"Written by LEAF {facts['leaf_version']} (timm {facts['versions'].get('timm')}, torch "
-        f"{facts['versions'].get('torch')}).",
+        (f"Written by LEAF {facts['leaf_version']} (timm {facts['versions'].get('timm')}, torch "
+        f"{facts['versions'].get('torch')})."),
         "",
     ]
     return "\n".join(lines)

@@ -66,7 +66,7 @@ def checkpoint_facts(path: str | Path) -> dict[str, Any]:
     try:
         settings = json.loads(meta.get("settings", "{}"))
         student = st.student_block(settings)
-    except Exception as exc:  # noqa: BLE001 - old or foreign metadata: say which file
+    except Exception as exc:
         raise InputError(f"{path}: checkpoint settings do not describe a student block ({exc})") from exc
     units = meta.get("output_units")
     if units not in UNITS:
@@ -102,7 +102,7 @@ def _from_timm_folder(folder: Path, device: torch.device, amp: bool) -> Predicto
     leaf = read_export_config(folder)[CONFIG_LEAF_KEY]
     try:
         model = timm.create_model(f"local-dir:{folder}", pretrained=True)
-    except Exception as exc:  # noqa: BLE001 - timm raises many types for a broken folder
+    except Exception as exc:
         raise InputError(f"{folder}: timm could not rebuild the model ({type(exc).__name__}: {exc})") from exc
     try:
         transform = EvalTransform.from_timm_data_config(resolve_data_config({}, model=model))
@@ -132,7 +132,7 @@ class OnnxScorer:
             providers.insert(0, "CUDAExecutionProvider")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:
             raise InputError(f"{path}: onnxruntime cannot load this model ({exc})") from exc
         self.input_name = self.session.get_inputs()[0].name
 

@@ -19,7 +19,12 @@ from typing import Any
 
 import polars as pl
 
-from leaf_steps.io import atomic_write_text, make_provenance, read_parquet, write_parquet
+from leaf_steps.io import (
+    atomic_write_text,
+    make_provenance,
+    read_parquet,
+    write_parquet,
+)
 
 log = logging.getLogger("leaf.predict.resume")
 

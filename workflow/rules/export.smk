@@ -10,7 +10,6 @@ rule export_model:
         settings=jq(export_settings()),
         subset=lambda w, input: f"--subset {input.subset}" if "subset" in input.keys() else "",
         code=step_code("export_model"),
-    threads: 2
     conda:
         ENV_STUDENT
     log:
