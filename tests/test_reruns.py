@@ -95,6 +95,23 @@ def repo_copy(tmp_path: Path) -> Path:
     return dest
 
 
+def edit_code(path: Path) -> None:
+    """A real code change (a new statement), as opposed to a comment or formatting edit."""
+    with path.open("a") as f:
+        f.write("\n_LEAF_TEST_EDIT = 1\n")
+
+
+def edit_cosmetics(path: Path) -> None:
+    """Comments, a docstring edit and reformatting: no change to what the code does."""
+    text = path.read_text()
+    if text.startswith('"""'):
+        end = text.index('"""', 3)
+        text = text[:end] + " Edited docstring." + text[end:]
+    text = text.replace("(\n", "(  # a comment\n", 1)
+    text = text.replace(" = ", "  =  ", 3)
+    path.write_text("# a header comment\n" + text + "\n# a trailing comment\n")
+
+
 @pytest.fixture(scope="module")
 def done(tmp_path_factory) -> Run:
     return touched_tiny_run(tmp_path_factory)
@@ -160,17 +177,22 @@ def test_step_code_change_reruns_that_step_and_after(done, tmp_path):
     repo = repo_copy(tmp_path)
     # The checkout's location is not part of any job's record: an unchanged copy reruns nothing.
     assert planned(done, repo) == set()
-    with (repo / "leaf_steps/filter_pairs.py").open("a") as f:
-        f.write("# an edit\n")
+    edit_code(repo / "leaf_steps/filter_pairs.py")
     changed = planned(done, repo)
     assert changed == {("filter_pairs", "teacher/standin/pairs_tau0.1.parquet")} | LEAF_STUDENT | SUMMARY | CURVES
+
+
+def test_comment_docstring_and_formatting_edits_rerun_nothing(done, tmp_path):
+    repo = repo_copy(tmp_path)
+    for module in ("io.py", "distill.py", "teachers/niqe.py", "images/decode.py"):
+        edit_cosmetics(repo / "leaf_steps" / module)
+    assert planned(done, repo) == set()
 
 
 def test_shared_helper_change_reruns_its_importers(done, tmp_path):
     # leaf_steps.metrics is imported by evaluate and plot_results, not by the training steps.
     repo = repo_copy(tmp_path)
-    with (repo / "leaf_steps/metrics.py").open("a") as f:
-        f.write("# an edit\n")
+    edit_code(repo / "leaf_steps/metrics.py")
     changed = planned(done, repo)
     evaluations = {(rule, out) for rule, out in LEAF_STUDENT | POINT_READERS if rule.startswith("evaluate")}
     evaluations |= {("evaluate_labelfree", "metrics/leaf/labelfree.parquet"),
@@ -186,8 +208,7 @@ def test_teacher_backend_code_is_hashed_into_scoring(tmp_path_factory, tmp_path)
                                 "dtype": "float32", "batch_size": 4}}
     done = touched_tiny_run(tmp_path_factory, "tiny_touched_hf", cfg)
     repo = repo_copy(tmp_path)
-    with (repo / "leaf_steps/teachers/hf.py").open("a") as f:
-        f.write("# an edit\n")
+    edit_code(repo / "leaf_steps/teachers/hf.py")
     changed = planned(done, repo)
     assert changed == (teacher_jobs(POINT_SCORING | PAIR_SCORING, "tiny") | POINT_READERS | LEAF_STUDENT | SUMMARY
                        | CURVES | PAIR_FIGURE)
@@ -199,6 +220,36 @@ def test_touched_run_reruns_like_a_real_run(tmp_path_factory, tmp_path, done, ed
     real = real_tiny_run(tmp_path_factory)
     edit = edit or (lambda cfg: None)
     assert planned(with_config(real, tmp_path, edit)) == planned(with_config(done, tmp_path, edit))
+
+
+CODE_VERSIONS = {
+    "base": 'def f(x):\n    """Doc."""\n    return x + 1\n',
+    "cosmetic": '# comment\ndef f( x ):  # why\n    """Other doc."""\n\n    return (x +\n            1)\n',
+    "no_doc": "def f(x):\n    return x + 1\n",
+    "changed": 'def f(x):\n    """Doc."""\n    return x + 2\n',
+    "string": 'def f(x):\n    """Doc."""\n    return "a" + str(x + 1)\n',
+    "string_quotes": "def f(x):\n    '''Doc.'''\n    return 'a' + str(x + 1)\n",
+}
+
+
+def test_code_hash_ignores_comments_docstrings_and_formatting_but_not_code(tmp_path, monkeypatch):
+    from leaf_steps import codehash
+
+    pkg = tmp_path / "leaf_steps"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    monkeypatch.setattr(codehash, "ROOT", pkg)
+    hashes = {}
+    try:
+        for name, text in CODE_VERSIONS.items():
+            (pkg / "m.py").write_text(text)
+            codehash.module_code_hash.cache_clear()
+            hashes[name] = codehash.module_code_hash("leaf_steps.m")
+    finally:
+        codehash.module_code_hash.cache_clear()
+    assert hashes["base"] == hashes["cosmetic"] == hashes["no_doc"]
+    assert hashes["changed"] != hashes["base"]
+    assert hashes["string"] == hashes["string_quotes"] != hashes["base"]
 
 
 def test_code_hash_covers_lazy_imports_and_parent_packages():

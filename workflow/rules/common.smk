@@ -4,7 +4,7 @@ import re
 import shlex
 import sys
 
-from leaf_steps.codehash import code_hash
+from leaf_steps.codehash import code_fingerprint
 from leaf_steps.config import validate_config, variant_settings
 from leaf_steps.errors import ConfigError
 from leaf_steps.teachers.base import BACKENDS
@@ -65,8 +65,9 @@ def jq(obj):
 
 
 def step_code(*modules):
-    """Hash of the step modules' sources and their leaf_steps imports (rerun on code change)."""
-    return code_hash(*(f"leaf_steps.{m}" for m in modules))
+    """Per-module hashes of the step modules' code and their leaf_steps imports (rerun on a code
+    change; comments, docstrings and formatting do not count; `leaf why` names the module)."""
+    return code_fingerprint(*(f"leaf_steps.{m}" for m in modules))
 
 
 def fmt(x):
