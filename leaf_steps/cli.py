@@ -40,6 +40,7 @@ def run_step(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | 
 PASSTHROUGH = {
     "inspect": ("leaf_steps.inspect_artifacts", "schema, provenance and summary of a Parquet artifact"),
     "estimate-cost": ("leaf_steps.estimate_cost", "GPU-hours of a config from per-image costs"),
+    "why": ("leaf_steps.tools.why", "which jobs a run would execute now, and the setting, file or code change behind each"),
 }
 
 
