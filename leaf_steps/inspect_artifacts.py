@@ -2,8 +2,10 @@
 
 Prints the schema, row count, provenance metadata (step, teacher, prompt hash, settings,
 versions), a per-column summary (nulls; min/max/mean for numbers; value counts for short
-categorical columns; histograms of level probabilities and pair confidences) and a few
-sample rows. ``--json`` prints the same as one JSON object for scripts.
+categorical columns; histograms of level probabilities, pair confidences and the
+answer-token mass, with the mass quantiles), the answer-token mass summary of each teacher
+shard (rows below ``min_token_mass``, quantiles, histogram) and a few sample rows. ``--json``
+prints the same as one JSON object for scripts.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import polars as pl
 
 from leaf_steps.io import parquet_files, read_provenance, read_shards
 
-HISTOGRAM_COLUMNS = ("p_excellent", "p_good", "p_fair", "p_poor", "p_bad", "p_a", "confidence", "teacher_score")
+HISTOGRAM_COLUMNS = ("p_excellent", "p_good", "p_fair", "p_poor", "p_bad", "p_a", "confidence", "teacher_score",
+                     "token_mass")
+QUANTILE_COLUMNS = {"token_mass": (0.01, 0.05, 0.25, 0.5, 0.75, 0.95)}
 
 
 def _num(x: Any) -> Any:
@@ -41,6 +45,8 @@ def column_summary(s: pl.Series) -> dict[str, Any]:
             lo, hi = (0.0, 1.0) if s.name != "teacher_score" else (1.0, 5.0)
             counts, edges = np.histogram(v.to_numpy(), bins=10, range=(lo, hi))
             out["histogram"] = {"edges": [round(float(e), 3) for e in edges], "counts": counts.tolist()}
+        if s.name in QUANTILE_COLUMNS and v.len():
+            out["quantiles"] = {f"{q:g}": float(v.quantile(q, "linear")) for q in QUANTILE_COLUMNS[s.name]}
     elif s.dtype == pl.String and s.drop_nulls().n_unique() <= 12:  # nulls are counted above
         out["values"] = {str(k): int(c) for k, c in s.drop_nulls().value_counts(sort=True).iter_rows()}
     elif isinstance(s.dtype, pl.List):
@@ -55,12 +61,17 @@ def column_summary(s: pl.Series) -> dict[str, Any]:
 def inspect(path: str | Path, sample: int = 5) -> dict[str, Any]:
     files = parquet_files(path)
     df = read_shards(files)
+    provenance = [read_provenance(f) for f in files]
+    # The answer-token mass summary each teacher shard wrote (leaf_steps.scoring), by file.
+    mass = {str(f): p["summary"]["token_mass"] for f, p in zip(files, provenance)
+            if isinstance(p.get("summary"), dict) and p["summary"].get("token_mass")}
     return {
         "path": str(path),
         "files": [str(f) for f in files],
         "rows": df.height,
         "schema": {name: str(dtype) for name, dtype in df.schema.items()},
-        "provenance": [read_provenance(f) for f in files] if len(files) > 1 else read_provenance(files[0]),
+        "provenance": provenance if len(files) > 1 else provenance[0],
+        "token_mass": mass,
         "columns": {name: column_summary(df[name]) for name in df.columns},
         "sample": json.loads(df.head(sample).write_json()),
     }
@@ -96,6 +107,17 @@ def render(info: dict[str, Any]) -> None:
         table.add_row(name, c["dtype"], str(c["nulls"]), fmt(c.get("min")), fmt(c.get("max")), fmt(c.get("mean")),
                       dist)
     console.print(table)
+    if info["token_mass"]:
+        mass_table = Table(title="answer-token mass (probability the label tokens held at the answer position)")
+        for col in ("file", "rows", "below min_token_mass", "q01", "q05", "median", "q95", "histogram 0–1"):
+            mass_table.add_column(col)
+        for f, m in info["token_mass"].items():
+            q = m.get("quantiles", {})
+            below = f"{m['below_min']} (< {m['min_token_mass']:g})" if m.get("min_token_mass") is not None else "–"
+            mass_table.add_row(Path(f).name, str(m["rows"]), below,
+                               *(f"{q[k]:.3g}" if k in q else "" for k in ("0.01", "0.05", "0.5", "0.95")),
+                               _bar(m["histogram"]["counts"]) if "histogram" in m else "")
+        console.print(mass_table)
     console.print("[bold]sample rows[/bold]")
     for row in info["sample"]:
         console.print(row)

@@ -6,7 +6,9 @@ Both come from the libraries that define them, not from a re-derivation:
   (InternVL3.5: ``GotOcr2ImageProcessor`` with 448 px tiles, up to 12 tiles chosen by aspect
   ratio plus a thumbnail, 256 tokens per tile after the 0.5 pixel shuffle; Qwen3-VL:
   ``Qwen2VLImageProcessor`` with 16 px patches merged 2x2, 64..16M pixels), run on a blank
-  image of the size LEAF sends (longer side <= ``image_max_side``, never upscaled);
+  image of the size LEAF sends (longer side <= ``image_max_side``, never upscaled), with the
+  teacher's ``visual_budget`` applied as the backends pass it (InternVL: at most ``max_tiles``
+  tiles; Qwen-VL: ``max_pixels`` / ``min_pixels``);
 * FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over the ``transformers`` modules of
   each architecture, built on the meta device (no weights, no memory) from the published
   configuration values below. The count is polynomial in the sequence length (linear layers
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from leaf_steps.image_encoding import target_size
+from leaf_steps.teachers.visual_budget import QWEN_MIN_PIXELS, VisualBudget
 
 Family = Literal["internvl", "qwen3vl"]
 VOCAB = 151936  # Qwen3 tokenizer, all four teachers
@@ -70,26 +73,40 @@ def arch_for(model: str) -> TeacherArch:
 
 # --------------------------------------------------------------------------- visual tokens
 
-@functools.lru_cache(maxsize=4)
-def _processor(family: Family):
+INTERNVL_MAX_TILES = 12  # InternVL3.5's max_dynamic_patch (a thumbnail tile comes on top when > 1 tile)
+QWEN3VL_MAX_PIXELS = 16777216  # Qwen3-VL's preprocessor_config.json size.longest_edge
+
+
+@functools.lru_cache(maxsize=16)
+def _processor(family: Family, budget: VisualBudget | None = None):
     from transformers import GotOcr2ImageProcessor, Qwen2VLImageProcessor
 
     if family == "internvl":
-        return GotOcr2ImageProcessor(crop_to_patches=True, min_patches=1, max_patches=12,
+        if budget is not None and budget.max_tiles is None:
+            raise ValueError(f"InternVL is budgeted in tiles, got {budget.describe()}")
+        tiles = budget.max_tiles if budget is not None else INTERNVL_MAX_TILES
+        return GotOcr2ImageProcessor(crop_to_patches=True, min_patches=1, max_patches=tiles,
                                      size={"height": 448, "width": 448})
+    if budget is not None and budget.max_pixels is None:
+        raise ValueError(f"Qwen3-VL is budgeted in pixels, got {budget.describe()}")
+    longest = budget.max_pixels if budget is not None else QWEN3VL_MAX_PIXELS
+    shortest = (budget.min_pixels if budget is not None and budget.min_pixels is not None
+                else QWEN_MIN_PIXELS["qwen3_vl"])
     return Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2,
-                                 size={"longest_edge": 16777216, "shortest_edge": 65536})
+                                 size={"longest_edge": longest, "shortest_edge": shortest})
 
 
 @functools.lru_cache(maxsize=4096)
-def image_layout(family: Family, width: int, height: int, max_side: int = 1024) -> tuple[int, int, int]:
-    """(visual tokens, vision units, patches per unit) of one image as LEAF sends it.
+def image_layout(family: Family, width: int, height: int, max_side: int = 1024,
+                 budget: VisualBudget | None = None) -> tuple[int, int, int]:
+    """(visual tokens, vision units, patches per unit) of one image as LEAF sends it under ``budget``
+    (None: the model's defaults).
 
     InternVL: units are 448 px tiles of 1024 patches each. Qwen3-VL: one unit of h x w patches."""
     from PIL import Image
 
     w, h = target_size(width, height, max_side)
-    out = _processor(family)(images=[Image.new("RGB", (w, h))], return_tensors="np")
+    out = _processor(family, budget)(images=[Image.new("RGB", (w, h))], return_tensors="np")
     if family == "internvl":
         tiles = int(out["num_patches"][0])
         return 256 * tiles, tiles, 1024
@@ -180,10 +197,11 @@ def _vision_flops(arch: TeacherArch, units: int, patches: int) -> float:
     return units * (c + a * patches + b * patches**2)
 
 
-def image_cost(model: str, width: int, height: int, max_side: int = 1024) -> tuple[int, float]:
-    """(visual tokens, vision tower + projector FLOPs) of one image shown to ``model``."""
+def image_cost(model: str, width: int, height: int, max_side: int = 1024,
+               budget: VisualBudget | None = None) -> tuple[int, float]:
+    """(visual tokens, vision tower + projector FLOPs) of one image shown to ``model`` under ``budget``."""
     arch = arch_for(model)
-    n_tokens, units, patches = image_layout(arch.family, width, height, max_side)
+    n_tokens, units, patches = image_layout(arch.family, width, height, max_side, budget)
     return n_tokens, _vision_flops(arch, units, patches)
 
 
@@ -196,11 +214,11 @@ def decoder_curve(model: str) -> tuple[float, float, float]:
 
 
 def request_flops(model: str, images: list[tuple[int, int]], max_side: int = 1024,
-                  text_tokens: int = TEXT_TOKENS) -> tuple[int, float]:
+                  text_tokens: int = TEXT_TOKENS, budget: VisualBudget | None = None) -> tuple[int, float]:
     """(prefill tokens, FLOPs) of one request showing ``images`` (width, height) to ``model``."""
     tokens, vision = text_tokens, 0.0
     for w, h in images:
-        n_tokens, flops = image_cost(model, w, h, max_side)
+        n_tokens, flops = image_cost(model, w, h, max_side, budget)
         tokens += n_tokens
         vision += flops
     c, a, b = decoder_curve(model)

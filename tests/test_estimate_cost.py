@@ -19,6 +19,7 @@ from leaf_steps import student as st
 from leaf_steps.config import load_config
 from leaf_steps.errors import ConfigError, InputError
 from leaf_steps.sample_pairs import sample_pairs
+from leaf_steps.teachers.visual_budget import VisualBudget
 
 TINY = teacher_cost.TeacherArch("internvl", hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2,
                                 v_hidden=32, v_intermediate=64, v_layers=2, v_heads=4)
@@ -41,6 +42,37 @@ def test_internvl_visual_tokens_follow_the_processor(size, tokens):
                                           ((200, 200), 64), ((4096, 3072), 768)])
 def test_qwen3vl_visual_tokens_follow_the_processor(size, tokens):
     assert teacher_cost.image_layout("qwen3vl", *size)[0] == tokens
+
+
+@pytest.mark.parametrize("family, budget, size, tokens", [
+    ("internvl", VisualBudget(max_tiles=1), (1024, 768), 256),        # one tile, no thumbnail
+    ("internvl", VisualBudget(max_tiles=4), (1024, 768), 5 * 256),    # 2x2 + thumbnail
+    ("internvl", VisualBudget(max_tiles=12), (1024, 768), 13 * 256),  # the default, spelled out
+    ("qwen3vl", VisualBudget(max_pixels=200_000), (1024, 768), 192),  # 512x384 px -> 16x12 tokens
+    ("qwen3vl", VisualBudget(max_pixels=10**8, min_pixels=10**6), (200, 200), 1024),  # upscaled to 1024x1024
+])
+def test_visual_budget_sets_the_tokens_per_image(family, budget, size, tokens):
+    assert teacher_cost.image_layout(family, *size, budget=budget)[0] == tokens
+
+
+def test_one_internvl_tile_costs_about_a_tenth_of_the_default_view():
+    """The choice issue 9 asks users to be able to make knowingly: InternVL at 1024x768, 13 tiles vs 1."""
+    config = load_config("config/paper/table2_koniq10k.yaml")
+    config["pairs"]["count"] = 1_000_000
+    shape = estimate_cost.DatasetShape(splits={"train": 1_000_000}, sizes=[(1024, 768)], source="test")
+    default = {r.stage: r for r in estimate_cost.teacher_rows(config, shape, costs())}
+    config["teachers"]["internvl3_5_8b"]["visual_budget"] = {"max_tiles": 1}
+    one_tile = {r.stage: r for r in estimate_cost.teacher_rows(config, shape, costs())}
+    for stage in default:
+        ratio = (one_tile[stage].gpu_hours - one_tile[stage].detail["startup_s"] / 3600) / \
+                (default[stage].gpu_hours - default[stage].detail["startup_s"] / 3600)
+        assert 0.07 < ratio < 0.13, (stage, ratio)
+    assert one_tile["score_points (internvl3_5_8b)"].detail["tokens"] == 1_000_000 * (256 + teacher_cost.TEXT_TOKENS)
+    assert "256 visual tokens/image, visual_budget {'max_tiles': 1}" in one_tile["score_points (internvl3_5_8b)"].work
+    assert "3,328 visual tokens/image, the model's default tiling" in default["score_points (internvl3_5_8b)"].work
+    config["teachers"]["internvl3_5_8b"]["visual_budget"] = {"max_pixels": 200_000}
+    with pytest.raises(ConfigError, match=r"teachers\.internvl3_5_8b\.visual_budget\.max_pixels: .*give max_tiles"):
+        estimate_cost.teacher_rows(config, shape, costs())
 
 
 def test_unknown_teacher_model_is_a_clear_error():

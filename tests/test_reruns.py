@@ -200,13 +200,41 @@ def test_shared_helper_change_reruns_its_importers(done, tmp_path):
     assert changed == evaluations | SUMMARY | {("plot_teacher_scatter", "figures/teacher_vs_mos.png")}
 
 
-def test_teacher_backend_code_is_hashed_into_scoring(tmp_path_factory, tmp_path):
-    # The transformers teacher: no upstream fit step, so only the backend's code hash can rerun scoring.
+def hf_touched_run(tmp_path_factory) -> Run:
+    """The tiny demo with the transformers teacher on a tiny random-weight Qwen2-VL, completed by touching."""
     cfg = tiny_rerun_config()
     cfg["teacher"] = "tiny"
     cfg["teachers"] = {"tiny": {"backend": "transformers", "model": "tiny:qwen2_vl", "device": "cpu",
                                 "dtype": "float32", "batch_size": 4}}
-    done = touched_tiny_run(tmp_path_factory, "tiny_touched_hf", cfg)
+    return touched_tiny_run(tmp_path_factory, "tiny_touched_hf", cfg)
+
+
+def test_token_checks_rescore_only_teachers_that_read_tokens(done, tmp_path_factory, tmp_path):
+    def lower_mass(cfg):
+        cfg["scoring"]["min_token_mass"] = 0.2
+
+    # The NIQE stand-in reads no tokens: its scores do not depend on the threshold.
+    (tmp_path / "niqe").mkdir()
+    (tmp_path / "hf").mkdir()
+    assert planned(with_config(done, tmp_path / "niqe", lower_mass)) == set()
+    rescored = (teacher_jobs(POINT_SCORING | PAIR_SCORING, "tiny") | POINT_READERS | LEAF_STUDENT | SUMMARY | CURVES
+                | PAIR_FIGURE)
+    hf = hf_touched_run(tmp_path_factory)
+    assert planned(with_config(hf, tmp_path / "hf", lower_mass)) == rescored
+
+
+@pytest.mark.parametrize("setting", [{"visual_budget": {"max_pixels": 3136}}, {"enable_thinking": None},
+                                     {"image_max_side": 64}], ids=["budget", "thinking", "max_side"])
+def test_what_the_teacher_sees_rescores_it(tmp_path_factory, tmp_path, setting):
+    hf = hf_touched_run(tmp_path_factory)
+    changed = planned(with_config(hf, tmp_path, lambda cfg: cfg["teachers"]["tiny"].update(setting)))
+    assert changed == (teacher_jobs(POINT_SCORING | PAIR_SCORING, "tiny") | POINT_READERS | LEAF_STUDENT | SUMMARY
+                       | CURVES | PAIR_FIGURE)
+
+
+def test_teacher_backend_code_is_hashed_into_scoring(tmp_path_factory, tmp_path):
+    # The transformers teacher: no upstream fit step, so only the backend's code hash can rerun scoring.
+    done = hf_touched_run(tmp_path_factory)
     repo = repo_copy(tmp_path)
     edit_code(repo / "leaf_steps/teachers/hf.py")
     changed = planned(done, repo)

@@ -101,7 +101,7 @@ def test_launch_scores_and_shuts_down(photos, tmp_path):
     assert "--trust-remote-code" in argv and argv[-2:] == ["--gpu-memory-utilization", "0.9"]
     assert info["cuda_visible_devices"] == "2,3"
     assert f"fake vllm (pid {pid}) listening" in log_file.read_text()
-    assert teacher.describe()["launch"]["tensor_parallel_size"] == 2
+    assert teacher.describe()["operational"]["launch"]["tensor_parallel_size"] == 2
 
 
 def test_whole_process_group_is_stopped_on_failure(photos, monkeypatch):

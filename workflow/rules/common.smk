@@ -103,15 +103,22 @@ def step_prompts(kind):
     return {k: (p if k == kind else f"(not used by the {kind} scoring step)") for k, p in config["prompts"].items()}
 
 
+# scoring.* defaults of token-reading teachers: they reach a scoring step through teacher_spec only,
+# so that a stand-in teacher, which reads no tokens, is not rescored when they change.
+TOKEN_DEFAULTS = ("missing_token_policy", "min_token_mass")
+
+
 def step_scoring(kind):
     """The scoring settings a step depends on: asking pairs in both orders concerns pair scoring only."""
-    return {k: v for k, v in config["scoring"].items() if kind == "pair" or k != "both_orders"}
+    return {k: v for k, v in config["scoring"].items()
+            if (kind == "pair" or k != "both_orders") and k not in TOKEN_DEFAULTS}
 
 
 def teacher_spec(teacher):
     spec = dict(config["teachers"][teacher])
-    if spec["backend"] in ("vllm", "transformers"):  # only token-reading backends impute missing labels
-        spec.setdefault("missing_token_policy", config["scoring"]["missing_token_policy"])
+    if spec["backend"] in ("vllm", "transformers"):  # only token-reading backends impute or check label tokens
+        for key in TOKEN_DEFAULTS:
+            spec.setdefault(key, config["scoring"][key])
     if spec["backend"] == "niqe":
         spec["model_path"] = teacher_inputs(teacher)["niqe_model"]
     return spec
