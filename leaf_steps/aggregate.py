@@ -33,9 +33,9 @@ PLCC_NOTE = ("PLCC is the raw Pearson correlation of the predictions with MOS (n
              "`summary.parquet` has it as `plcc_*` beside `plcc_logistic_*`, the PLCC after the VQEG 4-parameter "
              "logistic fit.")
 RULE_TEXT = {
-    "teacher": "teacher rule (lowest held-out distillation loss; no MOS)",
-    "mos_subset": "mos_subset rule (highest SRCC + PLCC of the stage-1 outputs on the subset's own calib_val "
-                  "images; paper Sec. 3.2.3)",
+    "teacher": "teacher rule: the lowest held-out distillation loss, no MOS",
+    "mos_subset": "mos_subset rule: the highest SRCC + PLCC of the stage-1 outputs on the subset's own calib_val "
+                  "images, paper Sec. 3.2.3",
 }
 
 
@@ -98,27 +98,36 @@ def image_note(runs: pl.DataFrame, headline: str | None) -> str:
             "per run and image in `coverage.parquet`).")
 
 
-def _seeds_text(rows: pl.DataFrame) -> str:
-    if rows["seed"].null_count() == rows.height:
-        return f"epoch {rows['stage1_epoch'][0]}"
-    return "epochs " + ", ".join(f"{e} (seed {s})" for s, e in rows.select("seed", "stage1_epoch").iter_rows())
+def _epochs_text(rows: pl.DataFrame) -> str:
+    """'epoch 8 (teacher rule)' or 'epochs 8, 7, 1 (seeds 0, 1, 2; mos_subset rule)'; a seed whose rule
+    differs from the others' (a fallback) is named."""
+    rules = rows["stage1_selection"].to_list()
+    main = max(set(rules), key=rules.count)
+    if rows.height == 1:
+        return f"epoch {rows['stage1_epoch'][0]} ({main} rule)"
+    odd = [f"seed {s}: {r} rule" for s, r in zip(rows["seed"], rules, strict=True) if r != main]
+    seeds = ", ".join(str(s) for s in rows["seed"])
+    return (f"epochs {', '.join(str(e) for e in rows['stage1_epoch'])} (seeds {seeds}; {main} rule"
+            + (f"; {', '.join(odd)}" if odd else "") + ")")
 
 
 def stage1_notes(runs: pl.DataFrame, method_order: Sequence[str], headline: str | None) -> list[str]:
     """Per distilled student: the stage-1 epoch each run started from, and the rule that chose it."""
     if "stage1_epoch" not in runs.columns:
         return []
-    out = []
+    started = runs.filter(pl.col("stage1_epoch").is_not_null())
+    if started.is_empty():
+        return []
+    rules = [r for r in RULE_TEXT if r in set(started["stage1_selection"])]
+    out = ["Stage-1 checkpoint each distilled student started from ("
+           + "; ".join(RULE_TEXT[r] for r in rules) + "):"]
     for method in method_order:
-        mine = runs.filter((pl.col("method") == method) & pl.col("stage1_epoch").is_not_null())
+        mine = started.filter(pl.col("method") == method)
         if mine.is_empty():
             continue
-        parts = []
-        for ratio in sorted(mine["ratio"].unique().to_list()):
-            rows = mine.filter(pl.col("ratio") == ratio).sort("seed", nulls_last=False)
-            rules = rows["stage1_selection"].unique(maintain_order=True).to_list()
-            rule = "; ".join(RULE_TEXT.get(r, str(r)) for r in rules)
-            parts.append(f"{ratio_label(ratio)}: {_seeds_text(rows)}, {rule}")
+        cells = [(r, mine.filter(pl.col("ratio") == r).sort("seed", nulls_last=False))
+                 for r in sorted(mine["ratio"].unique().to_list())]
+        parts = [f"{ratio_label(r)}: {_epochs_text(rows)}" for r, rows in cells]
         out.append(f"- {display_name(method, headline)}: " + "; ".join(parts) + ".")
     return out
 
@@ -148,7 +157,7 @@ def report(runs: pl.DataFrame, summary: pl.DataFrame, method_order: Sequence[str
             image_note(runs, headline), PLCC_NOTE, ""]
     stage1 = stage1_notes(runs, method_order, headline)
     if stage1:
-        text += ["Stage-1 checkpoint each distilled student started from:", *stage1, ""]
+        text += [*stage1, ""]
     if headline:
         claims = claim_check(runs, headline)
         if claims:

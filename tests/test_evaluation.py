@@ -136,8 +136,17 @@ def test_evaluate_and_aggregate_steps_say_what_each_cell_used(tmp_path, manifest
     assert "PLCC is the raw Pearson correlation" in table
     # The table's PLCC cell is the raw one.
     assert f"{cell['plcc_mean']:.3f} ± {cell['plcc_std']:.3f}" in table
-    assert ("LEAF (leaf): label-free: epoch 2, teacher rule" in table
-            and "10% MOS: epochs 3 (seed 0), 5 (seed 1), mos_subset rule" in table)
+    assert ("- LEAF (leaf): label-free: epoch 2 (teacher rule); 10% MOS: epochs 3, 5 (seeds 0, 1; mos_subset rule)."
+            in table)
+    assert "teacher rule: the lowest held-out distillation loss" in table and "mos_subset rule: the highest" in table
+
+
+def test_stage1_notes_name_a_seed_that_fell_back_to_the_teacher_rule():
+    runs = pl.DataFrame({"method": ["leaf"] * 3, "ratio": [0.1] * 3, "seed": [0, 1, 2], "stage1_epoch": [3, 8, 4],
+                         "stage1_selection": ["mos_subset", "teacher", "mos_subset"]})
+    notes = aggregate.stage1_notes(runs, ["leaf"], "leaf")
+    assert notes[1] == ("- LEAF (leaf): 10% MOS: epochs 3, 8, 4 (seeds 0, 1, 2; mos_subset rule; "
+                        "seed 1: teacher rule).")
 
 
 def test_cells_on_different_images_each_say_their_count():
