@@ -207,8 +207,7 @@ def test_selection_rule_code_change_reruns_selections_and_calibrations_not_disti
     # leaf_steps.training.selection (the criterion, shared by select_stage1 and calibrate's own epoch choice):
     # every selection and calibration reruns; distill imports only leaf_steps.training.epochs, so it does not.
     repo = repo_copy(tmp_path)
-    with (repo / "leaf_steps/training/selection.py").open("a") as f:
-        f.write("# an edit\n")
+    edit_code(repo / "leaf_steps/training/selection.py")
     changed = planned(done, repo)
     assert changed == {("select_stage1", "students/leaf/ratio0.3/seed0/stage1_selection.parquet"),
                        ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet"),
