@@ -23,6 +23,7 @@ demo: $(STAMP)
 	@cat results/demo/summary/table.md
 	@echo
 	@echo "Figures: results/demo/figures/ (label_efficiency, teacher_vs_mos, training_curves, pair_confidence); HTML report: make report"
+	@$(BIN)/python scripts/readme_demo_table.py --table results/demo/summary/table.md --exit-zero
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

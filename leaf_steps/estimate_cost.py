@@ -15,7 +15,10 @@ Work (from the config, following the code of each step):
   each image costs under the teacher's ``visual_budget`` (shown in the table's work column).
 * stage 1 (``distill``), per distilled variant: ``epochs`` x (the training points after the
   holdout, plus 2 x ``pair_batch_size`` pair images per step) trained, the held-out images
-  (and the partners their pairs bring) evaluated after every epoch, then the test split.
+  (and the partners their pairs bring) evaluated after every epoch, then the test split; with
+  few-shot selection (``distill.selection: mos_subset`` and a ratio > 0) also the labelled training
+  images after each candidate epoch (counted as the whole train split: an upper bound when some
+  training images have no MOS).
 * stage 2 (``calibrate``), per variant x ratio > 0 x seed: ``epochs`` x the calib_train images
   trained and the calib_val images evaluated, the test split at the end (with stage 1, one more
   pass over calib_train and calib_val for the affine start).
@@ -54,6 +57,7 @@ from leaf_steps.distill import holdout_count
 from leaf_steps.errors import ConfigError, InputError
 from leaf_steps.sample_mos_subsets import subset_sizes
 from leaf_steps.teachers.visual_budget import check_family, parse_budget
+from leaf_steps.training.epochs import candidate_epochs
 
 DEFAULT_COSTS = Path(__file__).resolve().parent.parent / "benchmarks" / "costs" / "h100.json"
 
@@ -187,7 +191,10 @@ def distill_images(config: dict[str, Any], n_train: int, n_test: int, use_point:
     share = held / n_train if n_train else 0.0
     partners = n_pairs * 2 * share * (1 - share) if use_pair else 0.0
     evaluated = min(n_train, held + partners)
-    return {"train_images": d["epochs"] * trained, "eval_images": d["epochs"] * evaluated + n_test}
+    eval_images = d["epochs"] * evaluated + n_test
+    if d.get("selection", "mos_subset") == "mos_subset" and any(r > 0 for r in config["calibration"]["ratios"]):
+        eval_images += len(candidate_epochs(d["epochs"], d.get("checkpoint_every", 1))) * n_train
+    return {"train_images": d["epochs"] * trained, "eval_images": eval_images}
 
 
 def calibrate_images(config: dict[str, Any], n_train: int, n_test: int, ratio: float, with_init: bool) -> dict[str, float]:

@@ -20,6 +20,7 @@ from leaf_steps.config import load_config
 from leaf_steps.errors import ConfigError, InputError
 from leaf_steps.sample_pairs import sample_pairs
 from leaf_steps.teachers.visual_budget import VisualBudget
+from leaf_steps.training.epochs import candidate_epochs
 
 TINY = teacher_cost.TeacherArch("internvl", hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2,
                                 v_hidden=32, v_intermediate=64, v_layers=2, v_heads=4)
@@ -177,17 +178,23 @@ def out_args(folder):
             "--out-predictions", str(folder / "p.parquet")]
 
 
-@pytest.mark.parametrize("use_pair", [True, False])
-def test_distill_work_matches_what_distill_runs(small, tmp_path, monkeypatch, use_pair):
+@pytest.mark.parametrize("use_pair,selection", [(True, "mos_subset"), (False, "teacher")])
+def test_distill_work_matches_what_distill_runs(small, tmp_path, monkeypatch, use_pair, selection):
     root, _ = small
-    config = paper_like_config()
+    config = paper_like_config(selection=selection, checkpoint_every=2)
+    # With few-shot selection, the rule asks for the candidate epochs' checkpoints and outputs.
+    per_epoch = []
+    if selection == "mos_subset":
+        epochs = candidate_epochs(config["distill"]["epochs"], 2)
+        per_epoch = ["--out-epoch-checkpoints", *(str(tmp_path / f"e{e}.safetensors") for e in epochs),
+                     "--out-epoch-predictions", str(tmp_path / "epoch_predictions.parquet")]
     counter = Counter()
     monkeypatch.setattr(st, "build_model", counter.build(st.build_model))
     settings = {"student": STUDENT, "distill": config["distill"], "use_point": True, "use_pair": use_pair,
                 "use_confidence": True, "student_model": None, "device": "cpu", "seed": 0}
     distill.main(["--manifest", str(root / "manifest.parquet"), "--points", str(root / "points.parquet"),
                   *(["--pairs", str(root / "pairs.parquet")] if use_pair else []),
-                  *out_args(tmp_path), "--settings", json.dumps(settings)])
+                  *out_args(tmp_path), "--settings", json.dumps(settings), *per_epoch])
     work = estimate_cost.distill_images(config, N_TRAIN, N_TEST, True, use_pair)
     assert counter.train == work["train_images"]          # the schedule is exact
     # The evaluated count depends on which pairs touch the held-out images: an expectation.

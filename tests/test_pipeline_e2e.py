@@ -60,6 +60,26 @@ def test_demo_dag_end_to_end_and_reproducible(tmp_path):
     losses = pl.read_parquet(out / "students/leaf/stage1/losses.parquet")
     assert losses.height == 2 and losses["selected"].sum() == 1
 
+    # Every cell on the same test images, and the table says how many; raw and logistic PLCC side by side.
+    runs = pl.read_parquet(out / "summary/runs.parquet")
+    assert runs["n"].n_unique() == 1 and runs.height == 8
+    assert f"Every cell: the same {runs['n'][0]} test images" in table
+    assert {"plcc_mean", "plcc_logistic_mean", "n_images"} <= set(summary.columns)
+    assert pl.read_parquet(out / "summary/coverage.parquet").height == runs["n_missing"].sum()
+    # Few-shot calibrations start from the stage-1 epoch chosen on their own subset; label-free keeps the
+    # teacher rule's epoch; the table says both.
+    teacher_epoch = losses.filter("selected")["epoch"][0]
+    for seed in (0, 1):
+        chosen = pl.read_parquet(out / f"students/leaf/ratio0.3/seed{seed}/stage1_selection.parquet")
+        calibration = pl.read_parquet(out / f"students/leaf/ratio0.3/seed{seed}/losses.parquet")
+        assert calibration["stage1_epoch"].unique().to_list() == chosen.filter("selected")["epoch"].to_list()
+    leaf_runs = runs.filter(pl.col("method") == "leaf").sort("ratio", "seed", nulls_last=False)
+    assert leaf_runs["stage1_selection"].to_list() == ["teacher", "mos_subset", "mos_subset"]
+    assert leaf_runs["stage1_epoch"][0] == teacher_epoch
+    assert "mos_subset rule" in table and "teacher rule" in table
+    assert sorted(p.name for p in (out / "students/leaf/stage1/epochs").iterdir()) == [
+        "epoch1.safetensors", "epoch2.safetensors"]
+
     # Nothing changed: nothing to do.
     again = run_snakemake(tmp_path, tmp_path / "a.yaml", "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

@@ -16,15 +16,17 @@ import yaml
 
 from tiny_run import ROOT, Run, dryrun, real_tiny_run, tiny_rerun_config, touched_tiny_run
 
-# Downstream of the leaf student's stage 1 (cft_only never depends on it).
+# Downstream of the leaf student's stage 1 (cft_only never depends on it); the stage-1 epoch of each
+# calibration is chosen per MOS subset (distill.selection: mos_subset, the default).
 LEAF_STUDENT = {
     ("distill", "predictions/leaf/labelfree.parquet"),
+    ("select_stage1", "students/leaf/ratio0.3/seed0/stage1_selection.parquet"),
     ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet"),
-    ("evaluate_labelfree", "metrics/leaf/labelfree.parquet"),
-    ("evaluate_few_shot", "metrics/leaf/ratio0.3/seed0.parquet"),
 }
+# One evaluation of every prediction file on their common test images, then the table.
 SUMMARY = {
-    ("aggregate", "summary/runs.parquet"),
+    ("evaluate", "summary/coverage.parquet"),
+    ("aggregate", "summary/summary.parquet"),
     ("plot_label_efficiency", "figures/label_efficiency.png"),
 }
 CURVES = {("plot_training_curves", "figures/training_curves.png")}
@@ -33,8 +35,6 @@ PAIR_FIGURE = {("plot_pair_confidence", "figures/pair_confidence.png")}
 POINT_READERS = {
     ("teacher_zero_shot", "predictions/teacher_zero_shot/labelfree.parquet"),
     ("teacher_linear", "predictions/teacher_linear/ratio0.3/seed0.parquet"),
-    ("evaluate_labelfree", "metrics/teacher_zero_shot/labelfree.parquet"),
-    ("evaluate_few_shot", "metrics/teacher_linear/ratio0.3/seed0.parquet"),
     ("plot_teacher_scatter", "figures/teacher_vs_mos.png"),
 }
 POINT_SCORING = {
@@ -55,16 +55,14 @@ def teacher_jobs(jobs: set, teacher: str = "standin") -> set:
 
 
 def new_seed_or_ratio(ratio: str, seed: int) -> set:
-    """One more MOS subset: its subset, both calibrations, the linear baseline, three evaluations."""
+    """One more MOS subset: its subset, leaf's stage-1 selection on it, both calibrations, the linear baseline."""
     stem = f"ratio{ratio}/seed{seed}"
     return {
         ("sample_mos_subset", f"subsets/{stem}.parquet"),
+        ("select_stage1", f"students/leaf/{stem}/stage1_selection.parquet"),
         ("teacher_linear", f"predictions/teacher_linear/{stem}.parquet"),
         ("calibrate", f"predictions/leaf/{stem}.parquet"),
         ("calibrate", f"predictions/cft_only/{stem}.parquet"),
-        ("evaluate_few_shot", f"metrics/teacher_linear/{stem}.parquet"),
-        ("evaluate_few_shot", f"metrics/leaf/{stem}.parquet"),
-        ("evaluate_few_shot", f"metrics/cft_only/{stem}.parquet"),
     }
 
 
@@ -152,6 +150,14 @@ def test_more_ratios_run_only_the_new_subsets(done, tmp_path):
     assert changed == new_seed_or_ratio("0.5", 0) | SUMMARY | CURVES
 
 
+def test_stage1_selection_rule_reruns_the_leaf_student_only(done, tmp_path):
+    # distill.selection: teacher starts every calibration from the MOS-free epoch: no per-subset selection,
+    # and distill no longer keeps the candidate epochs; cft_only and the teacher are untouched.
+    changed = planned(with_config(done, tmp_path, lambda cfg: cfg["distill"].update(selection="teacher")))
+    assert changed == {("distill", "predictions/leaf/labelfree.parquet"),
+                       ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet")} | SUMMARY | CURVES
+
+
 def test_tau_refilters_pairs_without_rescoring(done, tmp_path):
     changed = planned(with_config(done, tmp_path, set_tau))
     assert changed == ({("filter_pairs", "teacher/standin/pairs_tau0.2.parquet")} | LEAF_STUDENT | SUMMARY | CURVES
@@ -194,10 +200,18 @@ def test_shared_helper_change_reruns_its_importers(done, tmp_path):
     repo = repo_copy(tmp_path)
     edit_code(repo / "leaf_steps/metrics.py")
     changed = planned(done, repo)
-    evaluations = {(rule, out) for rule, out in LEAF_STUDENT | POINT_READERS if rule.startswith("evaluate")}
-    evaluations |= {("evaluate_labelfree", "metrics/leaf/labelfree.parquet"),
-                    ("evaluate_few_shot", "metrics/cft_only/ratio0.3/seed0.parquet")}
-    assert changed == evaluations | SUMMARY | {("plot_teacher_scatter", "figures/teacher_vs_mos.png")}
+    assert changed == SUMMARY | {("plot_teacher_scatter", "figures/teacher_vs_mos.png")}
+
+
+def test_selection_rule_code_change_reruns_selections_and_calibrations_not_distillation(done, tmp_path):
+    # leaf_steps.training.selection (the criterion, shared by select_stage1 and calibrate's own epoch choice):
+    # every selection and calibration reruns; distill imports only leaf_steps.training.epochs, so it does not.
+    repo = repo_copy(tmp_path)
+    edit_code(repo / "leaf_steps/training/selection.py")
+    changed = planned(done, repo)
+    assert changed == {("select_stage1", "students/leaf/ratio0.3/seed0/stage1_selection.parquet"),
+                       ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet"),
+                       ("calibrate", "predictions/cft_only/ratio0.3/seed0.parquet")} | SUMMARY | CURVES
 
 
 def hf_touched_run(tmp_path_factory) -> Run:

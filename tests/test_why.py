@@ -45,8 +45,12 @@ def test_nothing_changed(done):
 def test_a_setting_is_named_with_its_old_and_new_value(done, tmp_path):
     out = leaf_why(with_config(done, tmp_path, lambda cfg: cfg["distill"].update(lr=1.0e-3)))
     assert job_block(out, "distill (variant=leaf)") == ["setting distill.lr: 0.002 -> 0.001"]
+    # Few-shot calibrations start from the stage-1 epoch chosen on their subset (distill.selection: mos_subset).
+    stage1 = "results/tiny/students/leaf/stage1"
     assert job_block(out, "calibrate (variant=leaf, ratio=0.3, seed=0)") == [
-        "input rebuilt by distill: results/tiny/students/leaf/stage1/model.safetensors"]
+        f"input rebuilt by distill: {stage1}/epochs/epoch1.safetensors, {stage1}/epochs/epoch2.safetensors, "
+        f"{stage1}/model.safetensors",
+        "input rebuilt by select_stage1: results/tiny/students/leaf/ratio0.3/seed0/stage1_selection.parquet"]
     assert "cft_only" not in out  # CFT-only never reads stage 1
 
 

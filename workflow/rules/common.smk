@@ -8,6 +8,7 @@ from leaf_steps.codehash import code_fingerprint
 from leaf_steps.config import validate_config, variant_settings
 from leaf_steps.errors import ConfigError
 from leaf_steps.teachers.base import BACKENDS
+from leaf_steps.training.epochs import candidate_epochs
 
 
 try:
@@ -80,6 +81,12 @@ FEW_SHOT_RATIOS = [r for r in RATIOS if float(r) > 0]
 SEEDS = [int(s) for s in config["calibration"]["seeds"]]
 VARIANTS = {name: variant_settings(config, name) for name in config["variants"]}
 BASELINES = config["evaluation"]["baselines"]
+# Few-shot stage-1 selection per MOS subset (distill.selection: mos_subset): distill keeps the
+# candidate epochs' checkpoints and outputs, select_stage1 picks one per subset.
+STAGE1_PER_SUBSET = config["distill"]["selection"] == "mos_subset" and bool(FEW_SHOT_RATIOS)
+STAGE1_EPOCHS = (
+    candidate_epochs(config["distill"]["epochs"], config["distill"]["checkpoint_every"]) if STAGE1_PER_SUBSET else []
+)
 HEADLINE = config["evaluation"].get("headline_variant") or next(
     (v for v, s in VARIANTS.items() if s["distill"]), None
 )
@@ -146,11 +153,43 @@ def student_settings(variant):
     }
 
 
+def stage1_epoch_outputs():
+    """distill's per-epoch outputs for few-shot selection ({variant} stays a wildcard); none otherwise."""
+    if not STAGE1_PER_SUBSET:
+        return {}
+    stage1 = f"{R}/students/{{variant}}/stage1"
+    return {
+        "epoch_checkpoints": [f"{stage1}/epochs/epoch{e}.safetensors" for e in STAGE1_EPOCHS],
+        "epoch_predictions": f"{stage1}/epoch_predictions.parquet",
+    }
+
+
+def stage1_selection_file(variant, ratio, seed):
+    return f"{R}/students/{variant}/ratio{ratio}/seed{seed}/stage1_selection.parquet"
+
+
 def calibrate_inputs(wildcards):
     inputs = {"manifest": MANIFEST, "subset": f"{R}/subsets/ratio{wildcards.ratio}/seed{wildcards.seed}.parquet"}
     if VARIANTS[wildcards.variant]["distill"]:
-        inputs["init"] = f"{R}/students/{wildcards.variant}/stage1/model.safetensors"
+        stage1 = f"{R}/students/{wildcards.variant}/stage1"
+        if STAGE1_PER_SUBSET:
+            inputs["selection"] = stage1_selection_file(wildcards.variant, wildcards.ratio, wildcards.seed)
+            # The teacher rule's checkpoint too: a subset too small to rank epochs falls back to it.
+            inputs["stage1_checkpoints"] = [f"{stage1}/epochs/epoch{e}.safetensors" for e in STAGE1_EPOCHS] + [
+                f"{stage1}/model.safetensors"
+            ]
+        else:
+            inputs["init"] = f"{stage1}/model.safetensors"
     return inputs
+
+
+def stage1_start_args(input):
+    """calibrate's stage-1 start: a per-subset selection among the kept epochs, or the teacher rule's checkpoint."""
+    if "selection" in input.keys():
+        return f"--stage1-selection {input.selection} --stage1-checkpoints {' '.join(input.stage1_checkpoints)}"
+    if "init" in input.keys():
+        return f"--init {input.init}"
+    return ""
 
 
 def method_runs():
@@ -171,8 +210,17 @@ def method_runs():
     return runs
 
 
-def metrics_files():
-    return [f"{R}/metrics/{method}/{stem}.parquet" for method, stem in method_runs()]
+def prediction_files():
+    return [f"{R}/predictions/{method}/{stem}.parquet" for method, stem in method_runs()]
+
+
+def evaluate_run_args():
+    """evaluate's --run METHOD RATIO SEED PREDICTIONS for every prediction file (seed '-': label-free)."""
+    args = []
+    for (method, stem), path in zip(method_runs(), prediction_files()):
+        ratio, seed = ("0", "-") if stem == "labelfree" else re.fullmatch(r"ratio(.+)/seed(\d+)", stem).groups()
+        args.append(f"--run {shlex.quote(method)} {ratio} {seed} {shlex.quote(path)}")
+    return " ".join(args)
 
 
 def method_order():
@@ -190,6 +238,13 @@ def scatter_linear_input(wildcards):
     return {}
 
 
+def scatter_linear_args(input):
+    """The linear panel's file and the MOS subset (ratio, seed) its line was fitted on, for its title."""
+    if "linear" not in input.keys():
+        return ""
+    return f"--linear {input.linear} --linear-ratio {FEW_SHOT_RATIOS[0]} --linear-seed {SEEDS[0]}"
+
+
 def stage1_loss_runs():
     """(variant, losses file) of every distilled variant."""
     return [(v, f"{R}/students/{v}/stage1/losses.parquet") for v, s in VARIANTS.items() if s["distill"]]
@@ -205,9 +260,23 @@ def stage2_loss_runs():
     ]
 
 
+def stage1_selection_runs():
+    """(variant, ratio, seed, selection file) of every per-subset stage-1 selection."""
+    if not STAGE1_PER_SUBSET:
+        return []
+    return [
+        (v, ratio, seed, stage1_selection_file(v, ratio, seed))
+        for v, s in VARIANTS.items()
+        if s["distill"]
+        for ratio in FEW_SHOT_RATIOS
+        for seed in SEEDS
+    ]
+
+
 def training_curve_args():
     args = [f"--stage1 {shlex.quote(v)} {shlex.quote(path)}" for v, path in stage1_loss_runs()]
     args += [f"--stage2 {shlex.quote(v)} {r} {s} {shlex.quote(path)}" for v, r, s, path in stage2_loss_runs()]
+    args += [f"--selection {shlex.quote(v)} {r} {s} {shlex.quote(path)}" for v, r, s, path in stage1_selection_runs()]
     return " ".join(args)
 
 
