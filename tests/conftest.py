@@ -41,3 +41,16 @@ def _tiny_model_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LEAF_CACHE", str(tmp_path_factory.mktemp("leaf_cache")))
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torch_threads_restored(request):
+    """A test file that changes torch's thread count must put it back: every later file would run
+    single-threaded (and time differently) otherwise."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    if before is not None and torch.get_num_threads() != before:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(before)
+        pytest.fail(f"{request.module.__name__} left torch.set_num_threads({threads}) (was {before})")
