@@ -29,7 +29,12 @@ test: $(STAMP)
 
 # Mutation testing of the modules that compute numbers (tens of minutes; not part of `make test`):
 # kill rate per module, survivors not documented as equivalent in docs/mutation.md. Config: pyproject.toml.
-mutate: $(STAMP)
+MUTATE_STAMP := $(VENV)/.installed-mutate
+$(MUTATE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]'
+	touch $(MUTATE_STAMP)
+
+mutate: $(MUTATE_STAMP)
 	$(BIN)/python scripts/mutation.py
 
 lint: $(STAMP)

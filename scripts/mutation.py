@@ -53,7 +53,9 @@ def targets() -> list[str]:
 
 def mutmut(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     mutmut_bin = Path(sys.executable).parent / "mutmut"
-    env = {**os.environ, "HYPOTHESIS_PROFILE": "mutation"}
+    # mutmut puts its mutated copy (mutants/) first on sys.path; a PYTHONPATH naming the checkout would
+    # let the tests import the original modules instead, and every mutant would survive.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HYPOTHESIS_PROFILE": "mutation"}
     return subprocess.run([str(mutmut_bin), *args], cwd=ROOT, env=env, check=check, text=True,
                           capture_output=args[0] == "results")
 

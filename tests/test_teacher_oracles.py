@@ -17,6 +17,7 @@ from scipy.special import expit
 
 from fake_teacher import FakeTeacher
 from leaf_steps import filter_pairs as fp
+from leaf_steps.errors import InputError
 from leaf_steps.io import read_provenance
 from leaf_steps.sample_pairs import sample_pairs
 from leaf_steps.score_pairs import score_pairs
@@ -105,7 +106,8 @@ def test_filter_step_writes_kept_pairs_summary_and_upstream_provenance(manifest,
     assert summary["failed"] == int(touching.sum()) and summary["pairs"] == 120
     assert summary["kept"] + summary["below_tau"] + summary["failed"] == 120
     prov = read_provenance(out)
-    assert prov["tau"] == tau and prov["teacher"] == "fk" and prov["summary"] == summary
+    assert prov["step"] == "filter_pairs" and prov["tau"] == tau and prov["teacher"] == "fk"
+    assert prov["summary"] == summary
     assert prov["prompt_hash"] == read_provenance(tmp_path / "scored.parquet")["prompt_hash"]
 
 
@@ -189,3 +191,12 @@ def test_resume_parts_of_the_same_settings_are_reused_and_a_short_part_is_rescor
     assert [len(c) for c in FakeTeacher.calls] == [8, 8, 8, 8]  # batches 2..5: part 1 was reused
     assert df.height == 40 and df["image_id"].n_unique() == 40
     assert df.head(8).equals(first)
+
+
+def test_filter_step_names_a_missing_column(tmp_path):
+    scored = tmp_path / "scored.parquet"
+    pl.DataFrame({"pair_id": [0], "a_id": ["a"], "b_id": ["b"], "t_ab": [1], "confidence": [0.5]}).write_parquet(scored)
+    with pytest.raises(InputError, match=r"scored.parquet: missing column\(s\) \['error'\]"):
+        fp.main(["--pairs", str(scored), "--tau", "0.1", "--out", str(tmp_path / "k.parquet"),
+                 "--summary", str(tmp_path / "s.json")])
+    assert not (tmp_path / "k.parquet").exists()
