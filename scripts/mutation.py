@@ -134,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     globs = targets()
     if not args.report:
         mutmut("run", *globs)
+        # A parallel run has been seen to report a killable mutant as survived (mutmut 3.8, forkserver):
+        # every survivor is run once more, one at a time, before it is reported.
+        survivors = [name for name, status in statuses(globs).items() if status in ("survived", "suspicious")]
+        if survivors:
+            mutmut("run", "--max-children", "1", *survivors)
     return report(globs)
 
 

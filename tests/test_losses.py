@@ -142,7 +142,8 @@ def test_rank_loss_gradient_pushes_preferred_image_up():
 
 
 def test_default_lambdas_are_the_papers():
-    s, y = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.5, 2.0, 3.0])
+    s, y = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.5, 3.0, 2.5])  # not collinear: L_PLCC > 0
+    assert float(losses.plcc_loss(s, y)) > 0.1
     sa, sb, t, w = torch.tensor([0.3, -1.0]), torch.tensor([0.1, 0.5]), torch.tensor([1.0, 0.0]), torch.tensor([0.9, 0.4])
     total = losses.distill_loss(scores=s, teacher_scores=y, s_a=sa, s_b=sb, t_ab=t, confidence=w).total
     assert float(total) == pytest.approx(float(losses.point_loss(s, y) + 0.5 * losses.rank_loss(sa, sb, t, w)))
