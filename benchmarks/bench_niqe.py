@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--patch", type=int, default=32)
     args = ap.parse_args(argv)
     model = fit_pristine_model([load_reference(n, 160) for n in FIT_REFS], patch_size=args.patch)
-    print(f"| size | NIQE ms | decode ms | NIQE / decode | NIQE ms per megapixel |")
+    print("| size | NIQE ms | decode ms | NIQE / decode | NIQE ms per megapixel |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
