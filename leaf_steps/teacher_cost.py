@@ -13,7 +13,9 @@ Both come from the libraries that define them, not from a re-derivation:
   each architecture, built on the meta device (no weights, no memory) from the published
   configuration values below. The count is polynomial in the sequence length (linear layers
   grow with L, attention with L^2), so three counted lengths give the exact curve
-  ``c + a * L + b * L^2`` for any L; the same holds per image for the vision towers.
+  ``c + a * L + b * L^2`` for any L; the same holds per image for the vision towers. The layers
+  of a stack are identical, so each count is taken on one- and two-layer models and extended to
+  the full depth (``fixed + depth * per_layer``, the same integer as tracing every layer).
 
 The counter counts attention as full (non-causal) matmuls, which is what a prefill kernel
 executes up to a factor < 2 on the attention part; one answer token is generated per request,
@@ -135,34 +137,46 @@ def _quadratic(f, n1: int, n2: int, n3: int) -> tuple[float, float, float]:
     return float(c), float(a), float(b)
 
 
+def _at_depth(count, depth: int) -> int:
+    """FLOPs of a stack of ``depth`` identical layers, from models of one and two layers.
+
+    Every layer of a decoder or ViT runs the same operations on the same shapes, so the count is
+    ``fixed + depth * per_layer`` exactly; tracing the full depth (64 layers for the 32B/38B teachers)
+    would give the same integer in many times the time."""
+    one = count(1)
+    return one if depth == 1 else one + (depth - 1) * (count(2) - one)
+
+
 @functools.lru_cache(maxsize=8)
 def decoder_coefficients(arch: TeacherArch) -> tuple[float, float, float]:
     """FLOPs of the language model's decoder layers on L tokens = c + a*L + b*L^2."""
+    return _quadratic(lambda n: _at_depth(lambda layers: _decoder_flops(arch, n, layers), arch.layers),
+                      256, 1024, 2048)
+
+
+def _decoder_flops(arch: TeacherArch, n: int, layers: int) -> int:
+    """Counted FLOPs of a ``layers``-deep Qwen3 decoder (the language model) on n tokens."""
     import torch
     from transformers import Qwen3Config, Qwen3Model
 
-    cfg = Qwen3Config(hidden_size=arch.hidden, intermediate_size=arch.intermediate, num_hidden_layers=arch.layers,
+    cfg = Qwen3Config(hidden_size=arch.hidden, intermediate_size=arch.intermediate, num_hidden_layers=layers,
                       num_attention_heads=arch.heads, num_key_value_heads=arch.kv_heads, head_dim=128,
                       vocab_size=VOCAB)
     with torch.device("meta"):
         model = Qwen3Model(cfg)
-
-    def flops(n: int) -> int:
-        with torch.device("meta"):
-            x = torch.empty(1, n, arch.hidden)
-        return _count(model, inputs_embeds=x)
-
-    return _quadratic(flops, 256, 1024, 2048)
+        x = torch.empty(1, n, arch.hidden)
+    return _count(model, inputs_embeds=x)
 
 
-def _tower_flops(arch: TeacherArch, side_patches: int, patch: int) -> int:
-    """Counted FLOPs of the vision tower on one square unit of side_patches^2 patches."""
+def _tower_flops(arch: TeacherArch, side_patches: int, patch: int, layers: int | None = None) -> int:
+    """Counted FLOPs of the vision tower (``layers`` deep, default the architecture's depth) on one
+    square unit of side_patches^2 patches."""
     import torch
     from transformers import InternVLVisionConfig, InternVLVisionModel
 
     cfg = InternVLVisionConfig(hidden_size=arch.v_hidden, intermediate_size=arch.v_intermediate,
-                               num_hidden_layers=arch.v_layers, num_attention_heads=arch.v_heads,
-                               image_size=[side_patches * patch] * 2, patch_size=[patch, patch])
+                               num_hidden_layers=arch.v_layers if layers is None else layers,
+                               num_attention_heads=arch.v_heads, image_size=[side_patches * patch] * 2, patch_size=[patch, patch])
     with torch.device("meta"):
         model = InternVLVisionModel(cfg)
         pixels = torch.empty(1, 3, side_patches * patch, side_patches * patch)
@@ -188,7 +202,9 @@ def vision_coefficients(arch: TeacherArch) -> tuple[float, float, float]:
         per_token = _count(projector, torch.empty(1, merged))
     projectors = 1 if arch.family == "internvl" else 4
     patch = 14 if arch.family == "internvl" else 16
-    c, a, b = _quadratic(lambda p: _tower_flops(arch, math.isqrt(p), patch), 16**2, 24**2, 32**2)
+    c, a, b = _quadratic(
+        lambda p: _at_depth(lambda layers: _tower_flops(arch, math.isqrt(p), patch, layers), arch.v_layers),
+        16**2, 24**2, 32**2)
     return c, a + projectors * per_token / 4, b  # one projected token per 4 patches
 
 

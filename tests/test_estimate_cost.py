@@ -7,6 +7,8 @@ curves are checked against direct FlopCounterMode counts at lengths they were no
 
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -22,8 +24,15 @@ from leaf_steps.sample_pairs import sample_pairs
 from leaf_steps.teachers.visual_budget import VisualBudget
 from leaf_steps.training.epochs import candidate_epochs
 
-TINY = teacher_cost.TeacherArch("internvl", hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2,
-                                v_hidden=32, v_intermediate=64, v_layers=2, v_heads=4)
+# Three layers each: the coefficients are counted on one- and two-layer models and extended to the
+# depth, which the tests below check against models built at full depth.
+TINY = teacher_cost.TeacherArch("internvl", hidden=64, intermediate=128, layers=3, heads=4, kv_heads=2,
+                                v_hidden=32, v_intermediate=64, v_layers=3, v_heads=4)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def paper_config(name: str) -> dict:
+    return load_config(ROOT / "config" / name)
 
 
 # --------------------------------------------------------------------------- visual tokens
@@ -88,7 +97,7 @@ def test_decoder_curve_predicts_counts_it_was_not_fitted_on():
     from transformers import Qwen3Config, Qwen3Model
 
     c, a, b = teacher_cost.decoder_coefficients(TINY)
-    cfg = Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    cfg = Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=TINY.layers, num_attention_heads=4,
                       num_key_value_heads=2, head_dim=128, vocab_size=teacher_cost.VOCAB)
     with torch.device("meta"):
         model = Qwen3Model(cfg)
@@ -109,6 +118,9 @@ def test_vision_curve_predicts_counts_it_was_not_fitted_on():
     for side in (8, 40):
         p = side * side
         assert teacher_cost._tower_flops(TINY, side, 14) == pytest.approx(c0 + a0 * p + b0 * p * p, rel=1e-9)
+    # The tower at its full depth, counted directly: what one- and two-layer counts extend to.
+    assert teacher_cost._tower_flops(TINY, 24, 14, layers=TINY.v_layers) == teacher_cost._at_depth(
+        lambda n: teacher_cost._tower_flops(TINY, 24, 14, layers=n), TINY.v_layers)
 
 
 def test_request_flops_of_the_default_teacher_are_about_twice_its_parameters_per_token():
@@ -165,7 +177,7 @@ class Counter:
 
 
 def paper_like_config(**distill_over):
-    config = load_config("config/paper/table2_koniq10k.yaml")
+    config = paper_config("paper/table2_koniq10k.yaml")
     config["distill"].update({"epochs": 3, "batch_size": 8, "pair_batch_size": 4, "holdout_fraction": 0.2,
                               **distill_over})
     config["calibration"].update({"epochs": 2, "batch_size": 4})
@@ -236,7 +248,7 @@ def costs(**over):
 
 
 def test_student_phase_runs_at_the_slower_of_gpu_and_loader():
-    config = load_config("config/paper/table2_koniq10k.yaml")
+    config = paper_config("paper/table2_koniq10k.yaml")
     shape = estimate_cost.DatasetShape({"train": 1000, "test": 100}, [(1000, 1000)], "test")
     work = {"train_images": 10000.0, "eval_images": 0.0}
     fast_loader = costs(loader_ms_fixed=0.0, loader_ms_per_megapixel=1.0, student_job_startup_s=0)  # 8000 img/s
@@ -247,7 +259,7 @@ def test_student_phase_runs_at_the_slower_of_gpu_and_loader():
 
 
 def test_in_process_loading_adds_decode_to_compute_and_rates_scale_with_the_crop():
-    config = load_config("config/paper/table2_koniq10k.yaml")
+    config = paper_config("paper/table2_koniq10k.yaml")
     config["student"]["num_workers"] = 0
     shape = estimate_cost.DatasetShape({"train": 1000, "test": 100}, [(1000, 1000)], "test")
     work = {"train_images": 1000.0, "eval_images": 500.0}
@@ -261,7 +273,7 @@ def test_in_process_loading_adds_decode_to_compute_and_rates_scale_with_the_crop
 
 
 def test_teacher_hours_scale_with_the_rate_and_count_every_server_start():
-    config = load_config("config/paper/table2_koniq10k.yaml")
+    config = paper_config("paper/table2_koniq10k.yaml")
     shape = estimate_cost.shape_from_config(config, None)
     base = {r.stage: r for r in estimate_cost.teacher_rows(config, shape, costs())}
     fast = {r.stage: r for r in estimate_cost.teacher_rows(config, shape, costs(teacher_tflops_per_gpu=500))}
@@ -275,7 +287,7 @@ def test_teacher_hours_scale_with_the_rate_and_count_every_server_start():
 
 
 def test_paper_table4_counts_every_job(tmp_path):
-    config = load_config("config/paper/table4_agiqa3k.yaml")
+    config = paper_config("paper/table4_agiqa3k.yaml")
     rows = {r.stage: r for r in estimate_cost.estimate(config, estimate_cost.shape_from_config(config, None), costs())}
     teachers = [s for s in rows if s.startswith("score_")]
     assert len(teachers) == 8  # points + pairs for each of the four teachers
@@ -291,7 +303,7 @@ def test_manifest_sizes_are_used_exactly(small, tmp_path):
                           height=pl.when(pl.col("split") == "train").then(768).otherwise(512)).write_parquet(path)
     shape = estimate_cost.shape_from_manifest(path)
     assert shape.splits == {"train": N_TRAIN, "test": N_TEST}
-    config = load_config("config/paper/table1_agiqa3k.yaml")
+    config = paper_config("paper/table1_agiqa3k.yaml")
     points, pairs = estimate_cost.teacher_rows(config, shape, costs())
     assert points.detail["tokens"] == N_TRAIN * (3328 + 100) + N_TEST * (256 + 100)
     assert points.detail["flops"] == pytest.approx(
@@ -313,7 +325,7 @@ def test_manifest_sizes_are_used_exactly(small, tmp_path):
 
 def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "cost.json"
-    estimate_cost.main(["--config", "config/paper/table2_spaq.yaml", "--json", str(out)])
+    estimate_cost.main(["--config", str(ROOT / "config/paper/table2_spaq.yaml"), "--json", str(out)])
     text = capsys.readouterr().out
     assert "| score_points (internvl3_5_8b) | 4 | 1 | 11,125 requests" in text
     assert "| calibrate (stage 2) | 20 |" in text  # 2 variants x 2 ratios x 5 seeds
@@ -331,7 +343,7 @@ def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(InputError, match="manifest lacks column"):
         pl.DataFrame({"image_id": ["a"]}).write_parquet(tmp_path / "m.parquet")
         estimate_cost.shape_from_manifest(tmp_path / "m.parquet")
-    config = load_config("config/demo.yaml")
+    config = paper_config("demo.yaml")
     with pytest.raises(InputError, match="no published size; pass --manifest"):
         estimate_cost.shape_from_config(config, None)
     with pytest.raises(InputError, match="no entry for student model 'vit_huge'"):
@@ -340,9 +352,8 @@ def test_bad_inputs_are_named(tmp_path):
 
 def test_measure_costs_writes_a_costs_file_the_estimator_accepts(tmp_path, capsys):
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "measure_costs.py"
+    path = ROOT / "benchmarks" / "measure_costs.py"
     spec = importlib.util.spec_from_file_location("measure_costs", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
@@ -354,10 +365,17 @@ def test_measure_costs_writes_a_costs_file_the_estimator_accepts(tmp_path, capsy
     assert measured["student_train_images_per_s"]["resnet10t"] > 0
     assert measured["student_eval_images_per_s"]["resnet10t"] > 0
     assert measured["student_job_startup_s"] > 0 and measured["student_crop"] == 32
-    assert measured["loader_ms_per_megapixel"] > 0  # decoding a larger JPEG costs more
+    # The loader line is a least-squares fit of the timings the file records (their sign is the
+    # machine's business: a loaded machine can time the larger JPEG faster).
+    loader_ms = dict(re.findall(r"(\d+x\d+): ([\d.]+) ms", measured["sources"]["loader_ms"]))
+    fixed, per_mp = bench.fit_loader({k: float(v) for k, v in loader_ms.items()})
+    assert len(loader_ms) >= 2 and measured["loader_ms_fixed"] >= 0
+    assert (measured["loader_ms_fixed"], measured["loader_ms_per_megapixel"]) == pytest.approx(
+        (round(fixed, 3), round(per_mp, 3)), abs=0.02)
+    assert bench.fit_loader({"1000x1000": 12.0, "2000x1000": 20.0, "500x500": 6.0}) == pytest.approx((4.0, 8.0))
     assert measured["teacher_tflops_per_gpu"] == costs()["teacher_tflops_per_gpu"]  # not measured: kept
     assert "measured by benchmarks/measure_costs.py" in measured["sources"]["student_train_images_per_s"]
-    config = load_config("config/paper/table2_koniq10k.yaml")
+    config = paper_config("paper/table2_koniq10k.yaml")
     config["student"].update(model="resnet10t", crop=32)
     rows = estimate_cost.student_rows(config, estimate_cost.shape_from_config(config, None), measured)
     assert [r.stage for r in rows] == ["distill (stage 1)", "calibrate (stage 2)"]

@@ -34,7 +34,6 @@ SPEC = {"backend": "transformers", "model": "tiny:qwen2_vl", "device": "cpu", "d
 def env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("LEAF_CACHE", str(tmp_path_factory.mktemp("leaf_cache")))
         yield
 
 

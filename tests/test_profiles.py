@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,13 +69,16 @@ def parse_dry_run(text: str) -> list[DryJob]:
 
 
 def dry_run(profile_dir: Path, *configfiles: str | Path, env: dict | None = None) -> list[DryJob]:
+    """``snakemake -n -p`` of the checkout's Snakefile in an empty working directory of its own: what a
+    fresh site would run, whatever the checkout holds (results/, resources/, .snakemake/)."""
     env = {**os.environ, **SITE_ENV, **(env or {}),
            "PATH": f"{SNAKEMAKE.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(
-        [str(SNAKEMAKE), "-n", "-p", "--nolock", "--workflow-profile", str(profile_dir),
-         "--configfile", *map(str, configfiles)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )
+    with tempfile.TemporaryDirectory(prefix="leaf-profile-") as workdir:
+        proc = subprocess.run(
+            [str(SNAKEMAKE), "-n", "-p", "--nolock", "--snakefile", str(REPO / "Snakefile"), "--directory", workdir,
+             "--workflow-profile", str(profile_dir), "--configfile", *(str(REPO / c) for c in configfiles)],
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
+        )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert f"Using workflow specific profile {profile_dir}" in out

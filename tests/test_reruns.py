@@ -258,10 +258,11 @@ def test_teacher_backend_code_is_hashed_into_scoring(tmp_path_factory, tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("edit", [None, set_lr, set_tau, set_point_prompt], ids=["nothing", "lr", "tau", "prompt"])
-def test_touched_run_reruns_like_a_real_run(tmp_path_factory, tmp_path, done, edit):
-    real = real_tiny_run(tmp_path_factory)
+def test_touched_run_reruns_like_a_real_run(tmp_path_factory, tmp_path, edit):
+    real = real_tiny_run(tmp_path_factory)  # the session's real run (two seeds): touched with its config
+    touched = touched_tiny_run(tmp_path_factory, "tiny_touched_like_real", real.config())
     edit = edit or (lambda cfg: None)
-    assert planned(with_config(real, tmp_path, edit)) == planned(with_config(done, tmp_path, edit))
+    assert planned(with_config(real, tmp_path, edit)) == planned(with_config(touched, tmp_path, edit))
 
 
 CODE_VERSIONS = {

@@ -129,8 +129,12 @@ def _test_rows(data):
 
 @pytest.fixture(scope="module")
 def stage1(data, tmp_path_factory):
-    torch.set_num_threads(1)
-    return run_distill(data, tmp_path_factory.mktemp("stage1"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as every test here (_one_thread): the runs it is compared with are bit-identical
+    try:
+        return run_distill(data, tmp_path_factory.mktemp("stage1"))
+    finally:
+        torch.set_num_threads(threads)  # later test files keep the machine's thread count
 
 
 def test_distill_writes_documented_artifacts(data, stage1):
