@@ -349,7 +349,15 @@ def _write_subset(path, manifest, val_ids, train_ids):
 @pytest.fixture(scope="module")
 def per_epoch(data, tmp_path_factory):
     """A real 3-epoch distillation that keeps every epoch (distill.selection: mos_subset)."""
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as _one_thread: the runs compared with it are bit-identical
+    try:
+        return _distill_every_epoch(data, tmp_path_factory)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _distill_every_epoch(data, tmp_path_factory):
     root = tmp_path_factory.mktemp("per_epoch")
     manifest = _labelled_manifest(data, root / "manifest.parquet")
     settings = distill_settings(distill=dict(DISTILL, epochs=3, selection="mos_subset", checkpoint_every=1))

@@ -118,7 +118,8 @@ def test_bad_policy_and_no_match_messages():
     with pytest.raises(ValueError, match="missing_policy must be 'floor' or 'zero', got 'drop'"):
         collapse_top_logprobs([("Good", -0.1)], LEVELS, missing_policy="drop")
     s = collapse_top_logprobs([("the", -0.1)], ["A", "B"])
-    assert s.error == "none of the expected tokens was among the returned top tokens"
+    assert s.error == ("the teacher did not answer with a label: none of the labels among the 1 returned top tokens "
+                       "(top tokens: 'the' 0.905)")
 
 
 def test_every_label_seen_gives_each_its_own_loglik():
