@@ -59,10 +59,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     args = parser.parse_args(argv)
     if args.command == "validate-config":
-        from leaf_steps.config import load_config
+        from leaf_steps.config import config_warnings, load_config
 
         def _validate(_argv: Sequence[str] | None) -> None:
-            load_config(args.config)
+            config = load_config(args.config)
+            for warning in config_warnings(config):
+                print(f"warning: {warning}", file=sys.stderr)
             print(f"{args.config}: ok")
 
         run_step(_validate, [])

@@ -29,8 +29,9 @@ import httpx
 import numpy as np
 import polars as pl
 
+from leaf_steps.datasets.image_check import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MIN_SIDE, Limits
 from leaf_steps.errors import ConfigError, InputError, LeafError
-from leaf_steps.images import probe
+from leaf_steps.images import DEFAULT_MAX_PIXELS, probe
 from leaf_steps.io import atomic_write_text, write_json
 
 log = logging.getLogger("leaf.datasets")
@@ -43,6 +44,12 @@ IMAGE_EXTENSIONS = (".apng", ".avif", ".bmp", ".dib", ".gif", ".j2k", ".jfif", "
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 MANIFEST_COLUMNS = ("image_id", "path", "mos", "split", "width", "height")
 SPLITS = ("train", "val", "test")
+BAD_IMAGE_ACTIONS = ("fail", "drop")
+# dataset.options every adapter of a hand-placed or downloaded benchmark takes (not folder).
+RELEASE_OPTIONS = {
+    "checksums": "file name (or path relative to the dataset folder) -> sha256 hex; a mismatch is an error",
+    "expected_count": "number of labelled images; makes the count check strict (default: warn only)",
+}
 DOWNLOADS_DIRNAME = "downloads"
 CACHE_HASH_MIN_BYTES = 16 << 20  # below this, hashing again is cheaper than a sidecar file
 
@@ -58,6 +65,13 @@ class DatasetSettings:
     split_seed: int = 0
     test_fraction: float = 0.2
     options: Mapping[str, Any] = field(default_factory=dict)
+    # The image check (leaf_steps.datasets.image_check): what to do with unusable images, and the limits.
+    on_bad_image: str = "fail"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_side: int | None = None  # None: DEFAULT_MIN_SIDE (the workflow passes the value resolved for its teachers)
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
+    # The adapter's declared option keys (its OPTIONS); reading another key is a bug, caught in tests.
+    declared: frozenset[str] | None = None
 
     @classmethod
     def from_mapping(cls, raw: Any, dataset: str) -> DatasetSettings:
@@ -75,11 +89,32 @@ class DatasetSettings:
         options = raw.get("options") or {}
         if not isinstance(options, Mapping):
             raise ConfigError(f"dataset.options: must be a mapping, got {type(options).__name__}")
-        return cls(name=name, split_seed=seed, test_fraction=float(fraction), options=dict(options))
+        on_bad = raw.get("on_bad_image", "fail")
+        if on_bad not in BAD_IMAGE_ACTIONS:
+            raise ConfigError(f"dataset.on_bad_image: must be one of {list(BAD_IMAGE_ACTIONS)}, got {on_bad!r}")
+        max_pixels = raw.get("max_pixels", DEFAULT_MAX_PIXELS)
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or not 0 < max_pixels <= DEFAULT_MAX_PIXELS:
+            raise ConfigError(f"dataset.max_pixels: must be an integer in 1..{DEFAULT_MAX_PIXELS:,} (the limit every "
+                              f"later stage's decoder applies; it can be lowered, not raised), got {max_pixels!r}")
+        min_side = raw.get("min_side")
+        if min_side is not None and (isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1):
+            raise ConfigError(f"dataset.min_side: must be an integer >= 1 or null, got {min_side!r}")
+        ratio = raw.get("max_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO)
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 1 or not math.isfinite(ratio):
+            raise ConfigError(f"dataset.max_aspect_ratio: must be a number >= 1, got {ratio!r}")
+        return cls(name=name, split_seed=seed, test_fraction=float(fraction), options=dict(options),
+                   on_bad_image=on_bad, max_pixels=max_pixels, min_side=min_side, max_aspect_ratio=float(ratio))
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_pixels=self.max_pixels, min_side=self.min_side or DEFAULT_MIN_SIDE,
+                      max_aspect_ratio=self.max_aspect_ratio)
 
     def option(self, key: str, default: Any = None, *, choices: Sequence[Any] | None = None,
                kind: type | tuple[type, ...] | None = None) -> Any:
         """One entry of ``dataset.options``; a wrong value is a ConfigError naming the key."""
+        if self.declared is not None and key not in self.declared:
+            raise LeafError(f"dataset {self.name}: its adapter reads options.{key} but does not declare it in OPTIONS")
         value = self.options.get(key, default)
         if choices is not None and value not in choices:
             raise ConfigError(f"dataset.options.{key}: must be one of {list(choices)}, got {value!r}")
@@ -108,7 +143,8 @@ class DatasetSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "split_seed": self.split_seed, "test_fraction": self.test_fraction,
-                "options": dict(self.options)}
+                "options": dict(self.options), "on_bad_image": self.on_bad_image, "max_pixels": self.max_pixels,
+                "min_side": self.limits.min_side, "max_aspect_ratio": self.max_aspect_ratio}
 
 
 # --------------------------------------------------------------------------- hashing
@@ -484,9 +520,14 @@ def random_split(image_ids: Sequence[str], test_fraction: float, seed: int) -> l
 
 
 def manifest_frame(image_ids: Sequence[str], paths: Sequence[Path | str], mos: Sequence[float | None],
-                   splits: Sequence[str], sizes: Sequence[tuple[int, int]],
+                   splits: Sequence[str], sizes: Sequence[tuple[int, int]] | None = None,
                    extras: Mapping[str, Sequence[Any]] | None = None) -> pl.DataFrame:
-    """The manifest in its schema: image_id, path, mos (Float64, null = unlabelled), split, width, height, extras."""
+    """The manifest in its schema: image_id, path, mos (Float64, null = unlabelled), split, width, height, extras.
+
+    ``sizes`` None leaves width/height null: the dataset step fills them from its full decode of
+    every image (:mod:`leaf_steps.datasets.image_check`).
+    """
+    sizes = sizes if sizes is not None else [(None, None)] * len(image_ids)
     columns: dict[str, pl.Series] = {
         "image_id": pl.Series("image_id", list(image_ids), dtype=pl.String),
         "path": pl.Series("path", [str(p) for p in paths], dtype=pl.String),

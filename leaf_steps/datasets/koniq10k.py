@@ -20,6 +20,7 @@ import polars as pl
 
 from leaf_steps.datasets.common import (
     DOWNLOADS_DIRNAME,
+    RELEASE_OPTIONS,
     DatasetSettings,
     Labels,
     Prepared,
@@ -28,7 +29,6 @@ from leaf_steps.datasets.common import (
     download,
     extract_archive,
     find_one,
-    image_size,
     index_by_name,
     labels_from_strings,
     list_images,
@@ -59,6 +59,16 @@ SCORE_COLUMNS = ("image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "
 SPLIT_COLUMNS = ("image_name", "set")
 SET_NAMES = {"training": "train", "validation": "val", "test": "test"}
 MOS_SCALES = {"MOS": "1..5 (mean of the 5-point ratings)", "MOS_zscore": "about 0..100 (rescaled z-scores)"}
+OPTIONS = {
+    "resolution": f"image archive: one of {list(RESOLUTIONS)} (default 1024x768)",
+    "split": "official (the authors' split file) or random (seeded train/test)",
+    "mos_column": f"one of {list(MOS_SCALES)} (default MOS)",
+    "base_url": "archive host (default: the authors')",
+    "split_url": "URL of the official split file",
+    "download_retries": "resume attempts within one run (default 3)",
+    "retry_wait_s": "base wait between attempts in seconds (default 2)",
+    **RELEASE_OPTIONS,
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,10 @@ class KoniqOptions:
     @property
     def images_archive(self) -> str:
         return f"koniq10k_{self.resolution}.zip"
+
+
+def check_options(settings: DatasetSettings) -> None:
+    KoniqOptions.from_settings(settings)
 
 
 def instructions(root: Path, opts: KoniqOptions) -> str:
@@ -206,7 +220,7 @@ def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = Non
         protocol = {"split": "random", "seed": settings.split_seed, "test_fraction": settings.test_fraction}
     protocol.update({"counts": split_counts(splits), "resolution": opts.resolution, "mos_column": opts.mos_column,
                      "mos_scale": MOS_SCALES[opts.mos_column], "warnings": warnings})
-    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits, [image_size(p) for p in paths],
+    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits,
                            extras=labels.extras)
     sources = [labels.source] + ([split_file.source] if split_file is not None else [])
     return Prepared(frame=frame, source_files=relative_hashes(root, sources), protocol=protocol)

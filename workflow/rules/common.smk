@@ -5,16 +5,18 @@ import shlex
 import sys
 
 from leaf_steps.codehash import code_fingerprint
-from leaf_steps.config import validate_config, variant_settings
-from leaf_steps.errors import ConfigError
+from leaf_steps.config import config_warnings, validate_config, variant_settings
+from leaf_steps.errors import LeafError
 from leaf_steps.teachers.base import BACKENDS
 from leaf_steps.training.epochs import candidate_epochs
 
 
 try:
     validate_config(config, source="config")
-except ConfigError as exc:
+except LeafError as exc:
     sys.exit(f"LEAF config error: {exc}")
+for _warning in config_warnings(config):
+    print(f"LEAF config warning: {_warning}", file=sys.stderr)
 
 
 R = f"{config['results_dir']}/{config['run_name']}"

@@ -1,5 +1,21 @@
 # Stage 1 of the DAG: the image manifest (ids, paths, MOS or null, split, size).
+from leaf_steps.config import resolved_min_side
+from leaf_steps.datasets.fingerprint import dataset_fingerprint
+
 DATASET = config["dataset"]["name"]
+
+
+def dataset_settings():
+    """The dataset block as the dataset steps read it, with dataset.min_side resolved for this run's teachers."""
+    return {**config["dataset"], "min_side": resolved_min_side(config)}
+
+
+def dataset_files(wildcards):
+    """Names, sizes and mtimes of every file the dataset stage reads (leaf_steps.datasets.fingerprint):
+    adding, removing, renaming or editing an image, or editing a label file, reruns the stage. Evaluated
+    when the DAG is built and again right before the job runs (after the download), never hashing content."""
+    return dataset_fingerprint(DATASET, config["dataset"], RES)
+
 
 if DATASET == "demo":
 
@@ -25,13 +41,17 @@ if DATASET == "demo":
 else:
 
     rule download_dataset:
+        # The marker is the run's own (results/<run>/dataset/): runs with other settings, and other image
+        # folders, never share or overwrite it. What it fetches under resources/<dataset>/ depends on no
+        # run's options (each archive and derived size has its own name).
         output:
-            marker=f"{RES}/{DATASET}/.ready.json",
+            marker=f"{R}/dataset/download.json",
         params:
             dataset=DATASET,
-            # RES, read off the marker path (RES/<dataset>/.ready.json) as the linter asks of path prefixes.
-            resources_dir=lambda w, output: output.marker.rsplit("/", 2)[0],
-            settings=jq(config["dataset"]),
+            resources_dir=RES,
+            settings=jq({"name": DATASET, "options": config["dataset"].get("options") or {}}),
+            # The folder dataset's check reads the user's files and writes none: rerun it when they change.
+            files=dataset_files if DATASET == "folder" else "",
             code=step_code("download_dataset"),
         conda:
             ENV_CORE
@@ -48,12 +68,16 @@ else:
             marker=rules.download_dataset.output.marker,
         output:
             manifest=MANIFEST,
+            bad_images=f"{R}/dataset/bad_images.csv",
         params:
             dataset=DATASET,
-            resources_dir=lambda w, input: input.marker.rsplit("/", 2)[0],
-            settings=jq(config["dataset"]),
+            resources_dir=RES,
+            settings=jq(dataset_settings()),
             images_dir=f"{RES}/{DATASET}/derived",
+            files=dataset_files,
             code=step_code("prepare_dataset"),
+        # Every image is decoded once (cached by fingerprint); the workers are processes.
+        threads: 16
         conda:
             ENV_CORE
         log:
@@ -62,4 +86,5 @@ else:
             f"{BENCH}/prepare_dataset.tsv"
         shell:
             "python -m leaf_steps.prepare_dataset --dataset {params.dataset} --resources-dir {params.resources_dir}"
-            " --settings {params.settings} --images-dir {params.images_dir} --out {output.manifest} > {log} 2>&1"
+            " --settings {params.settings} --images-dir {params.images_dir} --download-marker {input.marker}"
+            " --workers {threads} --out {output.manifest} --bad-images {output.bad_images} > {log} 2>&1"
