@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,12 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
         raise ConfigError(f"{source}: evaluation.headline_variant: {headline!r} is not a key of variants")
     if config["student"]["crop"] > config["student"]["resize"]:
         raise ConfigError(f"{source}: student.crop ({config['student']['crop']}) must be <= student.resize")
+    # The blocks the schema leaves open are checked by the code that reads them (leaf_steps.config_checks).
+    # Imported by name: those checks run at validation, never inside a step, so they stay out of the
+    # code hash of the steps that import this module (leaf_steps.codehash follows import statements).
+    checks = importlib.import_module("leaf_steps.config_checks")
     try:
-        _check_blocks(config)
+        checks.check_blocks(config)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return config
@@ -63,76 +68,12 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
 
 def _suggestion(error: jsonschema.ValidationError) -> str:
     """`` (did you mean 'lambda_dis'?)`` for an unknown key next to a known one."""
-    from leaf_steps.teachers.specs import closest
+    from leaf_steps.errors import did_you_mean as closest
 
     known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
     extra = [k for k in (error.instance or {}) if k not in known] if isinstance(error.instance, dict) else []
     hints = [f"{k!r}: {closest(k, known).strip(' ()')}" for k in extra if closest(k, known)]
     return f" ({'; '.join(hints)})" if hints else ""
-
-
-def _check_blocks(config: dict[str, Any]) -> None:
-    """The blocks the schema leaves open, checked by the code that reads them: each teacher block by its
-    backend (leaf_steps.teachers.specs), ``dataset.options`` by the dataset's adapter; then the label
-    counts the MOS ratios need, where they are known before the data is read."""
-    from leaf_steps.datasets.labels_check import known_label_counts, ratio_problems
-    from leaf_steps.errors import InputError
-    from leaf_steps.teachers.specs import check_teacher
-
-    for name, spec in config["teachers"].items():
-        check_teacher(name, spec)
-    ds = config["dataset"]
-    if ds["name"] != "demo":
-        from leaf_steps.datasets import check_dataset_settings
-
-        check_dataset_settings(ds["name"], ds)
-    try:
-        counts = known_label_counts(config)
-    except InputError:
-        counts = None  # reported by config_warnings, and with its line by the dataset step
-    if counts is not None:
-        train, _test, where = counts
-        problems = ratio_problems(train, config["calibration"]["ratios"], config["calibration"]["val_fraction"],
-                                  where)
-        if problems:
-            raise ConfigError("\n  ".join(problems))
-
-
-def config_warnings(config: dict[str, Any]) -> list[str]:
-    """What a validated config will likely regret (nothing here stops a run): a labelled test split too
-    small to mean anything, a folder or MOS file that is not there (yet), a label file that cannot be read."""
-    from leaf_steps.datasets.labels_check import known_label_counts, small_test_split_warning
-    from leaf_steps.errors import InputError
-
-    out = []
-    ds = config["dataset"]
-    options = ds.get("options") or {}
-    if ds["name"] == "folder":
-        for key in ("images_dir", "mos_csv"):
-            if options.get(key) and not Path(str(options[key])).expanduser().exists():
-                out.append(f"dataset.options.{key}: {options[key]} does not exist (yet)")
-    try:
-        counts = known_label_counts(config)
-    except InputError as exc:
-        out.append(f"cannot count the labelled images yet: {exc}")
-        counts = None
-    if counts is not None and (message := small_test_split_warning(counts[1])) is not None:
-        out.append(f"dataset: {message} {counts[2]}")
-    return out
-
-
-def resolved_min_side(config: dict[str, Any]) -> int:
-    """``dataset.min_side``, or when null the largest shortest side this run's teachers need, at least 32 px
-    (leaf_steps.teachers.specs.min_image_side). The student is not counted: it resizes every image
-    (student.resize) and crops; set dataset.min_side to student.crop to refuse images it must upscale."""
-    from leaf_steps.datasets.image_check import DEFAULT_MIN_SIDE
-    from leaf_steps.teachers.specs import min_image_side
-
-    ds = config["dataset"]
-    if ds.get("min_side") is not None:
-        return int(ds["min_side"])
-    used = {config["teacher"]} | {variant_settings(config, v)["teacher"] for v in config["variants"]}
-    return max([DEFAULT_MIN_SIDE] + [min_image_side(config["teachers"][t]) for t in sorted(used)])
 
 
 def _fill_defaults(node: Any, schema: dict[str, Any]) -> None:

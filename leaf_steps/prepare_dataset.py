@@ -3,7 +3,7 @@
 Splits: KonIQ-10k official train/val/test by default; seeded random train/test for SPAQ,
 AGIQA-3K, AIGIQA-20K (the 14,000 labelled images) and the labelled part of ``folder``.
 Every image is then decoded in full, in parallel, with verdicts cached by file fingerprint
-(:mod:`leaf_steps.datasets.image_check`); every unusable image (unreadable, truncated, over
+(:mod:`leaf_steps.images.check`); every unusable image (unreadable, truncated, over
 ``dataset.max_pixels``, shorter side under ``dataset.min_side``, aspect ratio over
 ``dataset.max_aspect_ratio``) is collected first. With ``dataset.on_bad_image: fail`` (the
 default) the step then fails listing all of them; with ``drop`` it leaves them out and lists
@@ -33,7 +33,7 @@ import polars as pl
 from leaf_steps.cli import json_arg, run_step
 from leaf_steps.datasets import DATASETS, dataset_settings, get_dataset
 from leaf_steps.datasets.common import split_counts
-from leaf_steps.datasets.image_check import CACHE_NAME, check_images, default_workers
+from leaf_steps.images.check import CACHE_NAME, check_images, default_workers
 from leaf_steps.datasets.labels_check import small_test_split_warning
 from leaf_steps.errors import InputError
 from leaf_steps.io import atomic_write_text, make_provenance, write_parquet

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from leaf_steps import prepare_dataset
-from leaf_steps.datasets.image_check import Limits, check_images
+from leaf_steps.images.check import Limits, check_images
 from leaf_steps.errors import ConfigError
 from leaf_steps.io import read_provenance, write_json, write_parquet
 

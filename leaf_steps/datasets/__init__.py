@@ -22,7 +22,7 @@ from typing import Any
 from leaf_steps.datasets import agiqa3k, aigiqa20k, folder, koniq10k, spaq
 from leaf_steps.datasets.common import DatasetSettings
 from leaf_steps.errors import ConfigError
-from leaf_steps.teachers.specs import closest
+from leaf_steps.errors import did_you_mean as closest
 
 DATASETS: dict[str, ModuleType] = {m.NAME: m for m in (koniq10k, spaq, agiqa3k, aigiqa20k, folder)}
 

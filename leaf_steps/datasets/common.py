@@ -8,6 +8,7 @@ so that each adapter module only states its dataset's facts.
 
 from __future__ import annotations
 
+import csv
 import glob
 import hashlib
 import json
@@ -29,7 +30,7 @@ import httpx
 import numpy as np
 import polars as pl
 
-from leaf_steps.datasets.image_check import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MIN_SIDE, Limits
+from leaf_steps.images.check import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MIN_SIDE, Limits
 from leaf_steps.errors import ConfigError, InputError, LeafError
 from leaf_steps.images import DEFAULT_MAX_PIXELS, probe
 from leaf_steps.io import atomic_write_text, write_json
@@ -65,7 +66,7 @@ class DatasetSettings:
     split_seed: int = 0
     test_fraction: float = 0.2
     options: Mapping[str, Any] = field(default_factory=dict)
-    # The image check (leaf_steps.datasets.image_check): what to do with unusable images, and the limits.
+    # The image check (leaf_steps.images.check): what to do with unusable images, and the limits.
     on_bad_image: str = "fail"
     max_pixels: int = DEFAULT_MAX_PIXELS
     min_side: int | None = None  # None: DEFAULT_MIN_SIDE (the workflow passes the value resolved for its teachers)
@@ -439,15 +440,48 @@ def resolve_images(names: Sequence[str], index: Mapping[str, Path], dupes: Mappi
 # --------------------------------------------------------------------------- label files
 
 
+def check_field_counts(path: Path, has_header: bool = True) -> None:
+    """Every row has as many fields as the header (or, without one, as the first row); else an
+    InputError naming the first line that does not, e.g. a prompt with an unquoted comma."""
+    expected, reference, first_line, bad = None, "", 1, []
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            reader = csv.reader(fh)
+            try:
+                for row in reader:
+                    start, first_line = first_line, reader.line_num + 1  # a quoted field may span lines
+                    if not row:
+                        continue  # blank line
+                    if expected is None:
+                        expected = len(row)
+                        reference = "the header" if has_header else f"line {start}"
+                    elif len(row) != expected:
+                        bad.append((start, len(row)))
+            except csv.Error as exc:  # e.g. a field over csv's size limit (an unclosed quote swallows the file)
+                raise InputError(f"{path}: line {first_line}: not readable as CSV ({exc}; an unclosed double "
+                                 "quote?)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from exc
+    if bad:
+        line, n = bad[0]
+        more = f" ({len(bad) - 1} more line(s) like it)" if len(bad) > 1 else ""
+        why = ("a field with a comma that is not in double quotes? Quote such fields: \"a cat, sitting\""
+               if n > expected else "a missing field?")
+        raise InputError(f"{path}: line {line} has {n} fields but {reference} has {expected} ({why}){more}")
+
+
 def read_csv_strings(path: Path, *, has_header: bool = True, columns: Sequence[str] | None = None) -> pl.DataFrame:
     """A CSV as all-string columns, so that bad values can be reported by line, not mis-typed."""
     if not path.is_file():
         raise InputError(f"{path}: label file not found")
+    check_field_counts(path, has_header)
     try:
         df = pl.read_csv(path, has_header=has_header, infer_schema=False,
                          new_columns=list(columns) if columns else None, encoding="utf8-lossy")
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable CSV ({exc})") from exc
+        # polars appends advice about its own options ("Consider setting ..."), which is no help to a user.
+        reason = str(exc).split("\n\n")[0].strip()
+        raise InputError(f"{path}: not a readable CSV ({reason})") from exc
     if has_header:
         df = df.rename({c: c.strip().lstrip("\ufeff") for c in df.columns})
     return df
@@ -525,7 +559,7 @@ def manifest_frame(image_ids: Sequence[str], paths: Sequence[Path | str], mos: S
     """The manifest in its schema: image_id, path, mos (Float64, null = unlabelled), split, width, height, extras.
 
     ``sizes`` None leaves width/height null: the dataset step fills them from its full decode of
-    every image (:mod:`leaf_steps.datasets.image_check`).
+    every image (:mod:`leaf_steps.images.check`).
     """
     sizes = sizes if sizes is not None else [(None, None)] * len(image_ids)
     columns: dict[str, pl.Series] = {

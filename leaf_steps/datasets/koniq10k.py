@@ -40,7 +40,7 @@ from leaf_steps.datasets.common import (
     resolve_images,
     split_counts,
 )
-from leaf_steps.errors import InputError
+from leaf_steps.errors import InputError, LeafError
 
 log = logging.getLogger("leaf.datasets.koniq10k")
 
@@ -102,6 +102,14 @@ def check_options(settings: DatasetSettings) -> None:
     KoniqOptions.from_settings(settings)
 
 
+def split_file_hint(root: Path, opts: KoniqOptions) -> str:
+    """What to do without the official split file (offline machines): place it, or use a random split."""
+    return (f"The official split comes from {SPLIT_CSV} ({opts.split_url}). Offline, download it elsewhere and "
+            f"place it at {root / DOWNLOADS_DIRNAME / SPLIT_CSV} (or anywhere below {root}/); or set "
+            "dataset.options.split: random for a seeded train/test split that needs no file (not comparable with "
+            "results on the official split).")
+
+
 def instructions(root: Path, opts: KoniqOptions) -> str:
     lines = [f"KonIQ-10k ({opts.resolution}) is downloaded over HTTP into {root / DOWNLOADS_DIRNAME}/ and extracted "
              f"into {root}/:",
@@ -133,8 +141,13 @@ def fetch(root: Path, settings: DatasetSettings, client: httpx.Client | None = N
         if not dest.exists() and content_present():
             log.info("%s: content of %s already present; not downloading it", root, fname)
             continue
-        digest = download(url, dest, expected_sha256=settings.expected_checksum(fname), client=client,
-                          retries=opts.retries, retry_wait_s=opts.retry_wait_s)
+        try:
+            digest = download(url, dest, expected_sha256=settings.expected_checksum(fname), client=client,
+                              retries=opts.retries, retry_wait_s=opts.retry_wait_s)
+        except LeafError as exc:
+            if fname != SPLIT_CSV:
+                raise
+            raise LeafError(f"{exc}\n{split_file_hint(root, opts)}") from exc
         files[f"{DOWNLOADS_DIRNAME}/{fname}"] = {"url": url, "sha256": digest, "bytes": dest.stat().st_size}
         if fname.endswith(".zip"):
             extract_archive(dest, root)  # idempotent: a stamp records what was extracted
@@ -196,7 +209,7 @@ def _load(root: Path, settings: DatasetSettings, opts: KoniqOptions):
         split_path = find_one(root, SPLIT_CSV)
         if split_path is None:
             raise InputError(f"{root}: {SPLIT_CSV} not found (needed by dataset.options.split: official).\n"
-                             f"{instructions(root, opts)}")
+                             f"{split_file_hint(root, opts)}")
         split_file = read_official_split(split_path, labels)
     image_dir = find_one(root, opts.resolution, want_dir=True, exclude=[downloads])
     if image_dir is None:

@@ -228,7 +228,9 @@ class TransformersTeacher(Teacher):
         kwargs = {"revision": s.revision, "trust_remote_code": s.trust_remote_code}
         try:
             self.processor = AutoProcessor.from_pretrained(self.model_path, **kwargs)
-            model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype, **kwargs)
+            # safetensors only: a checkpoint folder is user-supplied, and a pickled .bin can run code when loaded.
+            model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype,
+                                                                use_safetensors=True, **kwargs)
         except (OSError, ValueError, KeyError, ImportError) as exc:
             raise TeacherError(f"teachers.*.model: cannot load {s.model!r} as an image-text-to-text model "
                                f"({type(exc).__name__}: {exc})") from exc

@@ -10,23 +10,16 @@ before any job runs, with the closest known key suggested. None of these imports
 
 from __future__ import annotations
 
-import difflib
-import importlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from leaf_steps.errors import ConfigError
+from leaf_steps.errors import did_you_mean as closest
 
 # Shortest image side each backend can take. The MLLMs: 28 px is Qwen2-VL's patch-merge factor
 # (older transformers/vLLM processors refused smaller sides); InternVL resizes any image to its
 # 448 px tiles. NIQE needs one whole patch (leaf_steps.niqe.patch_features).
 MLLM_MIN_SIDE = 28
-
-
-def closest(key: str, known: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the known key closest to a misspelt one, else ''."""
-    match = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _vllm() -> tuple[set[str], Callable[[str, dict[str, Any]], None], dict[str, set[str]]]:

@@ -5,7 +5,8 @@ import shlex
 import sys
 
 from leaf_steps.codehash import code_fingerprint
-from leaf_steps.config import config_warnings, validate_config, variant_settings
+from leaf_steps.config import validate_config, variant_settings
+from leaf_steps.config_checks import config_warnings
 from leaf_steps.errors import LeafError
 from leaf_steps.teachers.base import BACKENDS
 from leaf_steps.training.epochs import candidate_epochs

@@ -1,5 +1,5 @@
 # Stage 1 of the DAG: the image manifest (ids, paths, MOS or null, split, size).
-from leaf_steps.config import resolved_min_side
+from leaf_steps.config_checks import resolved_min_side
 from leaf_steps.datasets.fingerprint import dataset_fingerprint
 
 DATASET = config["dataset"]["name"]
