@@ -8,6 +8,7 @@ so that each adapter module only states its dataset's facts.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import hashlib
@@ -440,9 +441,29 @@ def resolve_images(names: Sequence[str], index: Mapping[str, Path], dupes: Mappi
 # --------------------------------------------------------------------------- label files
 
 
+def check_utf8(path: Path) -> None:
+    """A label file is UTF-8 text. UTF-16 (or binary) is an InputError; other invalid bytes (Latin-1, say)
+    are read as replacement characters, with a warning naming the first line: harmless in a prompt, and
+    in an image name the name then matches no file, an error naming that line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from exc
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:4096]:
+        raise InputError(f"{path}: not UTF-8 text (UTF-16, or a binary file?); save it as CSV in UTF-8")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        log.warning("%s: line %d: not valid UTF-8 (byte 0x%02x; saved as Latin-1 or Windows-1252?); read with "
+                    "replacement characters (\ufffd). Save the file as UTF-8 if names are affected",
+                    path, line, data[exc.start])
+
+
 def check_field_counts(path: Path, has_header: bool = True) -> None:
     """Every row has as many fields as the header (or, without one, as the first row); else an
     InputError naming the first line that does not, e.g. a prompt with an unquoted comma."""
+    check_utf8(path)
     expected, reference, first_line, bad = None, "", 1, []
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
@@ -458,8 +479,8 @@ def check_field_counts(path: Path, has_header: bool = True) -> None:
                     elif len(row) != expected:
                         bad.append((start, len(row)))
             except csv.Error as exc:  # e.g. a field over csv's size limit (an unclosed quote swallows the file)
-                raise InputError(f"{path}: line {first_line}: not readable as CSV ({exc}; an unclosed double "
-                                 "quote?)") from None
+                raise InputError(f"{path}: line {first_line}: not readable as CSV ({exc}: a field of over 128 KB, "
+                                 "or an unclosed double quote?)") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc})") from exc
     if bad:
