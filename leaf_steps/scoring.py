@@ -165,7 +165,7 @@ def unusable_images(failed: pl.DataFrame, items: Sequence[T], item_key: Callable
     """Images of failed rows that cannot be used at all, so their rows would fail again: (path -> problem,
     keys of the rows they sank). Only images the error text names are decoded again (cheap: a server
     outage names no image)."""
-    from leaf_steps.images.check import decode_one
+    from leaf_steps.images.verdict import decode_one
     from leaf_steps.images import DEFAULT_MAX_PIXELS
 
     by_key = {item_key(it): it for it in items}

@@ -227,3 +227,36 @@ def test_artifacts_follow_the_umask(tmp_path):
 def test_missing_file_in_the_manifest_is_one_named_problem(tmp_path):
     verdicts = check_images([tmp_path / "gone.jpg"], Limits()).verdicts
     assert verdicts[0].problem == f"{tmp_path / 'gone.jpg'}: image file not found"
+
+
+def test_a_run_says_what_it_left_out_and_where_the_list_is(tmp_path):
+    """Through Snakemake: with fail the run's output shows every bad file (the failed job's log); with drop the
+    run ends with how many were left out and where the list is."""
+    import yaml
+
+    images = tmp_path / "photos"
+    broken_folder(images)
+    cfg = yaml.safe_load((REPO / "config/folder_example.yaml").read_text())
+    cfg["run_name"] = "bad"
+    cfg["dataset"]["options"] = {"images_dir": str(images)}
+    cfg["calibration"]["ratios"] = [0]
+
+    def snakemake(on_bad_image: str) -> subprocess.CompletedProcess:
+        cfg["dataset"]["on_bad_image"] = on_bad_image
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+        env = {**os.environ, "PYTHONPATH": str(REPO),
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                               "--directory", str(tmp_path), "--configfile", str(tmp_path / "c.yaml"), "--cores", "2",
+                               "results/bad/dataset/manifest.parquet"], capture_output=True, text=True, timeout=600,
+                              env=env, cwd=tmp_path)
+
+    failed = snakemake("fail")
+    assert failed.returncode != 0
+    out = failed.stdout + failed.stderr
+    assert "error: 5 of 17 images cannot be used (dataset.on_bad_image: fail)" in out
+    assert f"{images / 'bomb.png'}: 100000x100000 = 10,000,000,000 pixels exceeds the limit" in out
+    dropped = snakemake("drop")
+    assert dropped.returncode == 0, dropped.stderr[-3000:]
+    assert ("LEAF dataset: 5 image(s) were left out as unusable (dataset.on_bad_image: drop); the list, with each "
+            "file's problem: results/bad/dataset/bad_images.csv") in dropped.stderr

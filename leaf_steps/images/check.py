@@ -34,8 +34,9 @@ import PIL
 import polars as pl
 
 from leaf_steps.errors import InputError
-from leaf_steps.images import DEFAULT_MAX_PIXELS, load_rgb
+from leaf_steps.images import DEFAULT_MAX_PIXELS
 from leaf_steps.images import decode as _decode_module
+from leaf_steps.images.verdict import decode_chunk, decode_one
 from leaf_steps.io import make_provenance, read_parquet, write_parquet
 from leaf_steps.progress import progress
 
@@ -76,22 +77,6 @@ def checker_id(max_pixels: int) -> str:
     digest = hashlib.sha256(Path(_decode_module.__file__).read_bytes())
     digest.update(f"|pillow {PIL.__version__}|max_pixels {max_pixels}".encode())
     return digest.hexdigest()[:16]
-
-
-def decode_one(path: str, max_pixels: int) -> tuple[int | None, int | None, str | None]:
-    """(width, height, None) when ``path`` decodes in full, else (None, None, problem naming the file)."""
-    try:
-        img = load_rgb(path, max_pixels=max_pixels)
-        return img.width, img.height, None
-    except InputError as exc:
-        return None, None, str(exc)
-    except Exception as exc:  # noqa: BLE001 - a decoder crash is one file's problem, never the run's traceback
-        return None, None, f"{path}: cannot decode image (unexpected {type(exc).__name__}: {exc})"
-
-
-def _decode_chunk(args: tuple[list[str], int]) -> list[tuple[int | None, int | None, str | None]]:
-    paths, max_pixels = args
-    return [decode_one(p, max_pixels) for p in paths]
 
 
 def size_problem(path: str, width: int, height: int, limits: Limits) -> str | None:
@@ -161,7 +146,8 @@ def decode_all(paths: Sequence[str], max_pixels: int, workers: int) -> list[tupl
     ctx = multiprocessing.get_context("spawn")
     out: list[tuple[int | None, int | None, str | None]] = []
     with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
-        for result in progress(pool.map(_decode_chunk, chunks), total=len(chunks), desc=f"{desc} ({workers} workers)"):
+        results = pool.map(decode_chunk, chunks)
+        for result in progress(results, total=len(chunks), desc=f"{desc} ({workers} workers)"):
             out.extend(result)
     return out
 

@@ -1,4 +1,6 @@
 # Stage 1 of the DAG: the image manifest (ids, paths, MOS or null, split, size).
+from pathlib import Path
+
 from leaf_steps.config_checks import resolved_min_side
 from leaf_steps.datasets.fingerprint import dataset_fingerprint
 
@@ -88,3 +90,11 @@ else:
             "python -m leaf_steps.prepare_dataset --dataset {params.dataset} --resources-dir {params.resources_dir}"
             " --settings {params.settings} --images-dir {params.images_dir} --download-marker {input.marker}"
             " --workers {threads} --out {output.manifest} --bad-images {output.bad_images} > {log} 2>&1"
+
+    onsuccess:
+        # A run that left images out says so where the user looks: at the end of the run's own output.
+        _report = Path(rules.prepare_dataset.output.bad_images)
+        _dropped = max(0, len(_report.read_text().splitlines()) - 1) if _report.exists() else 0
+        if _dropped:
+            print(f"LEAF dataset: {_dropped} image(s) were left out as unusable (dataset.on_bad_image: drop); "
+                  f"the list, with each file's problem: {_report}", file=sys.stderr)
