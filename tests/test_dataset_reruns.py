@@ -155,3 +155,18 @@ def test_fingerprint_covers_names_sizes_mtimes_only(tmp_path):
     assert fp() != first
     missing = dataset_fingerprint("folder", {"options": {"images_dir": str(tmp_path / "nope")}}, root)
     assert missing.startswith("0 files:")
+
+
+def test_leaf_why_names_the_dataset_files(done):
+    from test_why import job_block, leaf_why
+
+    run, data = done
+    extra = data / "images" / "c" / "extra.png"
+    try:
+        photo(extra, seed=7)
+        text = leaf_why(run)
+    finally:
+        extra.unlink()
+    reasons = job_block(text, "download_dataset")  # the folder check reads the images; prepare follows it
+    # 30 images and mos.csv, then one image more
+    assert any(r.startswith("setting dataset_files: '31 files:") and "-> '32 files:" in r for r in reasons), text

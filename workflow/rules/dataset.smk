@@ -53,7 +53,7 @@ else:
             resources_dir=RES,
             settings=jq({"name": DATASET, "options": config["dataset"].get("options") or {}}),
             # The folder dataset's check reads the user's files and writes none: rerun it when they change.
-            files=dataset_files if DATASET == "folder" else "",
+            dataset_files=dataset_files if DATASET == "folder" else "",
             code=step_code("download_dataset"),
         conda:
             ENV_CORE
@@ -76,7 +76,7 @@ else:
             resources_dir=RES,
             settings=jq(dataset_settings()),
             images_dir=f"{RES}/{DATASET}/derived",
-            files=dataset_files,
+            dataset_files=dataset_files,
             code=step_code("prepare_dataset"),
         # Every image is decoded once (cached by fingerprint); the workers are processes.
         threads: 16
