@@ -23,7 +23,8 @@ import pytest
 from PIL import Image
 
 from leaf_steps import prepare_dataset
-from leaf_steps.images.check import Limits, check_images
+from leaf_steps.images.check import Limits, check_images, decode_all
+from leaf_steps.images.verdict import decode_chunk
 from leaf_steps.errors import ConfigError
 from leaf_steps.io import read_provenance, write_json, write_parquet
 
@@ -260,3 +261,21 @@ def test_a_run_says_what_it_left_out_and_where_the_list_is(tmp_path):
     assert dropped.returncode == 0, dropped.stderr[-3000:]
     assert ("LEAF dataset: 5 image(s) were left out as unusable (dataset.on_bad_image: drop); the list, with each "
             "file's problem: results/bad/dataset/bad_images.csv") in dropped.stderr
+
+
+def crash_on_marked(args):
+    """A decoder that kills its process on files named *crash* (as a native fault on a hostile file would)."""
+    paths, _ = args
+    if any("crash" in Path(p).name for p in paths):
+        os._exit(3)
+    return decode_chunk(args)
+
+
+def test_a_decoder_crash_names_the_file_and_loses_nothing_else(tmp_path):
+    paths = [str(photo(tmp_path / f"{i:03d}.jpg", size=(40, 40), seed=i)) for i in range(70)]
+    paths[40] = str(photo(tmp_path / "crash.jpg", size=(40, 40)))
+    verdicts = decode_all(paths, 10**8, workers=2, chunk_fn=crash_on_marked)
+    assert len(verdicts) == 70
+    assert verdicts[40][2] == f"{paths[40]}: cannot decode image (the decoder crashed its process)"
+    assert verdicts[40][3] is False  # not cached: a crash is checked again next time
+    assert all(v[2] is None and (v[0], v[1]) == (40, 40) for i, v in enumerate(verdicts) if i != 40)

@@ -25,8 +25,9 @@ import hashlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,17 +37,20 @@ import polars as pl
 from leaf_steps.errors import InputError
 from leaf_steps.images import DEFAULT_MAX_PIXELS
 from leaf_steps.images import decode as _decode_module
+from leaf_steps.images.verdict import Verdict as DecodeVerdict
 from leaf_steps.images.verdict import decode_chunk, decode_one
 from leaf_steps.io import make_provenance, read_parquet, write_parquet
 from leaf_steps.progress import progress
 
-log = logging.getLogger("leaf.datasets.image_check")
+log = logging.getLogger("leaf.images.check")
 
 CACHE_NAME = ".image_checks.parquet"
 DEFAULT_MIN_SIDE = 32
 DEFAULT_MAX_ASPECT_RATIO = 10.0
-# Below this many files to decode, worker start-up (about 0.3 s each) costs more than it saves.
+# Below this many files to decode, starting worker processes (about a second) costs more than it saves.
 MIN_FILES_FOR_WORKERS = 64
+# spawn, not fork: polars' thread pool in this process does not survive fork() (the child can deadlock).
+_SPAWN = multiprocessing.get_context("spawn")
 CACHE_SCHEMA = {"path": pl.String, "size": pl.Int64, "mtime_ns": pl.Int64, "checker": pl.String,
                 "width": pl.Int32, "height": pl.Int32, "problem": pl.String}
 
@@ -132,7 +136,8 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def decode_all(paths: Sequence[str], max_pixels: int, workers: int) -> list[tuple[int | None, int | None, str | None]]:
+def decode_all(paths: Sequence[str], max_pixels: int, workers: int,
+               chunk_fn: Callable[[tuple[list[str], int]], list[DecodeVerdict]] = decode_chunk) -> list[DecodeVerdict]:
     """Decode verdicts of ``paths`` in order, over ``workers`` processes when it pays."""
     if not paths:
         return []
@@ -141,14 +146,39 @@ def decode_all(paths: Sequence[str], max_pixels: int, workers: int) -> list[tupl
         return [decode_one(p, max_pixels) for p in progress(paths, total=len(paths), desc=desc)]
     # Chunks of a few dozen files: one pickling round trip per chunk, and a progress bar that moves.
     size = max(8, min(64, len(paths) // (workers * 8) or 8))
-    chunks = [(list(paths[i:i + size]), max_pixels) for i in range(0, len(paths), size)]
-    # spawn: polars' thread pool in this process does not survive fork() (it can deadlock the child).
-    ctx = multiprocessing.get_context("spawn")
-    out: list[tuple[int | None, int | None, str | None]] = []
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
-        results = pool.map(decode_chunk, chunks)
-        for result in progress(results, total=len(chunks), desc=f"{desc} ({workers} workers)"):
-            out.extend(result)
+    chunks = [list(paths[i:i + size]) for i in range(0, len(paths), size)]
+    out: list[DecodeVerdict] = []
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_SPAWN) as pool:
+            results = pool.map(chunk_fn, [(chunk, max_pixels) for chunk in chunks])
+            for result in progress(results, total=len(chunks), desc=f"{desc} ({workers} workers)"):
+                out.extend(result)
+    except BrokenProcessPool:
+        # A decoder crashed its process (a native-library fault on a hostile file). Which file is not known:
+        # the rest is checked one file per process, so that the culprit is named and nothing else is lost.
+        log.warning("a decoder crashed a worker process; checking the remaining %d file(s) one at a time",
+                    len(paths) - len(out))
+        out.extend(decode_isolated(list(paths[len(out):]), max_pixels, chunk_fn))
+    return out
+
+
+ChunkFn = Callable[[tuple[list[str], int]], list[DecodeVerdict]]
+
+
+def decode_isolated(paths: list[str], max_pixels: int, chunk_fn: ChunkFn = decode_chunk) -> list[DecodeVerdict]:
+    """Each file in a worker process of its own turn; a file that kills its process is that file's problem."""
+    out: list[DecodeVerdict] = []
+    while len(out) < len(paths):
+        with ProcessPoolExecutor(max_workers=1, mp_context=_SPAWN) as pool:
+            futures = [pool.submit(chunk_fn, ([p], max_pixels)) for p in paths[len(out):]]
+            for future in futures:
+                try:
+                    out.extend(future.result())
+                except BrokenProcessPool:
+                    # One worker takes the files in turn: the first unfinished one is the culprit.
+                    path = paths[len(out)]
+                    out.append((None, None, f"{path}: cannot decode image (the decoder crashed its process)", False))
+                    break
     return out
 
 
@@ -185,11 +215,12 @@ def check_images(paths: Iterable[str | Path], limits: Limits, cache: Path | None
             todo.append(i)
     fresh_results = decode_all([paths[i] for i in todo], limits.max_pixels, workers)
     fresh_rows = []
-    for i, result in zip(todo, fresh_results, strict=True):
-        decoded[i] = result
+    for i, (width, height, problem, final) in zip(todo, fresh_results, strict=True):
+        decoded[i] = (width, height, problem)
         fp = prints[i]
-        fresh_rows.append({"path": fp[0], "size": fp[1], "mtime_ns": fp[2], "checker": checker,
-                           "width": result[0], "height": result[1], "problem": result[2]})
+        if final:  # a failure that may not recur (memory, a crash) is checked again next time
+            fresh_rows.append({"path": fp[0], "size": fp[1], "mtime_ns": fp[2], "checker": checker,
+                               "width": width, "height": height, "problem": problem})
     if cache is not None:
         _save_cache(cache, old, fresh_rows)
     verdicts = []

@@ -1,22 +1,5 @@
 # Stage 1 of the DAG: the image manifest (ids, paths, MOS or null, split, size).
-from pathlib import Path
-
-from leaf_steps.config_checks import resolved_min_side
-from leaf_steps.datasets.fingerprint import dataset_fingerprint
-
 DATASET = config["dataset"]["name"]
-
-
-def dataset_settings():
-    """The dataset block as the dataset steps read it, with dataset.min_side resolved for this run's teachers."""
-    return {**config["dataset"], "min_side": resolved_min_side(config)}
-
-
-def dataset_files(wildcards):
-    """Names, sizes and mtimes of every file the dataset stage reads (leaf_steps.datasets.fingerprint):
-    adding, removing, renaming or editing an image, or editing a label file, reruns the stage. Evaluated
-    when the DAG is built and again right before the job runs (after the download), never hashing content."""
-    return dataset_fingerprint(DATASET, config["dataset"], RES)
 
 
 if DATASET == "demo":

@@ -1,17 +1,6 @@
 # Teacher scoring (scatter/gather over shards), pair sampling and confidence filtering.
 
 
-def niqe_references(teacher):
-    """The pristine photos NIQE is fitted on: teachers.<name>.pristine_dir, else the demo's generated
-    references, else (other datasets) none: the step then uses scikit-image's bundled photos."""
-    spec = config["teachers"][teacher]
-    if spec.get("pristine_dir"):
-        return {"references": spec["pristine_dir"]}
-    if config["dataset"]["name"] == "demo":
-        return {"references": f"{R}/dataset/references"}
-    return {}
-
-
 rule fit_niqe:
     # Only the classical stand-in teacher needs this: NIQE's pristine model, fitted on the
     # pristine reference photos (never on MOS).
