@@ -294,7 +294,7 @@ def test_scoring_names_images_that_will_fail_again(tmp_path, fake_backend):
     message = str(err.value)
     assert "1 row(s) failed because 1 image(s) cannot be used, and will fail again on a rerun" in message
     assert f"{paths[3]}: cannot decode image" in message and "Fix or remove these files" in message
-    assert "1 row(s) failed otherwise" in message and "rerun to retry the failed rows" in message
+    assert "1 row(s) failed otherwise" in message and "rerun to retry the failed requests" in message
     FakeTeacher.fail_ids = {"i3"}  # only the broken file: nothing a rerun could fix
     with pytest.raises(TeacherError) as err:
         score_points(manifest, {"backend": "fake"}, {"point": "?", "pair": "?"}, scoring, "1-of-1",
