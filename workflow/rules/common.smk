@@ -3,7 +3,6 @@ import json
 import re
 import shlex
 import sys
-
 from pathlib import Path
 
 from leaf_steps.codehash import code_fingerprint
