@@ -94,7 +94,8 @@ def score_pairs(pairs: Path, manifest: Path, teacher_spec: dict, prompts: dict, 
                            desc=f"score_pairs[{teacher_name} {shard}]",
                            schema=BOTH_ORDERS_SCHEMA if both else PAIR_SCHEMA,
                            min_token_mass=teacher.acceptance().get("min_token_mass"),
-                           answer_advice=answer_advice("pair", teacher_name))
+                           answer_advice=answer_advice("pair", teacher_name),
+                           item_images=lambda p: [paths[p["a_id"]], paths[p["b_id"]]])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -67,7 +67,8 @@ def score_points(manifest: Path, teacher_spec: dict, prompts: dict, scoring: dic
                            scoring.get("batch_size", 16), scoring.get("max_error_fraction", 0.05),
                            desc=f"score_points[{teacher_name} {shard}]", schema=POINT_SCHEMA,
                            min_token_mass=teacher.acceptance().get("min_token_mass"),
-                           answer_advice=answer_advice("point", teacher_name))
+                           answer_advice=answer_advice("point", teacher_name),
+                           item_images=lambda r: [r.path])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -99,6 +99,7 @@ def run_batches(
     schema: dict[str, pl.DataType],
     min_token_mass: float | None = None,
     answer_advice: str = "",
+    item_images: Callable[[T], Sequence[str]] | None = None,
 ) -> pl.DataFrame:
     out, resume_dir = Path(out), Path(resume_dir)
     stamp = resume_dir / "provenance.json"
@@ -149,13 +150,65 @@ def run_batches(
                 f"{head}; {n_unanswered} of them because {NOT_ANSWERED} first (median answer-token mass "
                 f"{m.get('quantiles', {}).get('0.5', float('nan')):.3g}, threshold {min_token_mass}). First: {first}. "
                 f"{answer_advice}")
-        first = failed.filter(_retryable(pl.col("error")))["error"].head(3).to_list()
-        raise TeacherError(
-            f"{head}; first errors: {first}. Successful rows are kept in {resume_dir}; rerun to retry the failed "
-            "requests.")
+        raise TeacherError(too_many_failures(result, items, item_key, row_key, item_images, out, resume_dir,
+                                             max_error_fraction))
     if n_err:
         log.warning("%s: %d of %d rows failed and are kept as error rows", desc, n_err, result.height)
     write_parquet(result, out, provenance | {"summary": summary})
     shutil.rmtree(resume_dir, ignore_errors=True)
     log.info("%s: wrote %s (%d rows, %d failed)", desc, out, result.height, n_err)
     return result
+
+
+def unusable_images(failed: pl.DataFrame, items: Sequence[T], item_key: Callable[[T], Any], row_key: str,
+                    item_images: Callable[[T], Sequence[str]]) -> tuple[dict[str, str], set[Any]]:
+    """Images of failed rows that cannot be used at all, so their rows would fail again: (path -> problem,
+    keys of the rows they sank). Only images the error text names are decoded again (cheap: a server
+    outage names no image)."""
+    from leaf_steps.images.verdict import decode_one
+    from leaf_steps.images import DEFAULT_MAX_PIXELS
+
+    by_key = {item_key(it): it for it in items}
+    problems: dict[str, str | None] = {}
+    sunk = set()
+    for key, error in failed.select(row_key, "error").iter_rows():
+        item = by_key.get(key)
+        if item is None:
+            continue
+        for path in item_images(item):
+            if path not in str(error):
+                continue
+            if path not in problems:
+                problems[path] = decode_one(path, DEFAULT_MAX_PIXELS)[2]
+            if problems[path] is not None:
+                sunk.add(key)
+    return {p: why for p, why in problems.items() if why is not None}, sunk
+
+
+def too_many_failures(result: pl.DataFrame, items: Sequence[T], item_key: Callable[[T], Any], row_key: str,
+                      item_images: Callable[[T], Sequence[str]] | None, out: Path, resume_dir: Path,
+                      max_error_fraction: float) -> str:
+    """Why the shard fails: failures that will fail again (unusable images, named) apart from those a rerun may fix."""
+    failed = result.filter(pl.col("error").is_not_null())
+    head = (f"{out}: {failed.height} of {result.height} rows failed (> scoring.max_error_fraction="
+            f"{max_error_fraction})")
+    bad, sunk = unusable_images(failed, items, item_key, row_key, item_images) if item_images else ({}, set())
+    others = failed.filter(~pl.col(row_key).is_in(list(sunk)))
+    retryable = others.filter(_retryable(pl.col("error")))
+    unanswered = others.height - retryable.height
+    parts = [head + "."]
+    if bad:
+        listing = "\n".join(f"    {why}" for why in bad.values())
+        parts.append(f"  {len(sunk)} row(s) failed because {len(bad)} image(s) cannot be used, and will fail again on "
+                     f"a rerun:\n{listing}\n  Fix or remove these files and rerun the dataset stage (with "
+                     "dataset.on_bad_image: drop it leaves unusable images out and lists them), or raise "
+                     "scoring.max_error_fraction.")
+    if unanswered:
+        parts.append(f"  {unanswered} row(s): {NOT_ANSWERED} first (see the rows' errors); a rerun gives the same answers.")
+    if retryable.height:
+        first = retryable["error"].head(3).to_list()
+        parts.append(f"  {retryable.height} row(s) failed otherwise; first errors: {first}. Successful rows are kept "
+                     f"in {resume_dir}; rerun to retry the failed requests.")
+    else:
+        parts.append(f"  Successful rows are kept in {resume_dir}.")
+    return "\n".join(parts)

@@ -97,6 +97,8 @@ class Behaviour:
     never_healthy: bool = False  # /health answers 503 forever
     think_first: bool = False  # "<think>" first unless chat_template_kwargs.enable_thinking is false
     lead_token: str | None = None  # a word the model says first whatever it is asked (e.g. "Sure")
+    huge_body_bytes: int = 0  # chat answers are 200s with a body of this many bytes (whitespace), sent in chunks
+    endless_body: bool = False  # chat answers are 200s whose chunked body never ends (a chunk every 50 ms)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Behaviour:
@@ -111,7 +113,8 @@ class Behaviour:
                 values[f.name] = tuple(x for x in raw.split(",") if x)
             elif f.name in ("api_key", "lead_token"):
                 values[f.name] = raw
-            elif f.name in ("malformed", "no_logprobs", "variants", "subword", "never_healthy", "think_first"):
+            elif f.name in ("malformed", "no_logprobs", "variants", "subword", "never_healthy", "think_first",
+                            "endless_body"):
                 values[f.name] = raw.lower() in ("1", "true", "yes")
             elif f.name in ("latency_s", "hang_s"):
                 values[f.name] = float(raw)
@@ -259,6 +262,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _send_unbounded(self, size: int) -> None:
+        """A 200 of ``size`` bytes of whitespace (Content-Length), or with size 0 a chunked body that never
+        ends; stops when the client hangs up or the server stops."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length" if size else "Transfer-Encoding", str(size) if size else "chunked")
+        self.end_headers()
+        chunk = b" " * 65536
+        sent = 0
+        try:
+            while not self.server.stopping.is_set() and (not size or sent < size):
+                if size:
+                    self.wfile.write(chunk[: size - sent])
+                    sent += min(len(chunk), size - sent)
+                else:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (1024, b" " * 1024))
+                    self.wfile.flush()
+                    self.server.stopping.wait(0.05)
+        except OSError:  # the client gave up on us: what the test wants
+            pass
+        self.close_connection = True
+
     def _send_error(self, status: int, message: str, err_type: str, headers: dict[str, str] | None = None) -> None:
         self._send_json(status, {"error": {"message": message, "type": err_type, "param": None, "code": status}},
                         headers)
@@ -341,6 +366,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_error(500, "EngineCore encountered an issue (fake)", "InternalServerError")
         if b.malformed:
             return self._send_raw(200, b'{"id": "chatcmpl-x", "choices": [{"index": 0, "message": ')
+        if b.huge_body_bytes or b.endless_body:
+            return self._send_unbounded(b.huge_body_bytes)
         images, model = self._validate_chat(body)
         logprobs = answer_logprobs(images, b, lead_token(body, b))
         self._send_json(200, self._completion(body, model, logprobs, n))

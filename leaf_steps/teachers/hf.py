@@ -26,7 +26,9 @@ decoded pixels (``image_bytes`` = ``pixels`` in the rows), by the same decoder a
 
 from __future__ import annotations
 
+import functools
 import gc
+import importlib
 import inspect
 import logging
 from collections.abc import Mapping, Sequence
@@ -34,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 
 from leaf_steps.errors import ConfigError, InputError, TeacherError
@@ -45,7 +46,28 @@ from leaf_steps.teachers.visual_budget import parse_budget, transformers_images_
 
 log = logging.getLogger("leaf.teachers.hf")
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+class _Torch:
+    """torch, imported on first use: config validation reads this module's spec (TransformersSpec,
+    parse_spec) without paying torch's import (seconds) at every workflow start."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module("torch"), name)
+
+
+torch = _Torch()
+
+
+def _inference_mode(fn):
+    """``@torch.inference_mode()``, entered at call time (see _Torch)."""
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode():
+            return fn(*args, **kwargs)
+    return run
+
+
+DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names (getattr(torch, name))
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -68,7 +90,7 @@ class TransformersSpec:
 
 # "backend" selects this class; "name" may be set by the caller to the teachers.<name> key
 # so that error messages point at the exact config entry.
-_META_KEYS = {"backend", "name"}
+_META_KEYS = {"backend", "name", "gpus"}  # gpus: the scoring job's GPU resource
 
 
 def parse_spec(spec: Mapping[str, Any]) -> TransformersSpec:
@@ -167,7 +189,7 @@ def _pick_device(requested: str) -> torch.device:
 
 def _pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     if requested != "auto":
-        return DTYPES[requested]
+        return getattr(torch, requested)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32  # half precision on CPU is slow and, for some ops, unsupported
@@ -206,7 +228,9 @@ class TransformersTeacher(Teacher):
         kwargs = {"revision": s.revision, "trust_remote_code": s.trust_remote_code}
         try:
             self.processor = AutoProcessor.from_pretrained(self.model_path, **kwargs)
-            model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype, **kwargs)
+            # safetensors only: a checkpoint folder is user-supplied, and a pickled .bin can run code when loaded.
+            model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype,
+                                                                use_safetensors=True, **kwargs)
         except (OSError, ValueError, KeyError, ImportError) as exc:
             raise TeacherError(f"teachers.*.model: cannot load {s.model!r} as an image-text-to-text model "
                                f"({type(exc).__name__}: {exc})") from exc
@@ -285,7 +309,7 @@ class TransformersTeacher(Teacher):
                 inputs[key] = value.to(self.dtype)  # pixel values must match the weights
         return inputs
 
-    @torch.inference_mode()
+    @_inference_mode
     def _forward(self, images: list[list[Image.Image]], text: str,
                  label_ids: dict[str, list[int]]) -> list[LabelScores]:
         inputs = self.encode(images, text)

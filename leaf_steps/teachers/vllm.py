@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import math
 import os
@@ -101,10 +102,31 @@ RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 # costs milliseconds per request at 32 connections; several small pools avoid that.
 CONNECTIONS_PER_CLIENT = 1
 MAX_BACKOFF_S = 60.0
+# An answer is a few KB (one token, top_logprobs <= a few dozen); a body past this is no answer and is
+# refused while it streams in, so that a broken server or proxy cannot exhaust the job's memory.
+MAX_RESPONSE_BYTES = 8 << 20
 
 
 class RequestFailed(Exception):
     """One item's request failed for good; the message goes into its error row."""
+
+
+class ResponseTooLarge(Exception):
+    """The body passed MAX_RESPONSE_BYTES while it streamed in."""
+
+
+async def read_bounded(client: httpx.AsyncClient, url: str, payload: dict[str, Any],
+                       limit: int = MAX_RESPONSE_BYTES) -> tuple[httpx.Response, bytes]:
+    """POST and read the (decoded) body, refusing it as soon as it passes ``limit`` bytes; the caller bounds
+    the time (a body that streams forever is then a timeout, never a hang)."""
+    async with client.stream("POST", url, json=payload) as response:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise ResponseTooLarge(f"the answer passed {limit:,} bytes and was refused (a chat completion "
+                                       "of one token is a few KB)")
+        return response, bytes(body)
 
 
 def _is_int(v: Any) -> bool:
@@ -500,8 +522,10 @@ class VllmTeacher(Teacher):
                 await asyncio.sleep(self._backoff(attempt, wait_hint))
             wait_hint = None
             try:
-                # httpx timeouts are per phase (connect/read/...); this bounds the whole exchange.
-                response = await asyncio.wait_for(client.post(url, json=payload), timeout)
+                # httpx timeouts are per phase (connect/read/...); this bounds the whole exchange, body included.
+                response, body = await asyncio.wait_for(read_bounded(client, url, payload), timeout)
+            except ResponseTooLarge as exc:  # a server that sends that much will do it again: no retry
+                raise RequestFailed(f"{url}: {exc}") from None
             except (asyncio.TimeoutError, httpx.TimeoutException):
                 reason = f"no answer within request_timeout_s={timeout:g}s"
                 continue
@@ -518,10 +542,12 @@ class VllmTeacher(Teacher):
             if response.status_code == 200:
                 self._unreachable = False
                 try:
-                    return response.json()
+                    return json.loads(body)
                 except ValueError:
-                    raise RequestFailed(f"malformed JSON in the answer ({response.text[:120]!r}...)") from None
-            reason = f"HTTP {response.status_code}: {server_error_text(response)}"
+                    text = body[:120].decode("utf-8", "replace")
+                    raise RequestFailed(f"malformed JSON in the answer ({text!r}...)") from None
+            answer = httpx.Response(response.status_code, content=body)
+            reason = f"HTTP {response.status_code}: {server_error_text(answer)}"
             if response.status_code not in RETRY_STATUS:
                 raise RequestFailed(reason)  # a bad request stays bad: no retry
             wait_hint = _retry_after(response)

@@ -3,18 +3,23 @@ import json
 import re
 import shlex
 import sys
+from pathlib import Path
 
 from leaf_steps.codehash import code_fingerprint
 from leaf_steps.config import validate_config, variant_settings
-from leaf_steps.errors import ConfigError
+from leaf_steps.config_checks import config_warnings, resolved_min_side
+from leaf_steps.datasets.fingerprint import dataset_fingerprint
+from leaf_steps.errors import ConfigError, LeafError
 from leaf_steps.teachers.base import BACKENDS
 from leaf_steps.training.epochs import candidate_epochs
 
 
 try:
     validate_config(config, source="config")
-except ConfigError as exc:
+except LeafError as exc:
     sys.exit(f"LEAF config error: {exc}")
+for _warning in config_warnings(config):
+    print(f"LEAF config warning: {_warning}", file=sys.stderr)
 
 
 R = f"{config['results_dir']}/{config['run_name']}"
@@ -90,6 +95,29 @@ STAGE1_EPOCHS = (
 HEADLINE = config["evaluation"].get("headline_variant") or next(
     (v for v, s in VARIANTS.items() if s["distill"]), None
 )
+
+
+def dataset_settings():
+    """The dataset block as the dataset steps read it, with dataset.min_side resolved for this run's teachers."""
+    return {**config["dataset"], "min_side": resolved_min_side(config)}
+
+
+def dataset_files(wildcards):
+    """Names, sizes and mtimes of every file the dataset stage reads (leaf_steps.datasets.fingerprint):
+    adding, removing, renaming or editing an image, or editing a label file, reruns the stage. Evaluated
+    when the DAG is built and again right before the job runs (after the download), never hashing content."""
+    return dataset_fingerprint(config["dataset"]["name"], config["dataset"], RES)
+
+
+def niqe_references(teacher):
+    """The pristine photos NIQE is fitted on: teachers.<name>.pristine_dir, else the demo's generated
+    references, else (other datasets) none: the step then uses scikit-image's bundled photos."""
+    spec = config["teachers"][teacher]
+    if spec.get("pristine_dir"):
+        return {"references": spec["pristine_dir"]}
+    if config["dataset"]["name"] == "demo":
+        return {"references": f"{R}/dataset/references"}
+    return {}
 
 
 def teacher_backend_module(teacher):
