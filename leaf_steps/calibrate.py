@@ -1,10 +1,19 @@
 """Stage 2: calibration fine-tuning on the small MOS subset (paper Sec. 3.3, Eq 10-12).
 
-    python -m leaf_steps.calibrate --manifest M --subset S [--init stage1.safetensors] \\
+    python -m leaf_steps.calibrate --manifest M --subset S \\
+        [--init stage1.safetensors | --stage1-selection S1 --stage1-checkpoints C1 C2 ...] \\
         --out-model model.safetensors --out-losses losses.parquet \\
         --out-predictions preds.parquet --settings JSON
 
-Without ``--init`` this is the CFT-only baseline (Table 3, row 1): a fresh timm student
+The stage-1 start is either ``--init`` (one checkpoint: the teacher rule's epoch, ``distill``'s
+``model.safetensors``) or ``--stage1-selection`` with ``--stage1-checkpoints`` (few-shot selection,
+``distill.selection: mos_subset``): the epoch ``select_stage1`` chose on this subset's calib_val
+images, loaded from the candidate checkpoint whose metadata names that epoch; the selection must
+have been made on this subset's calib_val images (checked by hash). Either way the stage-1 epoch
+and the rule that chose it go into the provenance and the ``stage1_epoch`` / ``stage1_selection``
+columns of the losses table.
+
+Without a stage-1 start this is the CFT-only baseline (Table 3, row 1): a fresh timm student
 (``student.pretrained`` decides ImageNet weights) trained on the MOS subset alone.
 
 ``--subset``: image_id, role ("calib_train" | "calib_val"), mos. The student trains on
@@ -19,8 +28,8 @@ the step that draws the subset).
 
 Scale handling. MOS are standardised with the calib_train mean and (population) std
 inside training, so the MSE term has the same scale for any MOS range (1..5, 0..100);
-``train_mse`` in the losses table is in these standardised units. When ``--init`` is
-given, the output layer is first set affinely -- weight <- a*weight, bias <- a*bias + c,
+``train_mse`` in the losses table is in these standardised units. With a stage-1 start,
+the output layer is first set affinely -- weight <- a*weight, bias <- a*bias + c,
 with (a, c) the least-squares fit of standardised MOS on the stage-1 outputs over the
 calib_train images -- so calibration starts from the distilled ranking already on the
 right scale. At the end the inverse standardisation is folded into the output layer
@@ -29,13 +38,14 @@ the same way, so the saved checkpoint (and ``predict`` on it) outputs MOS units.
 Epoch selection (few-shot protocol, paper Sec. 3.2.3). After every epoch the student
 predicts calib_val; the epoch with the highest val SRCC + val PLCC is kept (earliest on
 ties; an epoch whose correlations are undefined, e.g. constant predictions, is never
-preferred). With ``--init`` the affinely initialised model is evaluated as epoch 0 and
+preferred). With a stage-1 start the affinely initialised model is evaluated as epoch 0 and
 can be selected, so fine-tuning never ends worse on calib_val than the linear
 calibration of stage 1. With no calib_val rows the last epoch is kept.
 
 Outputs: the selected weights (safetensors, MOS units), per-epoch losses (epoch,
 train_loss, train_mse, train_plcc_loss, val_srcc, val_plcc, val_rmse, lr, seconds,
-selected) and test-split predictions (image_id, prediction in the dataset's MOS units).
+selected, stage1_epoch, stage1_selection; the last two null for CFT-only) and
+test-split predictions (image_id, prediction in the dataset's MOS units).
 """
 
 from __future__ import annotations
@@ -56,7 +66,8 @@ from leaf_steps import losses
 from leaf_steps import student as st
 from leaf_steps.cli import json_arg, run_step
 from leaf_steps.errors import ConfigError, InputError
-from leaf_steps.io import make_provenance, read_parquet, stable_hash, write_parquet
+from leaf_steps.io import make_provenance, read_parquet, read_provenance, stable_hash, write_parquet
+from leaf_steps.training.selection import calib_val_hash, correlation_score, find_epoch_checkpoint
 
 log = logging.getLogger("leaf.calibrate")
 
@@ -64,7 +75,7 @@ ROLES = ("calib_train", "calib_val")
 LOSS_SCHEMA = {
     "epoch": pl.Int32, "train_loss": pl.Float64, "train_mse": pl.Float64, "train_plcc_loss": pl.Float64,
     "val_srcc": pl.Float64, "val_plcc": pl.Float64, "val_rmse": pl.Float64, "lr": pl.Float64,
-    "seconds": pl.Float64, "selected": pl.Boolean,
+    "seconds": pl.Float64, "selected": pl.Boolean, "stage1_epoch": pl.Int32, "stage1_selection": pl.String,
 }
 PREDICTION_SCHEMA = {"image_id": pl.String, "prediction": pl.Float64}
 
@@ -112,8 +123,52 @@ def load_subset(path: str, manifest: pl.DataFrame) -> pl.DataFrame:
     return df
 
 
-def selection_score(srcc: float | None, plcc: float | None) -> float:
-    return srcc + plcc if srcc is not None and plcc is not None else -math.inf
+selection_score = correlation_score  # the same criterion picks stage-1 epochs per subset
+
+
+@dataclass(frozen=True)
+class Stage1Start:
+    """The stage-1 checkpoint a calibration starts from, and how its epoch was chosen."""
+
+    path: str
+    epoch: int | None
+    rule: str                   # "teacher" or "mos_subset"
+    reason: str | None = None   # why a mos_subset selection fell back to the teacher rule
+    selection: str | None = None
+
+
+def _epoch_of(meta: dict[str, str], path: str) -> int | None:
+    value = meta.get("epoch") or meta.get("selected_epoch")
+    try:
+        return int(value) if value is not None else None
+    except ValueError as exc:
+        raise InputError(f"{path}: checkpoint metadata epoch {value!r} is not an integer") from exc
+
+
+def stage1_start(init: str | None, selection: str | None, checkpoints: Sequence[str] | None,
+                 subset: pl.DataFrame) -> Stage1Start | None:
+    """Resolve ``--init`` or ``--stage1-selection`` + ``--stage1-checkpoints`` (None: CFT-only)."""
+    if init and (selection or checkpoints):
+        raise ConfigError("give either --init or --stage1-selection with --stage1-checkpoints, not both")
+    if bool(selection) != bool(checkpoints):
+        raise ConfigError("--stage1-selection and --stage1-checkpoints go together")
+    if init:
+        return Stage1Start(init, _epoch_of(st.read_checkpoint_metadata(init), init), "teacher")
+    if not selection:
+        return None
+    table = read_parquet(selection, ["epoch", "selected"])
+    prov = read_provenance(selection)
+    chosen = table.filter(pl.col("selected"))
+    if chosen.height != 1 or prov.get("selected_epoch") != chosen["epoch"][0]:
+        raise InputError(f"{selection}: expected one selected epoch matching its provenance, found "
+                         f"{chosen['epoch'].to_list()} (provenance: {prov.get('selected_epoch')})")
+    if prov.get("calib_val_hash") != calib_val_hash(subset):
+        raise InputError(f"{selection}: made on other calib_val images than this MOS subset's "
+                         f"(subset recorded there: {prov.get('subset')})")
+    epoch = int(chosen["epoch"][0])
+    found = [(str(c), _epoch_of(st.read_checkpoint_metadata(c), str(c))) for c in checkpoints]
+    return Stage1Start(find_epoch_checkpoint(found, epoch), epoch, prov.get("rule", "mos_subset"),
+                       prov.get("reason"), selection)
 
 
 def evaluate(model, rows, mos: np.ndarray, mean: float, std: float, cfg: CalibrationSettings, device, cache,
@@ -146,7 +201,7 @@ def affine_init(model, rows, z: np.ndarray, cfg: CalibrationSettings, device, ca
 
 
 def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, subset: pl.DataFrame,
-          init: str | None, device: torch.device) -> tuple[torch.nn.Module, pl.DataFrame, dict[str, Any]]:
+          stage1: Stage1Start | None, device: torch.device) -> tuple[torch.nn.Module, pl.DataFrame, dict[str, Any]]:
     scfg, ccfg = cfg.student, cfg.calibration
     tr = subset.filter(pl.col("role") == "calib_train").sort("image_id")
     va = subset.filter(pl.col("role") == "calib_val").sort("image_id")
@@ -161,6 +216,7 @@ def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, 
     train_rows = st.image_rows(manifest, manifest_path, tr["image_id"])
     val_rows = st.image_rows(manifest, manifest_path, va["image_id"])
     st.check_images_exist(train_rows + val_rows)
+    init = stage1.path if stage1 else None
     info: dict[str, Any] = {"calib_train": tr.height, "calib_val": va.height, "mos_mean": mean, "mos_std": std,
                             "init": init}
 
@@ -169,7 +225,7 @@ def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, 
     if init:
         model, meta = st.load_checkpoint(init, device)
         if meta["model"] != cfg.model_name:
-            raise ConfigError(f"settings.student_model: {cfg.model_name!r} but --init {init} holds a "
+            raise ConfigError(f"settings.student_model: {cfg.model_name!r} but the stage-1 checkpoint {init} holds a "
                               f"{meta['model']!r} student")
         info["affine_init"] = affine_init(model, train_rows, z_train.numpy(), cfg, device, cache)
     else:
@@ -226,6 +282,8 @@ def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, 
     st.fold_affine_into_head(model, std, mean)
     for r in records:
         r["selected"] = r["epoch"] == best_epoch
+        r["stage1_epoch"] = stage1.epoch if stage1 else None
+        r["stage1_selection"] = stage1.rule if stage1 else None
     info["selected_epoch"] = best_epoch
     return model, pl.DataFrame(records, schema=LOSS_SCHEMA), info
 
@@ -234,7 +292,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m leaf_steps.calibrate", description=__doc__.splitlines()[0])
     p.add_argument("--manifest", required=True, help="dataset manifest Parquet")
     p.add_argument("--subset", required=True, help="MOS subset Parquet (image_id, role, mos)")
-    p.add_argument("--init", default=None, help="stage-1 checkpoint; absent = CFT-only baseline")
+    p.add_argument("--init", default=None, help="stage-1 checkpoint (teacher rule); absent = CFT-only baseline")
+    p.add_argument("--stage1-selection", default=None, help="select_stage1's choice for this subset")
+    p.add_argument("--stage1-checkpoints", nargs="+", default=None, help="candidate stage-1 checkpoints")
     p.add_argument("--out-model", required=True, help="selected checkpoint (.safetensors, MOS units)")
     p.add_argument("--out-losses", required=True, help="per-epoch losses Parquet")
     p.add_argument("--out-predictions", required=True, help="test-split predictions Parquet")
@@ -248,20 +308,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = st.choose_device(cfg.device)
     manifest = st.read_manifest(args.manifest)
     subset = load_subset(args.subset, manifest)
-    if args.init:
-        st.read_checkpoint_metadata(args.init)  # fail on a bad --init before touching any image
+    # Resolved (and every checkpoint's metadata read) before touching any image.
+    start = stage1_start(args.init, args.stage1_selection, args.stage1_checkpoints, subset)
+    if start:
+        log.info("calibrate: starting from stage-1 epoch %s (%s rule%s): %s", start.epoch, start.rule,
+                 f"; fallback: {start.reason}" if start.reason else "", start.path)
     test_rows = st.image_rows(manifest, args.manifest, manifest.filter(pl.col("split") == "test")["image_id"])
     st.check_images_exist(test_rows)
 
-    model, loss_df, info = train(cfg, args.manifest, manifest, subset, args.init, device)
+    model, loss_df, info = train(cfg, args.manifest, manifest, subset, start, device)
     preds = st.predict(model, test_rows, resize=cfg.student["resize"], crop=cfg.student["crop"], device=device,
                        batch_size=cfg.calibration["batch_size"], amp=cfg.student["amp"],
                        num_workers=cfg.student["num_workers"], desc="calibrate predict test")
 
     provenance = make_provenance(
         "calibrate", settings=cfg.raw, settings_hash=stable_hash(cfg.raw), model=cfg.model_name, device=str(device),
-        inputs={"manifest": args.manifest, "subset": args.subset, "init": args.init},
-        counts={**info, "test_images": len(test_rows)}, selected_epoch=info["selected_epoch"])
+        inputs={"manifest": args.manifest, "subset": args.subset, "init": start.path if start else None,
+                "stage1_selection": start.selection if start else None},
+        counts={**info, "test_images": len(test_rows)}, selected_epoch=info["selected_epoch"],
+        stage1_epoch=start.epoch if start else None, stage1_selection=start.rule if start else None,
+        stage1_selection_reason=start.reason if start else None)
     st.save_checkpoint(model, args.out_model, model_name=cfg.model_name, stage="calibrate", settings=cfg.raw,
                        output_units="mos", extra={"selected_epoch": str(info["selected_epoch"]),
                                                   "provenance": provenance})

@@ -38,17 +38,17 @@ def run_step(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | 
 
 
 PASSTHROUGH = {
+    "validate-config": ("leaf_steps.config_checks", "check a config file (every block) without running anything"),
     "inspect": ("leaf_steps.inspect_artifacts", "schema, provenance and summary of a Parquet artifact"),
     "estimate-cost": ("leaf_steps.estimate_cost", "GPU-hours of a config from per-image costs"),
     "predict": ("leaf_steps.predict", "score images with a trained student (checkpoint, export folder or ONNX)"),
+    "why": ("leaf_steps.tools.why", "which jobs a run would execute now, and the setting, file or code change behind each"),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="leaf", description="LEAF pipeline utilities")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_val = sub.add_parser("validate-config", help="validate a config file against the schema")
-    p_val.add_argument("config")
     for command, (_, help_text) in PASSTHROUGH.items():
         sub.add_parser(command, help=help_text, add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -57,15 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         module = importlib.import_module(PASSTHROUGH[argv[0]][0])
         run_step(module.main, argv[1:])
         return
-    args = parser.parse_args(argv)
-    if args.command == "validate-config":
-        from leaf_steps.config import load_config
-
-        def _validate(_argv: Sequence[str] | None) -> None:
-            load_config(args.config)
-            print(f"{args.config}: ok")
-
-        run_step(_validate, [])
+    parser.parse_args(argv)  # no subcommand, or an unknown one: argparse says so
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
-"""Hash a step module's source together with the leaf_steps modules it imports.
+"""Hash a step module's code together with the leaf_steps modules it imports.
 
 Snakemake's "code" rerun trigger does not see modules run as ``python -m``; rules put this
-hash in their ``params`` so that editing a step (or a shared helper it imports) reruns
+fingerprint in their ``params`` so that editing a step (or a shared helper it imports) reruns
 that step and everything downstream, and nothing else.
+
+What is hashed is the parsed code, not the file's bytes: comments, docstrings, blank lines and
+formatting (line breaks, spacing, quote style) do not count, so a comment edit in a shared helper
+reruns nothing. The canonical form walks the syntax tree and leaves out empty fields, so that the
+hash of unchanged code stays the same across the Python versions that add new, empty AST fields.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -62,11 +68,54 @@ def module_closure(name: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _canonical(node: object) -> str:
+    """A stable text form of a syntax tree: node types, non-empty fields and constants' reprs;
+    no positions (line numbers, columns), so formatting does not count."""
+    if isinstance(node, ast.AST):
+        fields = []
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if value is None or value == []:
+                continue
+            fields.append(f"{name}={_canonical(value)}")
+        return f"{type(node).__name__}({','.join(fields)})"
+    if isinstance(node, list):
+        return "[" + ",".join(_canonical(v) for v in node) + "]"
+    return f"{type(node).__name__}:{node!r}"
+
+
+@lru_cache(maxsize=None)
+def module_code_hash(name: str, length: int = 12) -> str:
+    """Hash of one module's parsed code (comments, docstrings and formatting left out)."""
+    path = _module_file(name)
+    if path is None:
+        raise ValueError(f"{name}: not a module of {PACKAGE}")
+    tree = _without_docstrings(ast.parse(path.read_text(), filename=str(path)))
+    return hashlib.sha256(_canonical(tree).encode()).hexdigest()[:length]
+
+
+@lru_cache(maxsize=None)
+def code_fingerprint(*names: str) -> str:
+    """``{"module": hash, ...}`` (compact JSON) over ``names`` and their import closures.
+
+    Rules put this in their params: any module's change reruns the rule, and ``leaf why`` can say
+    which module it was. Teacher backends are imported lazily by name, so a rule adds the
+    backend module it uses explicitly."""
+    modules = sorted(set().union(*(module_closure(n) for n in names)))
+    return json.dumps({m: module_code_hash(m) for m in modules}, separators=(",", ":"))
+
+
 @lru_cache(maxsize=None)
 def code_hash(*names: str, length: int = 16) -> str:
-    """Hash of the sources of ``names`` and their import closures. Teacher backends are imported
-    lazily by name, so a rule adds the backend module it uses explicitly."""
-    digest = hashlib.sha256()
-    for mod in sorted(set().union(*(module_closure(n) for n in names))):
-        digest.update(mod.encode() + b"\0" + _module_file(mod).read_bytes() + b"\0")  # type: ignore[union-attr]
-    return digest.hexdigest()[:length]
+    """One hash of :func:`code_fingerprint` (for provenance records)."""
+    return hashlib.sha256(code_fingerprint(*names).encode()).hexdigest()[:length]

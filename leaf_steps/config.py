@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
         lines = []
         for err in errors[:10]:
             if err.validator == "additionalProperties":
-                lines.append(f"{_key_path(err)}: {err.message} (unknown key; see config/README.md)")
+                lines.append(f"{_key_path(err)}: {err.message}{_suggestion(err)} (unknown key; see config/README.md)")
             else:
                 lines.append(f"{_key_path(err)}: {err.message}")
         raise ConfigError(f"{source}: invalid config\n  " + "\n  ".join(lines))
@@ -56,7 +57,25 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
         raise ConfigError(f"{source}: student.crop ({config['student']['crop']}) must be <= student.resize")
     if (config["student"]["train_crop"] or 0) > config["student"]["resize"]:
         raise ConfigError(f"{source}: student.train_crop ({config['student']['train_crop']}) must be <= student.resize")
+    # The blocks the schema leaves open are checked by the code that reads them (leaf_steps.config_checks).
+    # Imported by name: those checks run at validation, never inside a step, so they stay out of the
+    # code hash of the steps that import this module (leaf_steps.codehash follows import statements).
+    checks = importlib.import_module("leaf_steps.config_checks")
+    try:
+        checks.check_blocks(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return config
+
+
+def _suggestion(error: jsonschema.ValidationError) -> str:
+    """`` (did you mean 'lambda_dis'?)`` for an unknown key next to a known one."""
+    from leaf_steps.errors import did_you_mean as closest
+
+    known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+    extra = [k for k in (error.instance or {}) if k not in known] if isinstance(error.instance, dict) else []
+    hints = [f"{k!r}: {closest(k, known).strip(' ()')}" for k in extra if closest(k, known)]
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def _fill_defaults(node: Any, schema: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
     python -m leaf_steps.distill --manifest M --points P --pairs F \\
         --out-model model.safetensors --out-losses losses.parquet \\
-        --out-predictions preds.parquet --settings JSON
+        --out-predictions preds.parquet --settings JSON \\
+        [--out-epoch-checkpoints epochs/epoch1.safetensors ... --out-epoch-predictions epoch_predictions.parquet]
 
 Inputs. ``--points``: image_id, teacher_score (Eq 2, 1..5) and optionally ``error``;
 rows with a non-null error are skipped (and counted in the log and the provenance).
@@ -21,7 +22,18 @@ scores those images (eval transform) and we compute, on them, ``val_reg`` (Eq 6)
 ``val_rank`` (Eq 8 on the held-out pairs) and ``val_loss`` (Eq 9 with the same
 switches as training, summing the enabled terms that have held-out data). The epoch
 with the lowest ``val_loss`` is kept (the earliest on ties). With no held-out data for
-any enabled term (e.g. ``holdout_fraction: 0``) the last epoch is kept.
+any enabled term (e.g. ``holdout_fraction: 0``) the last epoch is kept. This is the teacher
+rule of :mod:`leaf_steps.training.selection`: it picks the label-free model, and the start of
+every calibration when ``distill.selection`` is ``teacher``.
+
+Few-shot selection (``distill.selection: mos_subset``, paper Sec. 3.2.3). The MOS subsets are
+drawn later and per seed, so this step keeps what their selection needs, without reading any
+MOS: with ``--out-epoch-checkpoints`` / ``--out-epoch-predictions``, after each candidate epoch
+(every ``distill.checkpoint_every``-th and the last, ascending; one path per candidate) it saves
+the weights (safetensors, metadata ``epoch``) and the student's outputs on every labelled
+training image (the pool the subsets come from). ``select_stage1`` then picks one epoch per
+subset on its calib_val images. Cost: one checkpoint (the student's size: ConvNeXt-Base in
+float32 is 354 MB) and one evaluation pass over the labelled training images per candidate.
 
 Schedule. One epoch is one pass over the training images of the point term, in
 shuffled batches of ``batch_size``. Each step also draws the next ``pair_batch_size``
@@ -31,10 +43,12 @@ both images of every pair go through the network as one batch. With ``use_point:
 false`` an epoch still has as many steps as a point pass would have, so the ablations
 train for the same number of steps. Learning rate: AdamW with cosine decay per epoch.
 
-Outputs: the selected weights (safetensors; the model outputs teacher-score units),
-per-epoch losses (epoch, train_loss, train_reg, train_rank, val_loss, val_reg,
-val_rank, val_teacher_srcc, lr, seconds, selected) and predictions for
-``split == "test"`` images (image_id, prediction in teacher-score units).
+Outputs: the selected weights (safetensors; the model outputs teacher-score units;
+metadata ``epoch`` and ``selected_epoch``), per-epoch losses (epoch, train_loss,
+train_reg, train_rank, val_loss, val_reg, val_rank, val_teacher_srcc, lr, seconds,
+selected) and predictions for
+``split == "test"`` images (image_id, prediction in teacher-score units); with the per-epoch
+outputs, the candidate checkpoints and their predictions (image_id, epoch, prediction).
 """
 
 from __future__ import annotations
@@ -44,7 +58,8 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +71,7 @@ from leaf_steps import student as st
 from leaf_steps.cli import json_arg, run_step
 from leaf_steps.errors import ConfigError, InputError
 from leaf_steps.io import make_provenance, parquet_files, read_shards, stable_hash, write_parquet
+from leaf_steps.training.epochs import EPOCH_PREDICTION_SCHEMA, candidate_epochs, labelled_training_ids
 
 log = logging.getLogger("leaf.distill")
 
@@ -184,6 +200,31 @@ def holdout_ids(candidates: Sequence[str], fraction: float, seed: int) -> set[st
 
 # --------------------------------------------------------------------------- training
 
+@dataclass
+class EpochKeeper:
+    """Per candidate epoch: the checkpoint, and the outputs on the labelled training images."""
+
+    cfg: DistillSettings
+    paths: dict[int, Path]          # candidate epoch -> checkpoint path
+    pool: list[st.ImageRow]         # labelled training images
+    frames: list[pl.DataFrame] = field(default_factory=list)
+
+    def keep(self, epoch: int, model: torch.nn.Module, device: torch.device, cache) -> None:
+        if epoch not in self.paths:
+            return
+        cfg = self.cfg
+        st.save_checkpoint(model, self.paths[epoch], model_name=cfg.model_name, stage="distill_epoch",
+                           settings=cfg.raw, output_units="teacher_score", extra={"epoch": str(epoch)})
+        scores = st.predict(model, self.pool, resize=cfg.student["resize"], crop=cfg.student["crop"], device=device,
+                            batch_size=cfg.distill["batch_size"], amp=cfg.student["amp"],
+                            num_workers=cfg.student["num_workers"], cache=cache, desc=f"distill labelled {epoch}")
+        self.frames.append(pl.DataFrame({"image_id": [r.image_id for r in self.pool], "epoch": epoch,
+                                         "prediction": scores}, schema=EPOCH_PREDICTION_SCHEMA))
+
+    def predictions(self) -> pl.DataFrame:
+        return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=EPOCH_PREDICTION_SCHEMA)
+
+
 class PairStream:
     """Endless seeded stream of training-pair indices, reshuffled at each pass."""
 
@@ -231,7 +272,8 @@ def val_terms(scores: dict[str, float], val_points: pl.DataFrame, val_pairs: pl.
 
 
 def train(cfg: DistillSettings, manifest_path: str, manifest: pl.DataFrame, points: pl.DataFrame,
-          pairs: pl.DataFrame, device: torch.device) -> tuple[torch.nn.Module, pl.DataFrame, dict[str, Any]]:
+          pairs: pl.DataFrame, device: torch.device,
+          keeper: EpochKeeper | None = None) -> tuple[torch.nn.Module, pl.DataFrame, dict[str, Any]]:
     scfg, dcfg = cfg.student, cfg.distill
     candidates = set(points["image_id"]) | set(pairs["a_id"]) | set(pairs["b_id"])
     held = holdout_ids(sorted(candidates), dcfg["holdout_fraction"], cfg.seed)
@@ -315,6 +357,8 @@ def train(cfg: DistillSettings, manifest_path: str, manifest: pl.DataFrame, poin
                             batch_size=dcfg["batch_size"], amp=scfg["amp"], num_workers=scfg["num_workers"],
                             cache=cache, desc=f"distill val {epoch}")
         val = val_terms(dict(zip(val_ids, scores.tolist())), val_points, val_pairs, cfg)
+        if keeper is not None:
+            keeper.keep(epoch, model, device, cache)
         record = {"epoch": epoch, "train_loss": sums["loss"] / n,
                   "train_reg": sums["reg"] / n if cfg.use_point else None,
                   "train_rank": sums["rank"] / n if cfg.use_pair else None,
@@ -351,7 +395,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out-losses", required=True, help="per-epoch losses Parquet")
     p.add_argument("--out-predictions", required=True, help="test-split predictions Parquet")
     p.add_argument("--settings", required=True, type=json_arg, help="settings JSON (see module docstring)")
+    p.add_argument("--out-epoch-checkpoints", nargs="+", default=None,
+                   help="one checkpoint path per candidate epoch (ascending) for few-shot selection")
+    p.add_argument("--out-epoch-predictions", default=None,
+                   help="Parquet of every candidate epoch's outputs on the labelled training images")
     return p.parse_args(argv)
+
+
+def epoch_keeper(args: argparse.Namespace, cfg: DistillSettings, manifest: pl.DataFrame) -> EpochKeeper | None:
+    """The per-epoch outputs asked for on the command line, checked against the candidate epochs."""
+    if args.out_epoch_checkpoints is None and args.out_epoch_predictions is None:
+        return None
+    if args.out_epoch_checkpoints is None or args.out_epoch_predictions is None:
+        raise ConfigError("--out-epoch-checkpoints and --out-epoch-predictions go together (few-shot selection "
+                          "needs both the checkpoints and their predictions)")
+    epochs = candidate_epochs(cfg.distill["epochs"], cfg.distill["checkpoint_every"])
+    if len(args.out_epoch_checkpoints) != len(epochs):
+        raise ConfigError(f"--out-epoch-checkpoints: {len(args.out_epoch_checkpoints)} path(s) given, but "
+                          f"distill.epochs {cfg.distill['epochs']} with checkpoint_every "
+                          f"{cfg.distill['checkpoint_every']} keeps epochs {epochs}")
+    if "mos" not in manifest.columns:
+        raise InputError(f"{args.manifest}: no 'mos' column; few-shot selection needs the labelled training images")
+    pool = st.image_rows(manifest, args.manifest, labelled_training_ids(manifest))
+    if not pool:
+        log.warning("distill: no labelled training image; the epoch predictions will be empty")
+    st.check_images_exist(pool)
+    return EpochKeeper(cfg, {e: Path(p) for e, p in zip(epochs, args.out_epoch_checkpoints, strict=True)}, pool)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -369,9 +438,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         pairs, pair_counts = pl.DataFrame(schema=PAIR_SCHEMA), {"pair_rows": 0}
     test_rows = st.image_rows(manifest, args.manifest, manifest.filter(pl.col("split") == "test")["image_id"])
     st.check_images_exist(test_rows)
+    keeper = epoch_keeper(args, cfg, manifest)
 
-    model, loss_df, counts = train(cfg, args.manifest, manifest, points, pairs, device)
+    model, loss_df, counts = train(cfg, args.manifest, manifest, points, pairs, device, keeper)
     counts = {**point_counts, **pair_counts, **counts, "test_images": len(test_rows)}
+    if keeper is not None:
+        counts |= {"epoch_checkpoints": sorted(keeper.paths), "labelled_train_images": len(keeper.pool)}
     preds = st.predict(model, test_rows, resize=cfg.student["resize"], crop=cfg.student["crop"], device=device,
                        batch_size=cfg.distill["batch_size"], amp=cfg.student["amp"],
                        num_workers=cfg.student["num_workers"], desc="distill predict test")
@@ -379,11 +451,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     provenance = make_provenance(
         "distill", settings=cfg.raw, settings_hash=stable_hash(cfg.raw), model=cfg.model_name, device=str(device),
         inputs={"manifest": args.manifest, "points": args.points, "pairs": args.pairs},
-        counts=counts, selected_epoch=counts["selected_epoch"])
+        counts=counts, selected_epoch=counts["selected_epoch"],
+        stage1_epoch=counts["selected_epoch"], stage1_selection="teacher")
     st.save_checkpoint(model, args.out_model, model_name=cfg.model_name, stage="distill", settings=cfg.raw,
                        output_units="teacher_score", extra={"selected_epoch": str(counts["selected_epoch"]),
+                                                            "epoch": str(counts["selected_epoch"]),
                                                             "provenance": provenance})
     write_parquet(loss_df, args.out_losses, provenance)
+    if keeper is not None:
+        per_epoch = {k: v for k, v in provenance.items() if not k.startswith("stage1_")}
+        write_parquet(keeper.predictions(), args.out_epoch_predictions, per_epoch)
     pred_df = pl.DataFrame({"image_id": [r.image_id for r in test_rows], "prediction": preds}, schema=PREDICTION_SCHEMA)
     write_parquet(pred_df, args.out_predictions, provenance)
     log.info("distill: selected epoch %d; wrote %s, %s, %s", counts["selected_epoch"], args.out_model,

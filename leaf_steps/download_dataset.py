@@ -3,11 +3,13 @@
 KonIQ-10k is downloaded over HTTP (resumable, checksummed) and extracted; SPAQ, AGIQA-3K and
 AIGIQA-20K live on cloud drives, so the step prints what to fetch and where to put it, then
 checks what was placed; ``folder`` checks the user's folder. On success it writes the marker
-JSON (files, their sha256, counts, warnings) that later steps depend on.
+JSON (files, their sha256, counts, warnings) that later steps depend on. The marker belongs to
+the run (``results/<run>/dataset/download.json`` in the workflow): the files under
+``<resources-dir>/<dataset>/`` are shared by every run and depend on no run's options.
 
     python -m leaf_steps.download_dataset --dataset koniq10k --resources-dir resources \\
         --settings '{"name": "koniq10k", "options": {"resolution": "512x384"}}' \\
-        --out-marker resources/koniq10k/.ready.json
+        --out-marker results/run/dataset/download.json
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leaf_steps.cli import json_arg, run_step
-from leaf_steps.datasets import DATASETS, get_dataset
-from leaf_steps.datasets.common import DatasetSettings
+from leaf_steps.datasets import DATASETS, dataset_settings, get_dataset
 from leaf_steps.io import make_provenance, write_json
 
 log = logging.getLogger("leaf.download_dataset")
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    settings = DatasetSettings.from_mapping(args.settings, args.dataset)
+    settings = dataset_settings(args.dataset, args.settings)
     adapter = get_dataset(args.dataset)
     root = args.resources_dir / args.dataset
     facts = adapter.fetch(root, settings)

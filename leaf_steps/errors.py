@@ -1,5 +1,14 @@
 """Errors a user can act on. Each message names the file, row or config key at fault."""
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(key: object, known: Iterable[object]) -> str:
+    """`` (did you mean 'x'?)`` for the known key closest to a misspelt one (difflib), else ''."""
+    match = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
 
 class LeafError(Exception):
     """Base class: anything the user can fix (bad input, bad config, unreachable server)."""

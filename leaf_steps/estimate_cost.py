@@ -11,10 +11,14 @@ Work (from the config, following the code of each step):
   manifest and one pair request per sampled pair (``pairs.count``, default one per training
   image; twice with ``scoring.both_orders``), in ``scoring.shards`` jobs per kind; each job
   starts its own vLLM server unless the teacher has a ``base_url``. Prefill FLOPs per request
-  are counted on the real architectures (``leaf_steps.teacher_cost``).
+  are counted on the real architectures (``leaf_steps.teacher_cost``), with the visual tokens
+  each image costs under the teacher's ``visual_budget`` (shown in the table's work column).
 * stage 1 (``distill``), per distilled variant: ``epochs`` x (the training points after the
   holdout, plus 2 x ``pair_batch_size`` pair images per step) trained, the held-out images
-  (and the partners their pairs bring) evaluated after every epoch, then the test split.
+  (and the partners their pairs bring) evaluated after every epoch, then the test split; with
+  few-shot selection (``distill.selection: mos_subset`` and a ratio > 0) also the labelled training
+  images after each candidate epoch (counted as the whole train split: an upper bound when some
+  training images have no MOS).
 * stage 2 (``calibrate``), per variant x ratio > 0 x seed: ``epochs`` x the calib_train images
   trained and the calib_val images evaluated, the test split at the end (with stage 1, one more
   pass over calib_train and calib_val for the affine start).
@@ -52,6 +56,8 @@ from leaf_steps.datasets.common import test_count
 from leaf_steps.distill import holdout_count
 from leaf_steps.errors import ConfigError, InputError
 from leaf_steps.sample_mos_subsets import subset_sizes
+from leaf_steps.teachers.visual_budget import check_family, parse_budget
+from leaf_steps.training.epochs import candidate_epochs
 
 DEFAULT_COSTS = Path(__file__).resolve().parent.parent / "benchmarks" / "costs" / "h100.json"
 
@@ -185,7 +191,10 @@ def distill_images(config: dict[str, Any], n_train: int, n_test: int, use_point:
     share = held / n_train if n_train else 0.0
     partners = n_pairs * 2 * share * (1 - share) if use_pair else 0.0
     evaluated = min(n_train, held + partners)
-    return {"train_images": d["epochs"] * trained, "eval_images": d["epochs"] * evaluated + n_test}
+    eval_images = d["epochs"] * evaluated + n_test
+    if d.get("selection", "mos_subset") == "mos_subset" and any(r > 0 for r in config["calibration"]["ratios"]):
+        eval_images += len(candidate_epochs(d["epochs"], d.get("checkpoint_every", 1))) * n_train
+    return {"train_images": d["epochs"] * trained, "eval_images": eval_images}
 
 
 def calibrate_images(config: dict[str, Any], n_train: int, n_test: int, ratio: float, with_init: bool) -> dict[str, float]:
@@ -219,6 +228,11 @@ def teacher_rows(config: dict[str, Any], shape: DatasetShape, costs: dict[str, A
         if t.get("backend", "vllm") not in ("vllm", "transformers"):
             continue  # NIQE and the fake teachers run on CPU
         model, max_side = t["model"], t.get("image_max_side", 1024)
+        where = f"teachers.{name}.visual_budget"
+        budget = parse_budget(t.get("visual_budget"), where)
+        if budget is not None:  # the check the backends make: tiles for InternVL, pixels for Qwen-VL
+            check_family(budget, "internvl" if teacher_cost.arch_for(model).family == "internvl" else "qwen3_vl",
+                         model, where)
         gpus = max(1, int(t.get("gpus") or 1))
         rate = costs["teacher_tflops_per_gpu"] * 1e12 * gpus * (costs["tensor_parallel_efficiency"] if gpus > 1 else 1.0)
         startup = 0.0 if t.get("base_url") else float(costs["server_startup_s"][str(gpus)])
@@ -227,7 +241,7 @@ def teacher_rows(config: dict[str, Any], shape: DatasetShape, costs: dict[str, A
         # for a single size; O(sizes), not O(sizes^2), for a manifest of many sizes).
         c, a, b = teacher_cost.decoder_curve(model)
         text = teacher_cost.TEXT_TOKENS
-        per_size = [(teacher_cost.image_cost(model, w, h, max_side), n) for (w, h), n in sc]
+        per_size = [(teacher_cost.image_cost(model, w, h, max_side, budget), n) for (w, h), n in sc]
         total = sum(n for _, n in sc)
         p_tokens = sum((t + text) * n for (t, _), n in per_size)
         p_flops = sum((v + c + a * (t + text) + b * (t + text) ** 2) * n for (t, v), n in per_size)
@@ -241,10 +255,13 @@ def teacher_rows(config: dict[str, Any], shape: DatasetShape, costs: dict[str, A
             pair_t2 = text**2 + 4 * text * mean_t + 2 * mean_t2 + 2 * mean_t**2
             pair_flops = 2 * mean_v + c + a * pair_t + b * pair_t2
             kinds.append(("pairs", n_pairs, pair_t * n_pairs, pair_flops * n_pairs))
+        per_image = sum(t * n for (t, _), n in per_size) / total
+        view = (f"{per_image:,.0f} visual tokens/image, "
+                + (f"visual_budget {budget.describe()}" if budget else "the model's default tiling"))
         for kind, requests, tokens, flops in kinds:
             seconds = flops / rate + shards * startup
             rows.append(Row(f"score_{kind} ({name})", shards, gpus,
-                            f"{requests:,} requests, {tokens / 1e6:.1f}M tokens, {flops / 1e15:.0f} PFLOP",
+                            f"{requests:,} requests, {tokens / 1e6:.1f}M tokens ({view}), {flops / 1e15:.0f} PFLOP",
                             seconds * gpus / 3600,
                             {"requests": requests, "tokens": tokens, "flops": flops, "startup_s": shards * startup}))
     return rows

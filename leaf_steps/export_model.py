@@ -1,7 +1,7 @@
 """Export a run's headline student: a timm-native folder, ONNX, and a model card.
 
     python -m leaf_steps.export_model --checkpoint model.safetensors --manifest M \\
-        [--metrics F ...] [--subset S] --out-dir results/<run>/export --settings JSON
+        [--runs summary/runs.parquet] [--subset S] --out-dir results/<run>/export --settings JSON
 
 Writes ``<out-dir>/config.json`` + ``model.safetensors`` (timm's own ``save_for_hf``; load with
 ``timm.create_model("local-dir:<out-dir>", pretrained=True)``), ``model.onnx`` (dynamic batch;
@@ -9,8 +9,8 @@ onnxruntime) unless ``onnx`` is false, and ``README.md`` (the model card: archit
 teacher, data, MOS budget, calibration, test SRCC/PLCC per seed, input transform, output
 units, usage). See :mod:`leaf_steps.inference.export` for the formats.
 
-``--metrics``: the test metrics of this variant at this ratio (one file per seed; the card
-lists them all and marks the exported seed). ``--subset``: the MOS subset the checkpoint was
+``--runs``: the run's evaluation table (:mod:`leaf_steps.evaluate`, one row per method, ratio and
+seed); the card lists this variant's rows at this ratio, every seed, and marks the exported seed. ``--subset``: the MOS subset the checkpoint was
 calibrated on (counts for the card; absent label-free).
 
 Settings JSON: ``{"run_name", "variant", "ratio", "seed", "onnx", "teacher": {"name",
@@ -58,11 +58,15 @@ SETTINGS_KEYS = ("run_name", "variant", "ratio", "seed", "teacher", "dataset", "
                  "tau")
 
 
-def read_metrics(paths: Sequence[str]) -> list[dict[str, Any]]:
-    rows = []
-    for p in paths:
-        df = read_parquet(p, required=["seed", "n", "srcc", "plcc"])
-        rows.extend(df.to_dicts())
+def read_metrics(runs: str | None, variant: str, ratio: float) -> list[dict[str, Any]]:
+    """This variant's test metrics at this MOS ratio, one row per seed (label-free: one row, seed None)."""
+    if not runs:
+        return []
+    df = read_parquet(runs, required=["method", "ratio", "seed", "n", "srcc", "plcc"])
+    rows = df.filter((pl.col("method") == variant) & ((pl.col("ratio") - float(ratio)).abs() < 1e-9)).to_dicts()
+    if not rows:
+        raise InputError(f"{runs}: no evaluation row for method {variant!r} at ratio {ratio}: the card would "
+                         "have no test metrics")
     return sorted(rows, key=lambda r: (r["seed"] is not None, r["seed"] or 0))
 
 
@@ -87,7 +91,7 @@ def describe_stages(settings: dict[str, Any]) -> tuple[str, str]:
     return distill, calib
 
 
-def export(checkpoint: str, manifest_path: str, metrics: Sequence[str], subset: str | None, out_dir: Path,
+def export(checkpoint: str, manifest_path: str, runs: str | None, subset: str | None, out_dir: Path,
            settings: dict[str, Any]) -> dict[str, Any]:
     missing = [k for k in SETTINGS_KEYS if k not in settings]
     if missing:
@@ -127,7 +131,7 @@ def export(checkpoint: str, manifest_path: str, metrics: Sequence[str], subset: 
         "teacher": settings["teacher"], "dataset": settings["dataset"], "pretrained": settings["student"]["pretrained"],
         "parameters": sum(p.numel() for p in model.parameters()), "selected_epoch": meta.get("selected_epoch"),
         "train_images": manifest.filter(pl.col("split") == "train").height, "test_images": len(test_ids),
-        "distill_text": distill_text, "calibration_text": calibration_text, "metrics": read_metrics(metrics),
+        "distill_text": distill_text, "calibration_text": calibration_text, "metrics": read_metrics(runs, settings["variant"], settings["ratio"]),
         "check": check or {"images": 0, "timm_max_abs_diff": float("nan"), "onnx_max_abs_diff": float("nan"),
                            "tolerance_relative_to_std": float("nan"), "score_std": float("nan")},
         "leaf_version": __version__, "versions": library_versions(),
@@ -147,7 +151,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m leaf_steps.export_model", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="the stage checkpoint to export (.safetensors)")
     p.add_argument("--manifest", required=True, help="dataset manifest (test images for the export check)")
-    p.add_argument("--metrics", nargs="*", default=[], help="test metrics of this variant and ratio, one per seed")
+    p.add_argument("--runs", default=None, help="the run's evaluation table (summary/runs.parquet)")
     p.add_argument("--subset", default=None, help="the MOS subset of the checkpoint (absent label-free)")
     p.add_argument("--out-dir", required=True, help="export folder (replaced)")
     p.add_argument("--settings", required=True, type=json_arg, help="settings JSON (see module docstring)")
@@ -156,7 +160,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    result = export(args.checkpoint, args.manifest, args.metrics, args.subset, Path(args.out_dir), args.settings)
+    result = export(args.checkpoint, args.manifest, args.runs, args.subset, Path(args.out_dir), args.settings)
     log.info("export: %s -> %s (check: %s)", args.checkpoint, args.out_dir, result["check"])
 
 

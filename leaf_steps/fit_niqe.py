@@ -26,6 +26,7 @@ import numpy as np
 
 from leaf_steps.cli import json_arg, run_step
 from leaf_steps.errors import InputError
+from leaf_steps.images.bundled import PRISTINE_PHOTOS, photo_path
 from leaf_steps.niqe import (DEFAULT_PATCH_SIZE, DEFAULT_SHARPNESS_THRESHOLD, NiqeModel, model_from_features,
                              patch_features, read_luminance, save_model, score_features, sharp_patches)
 from leaf_steps.teachers.niqe import validate_spec
@@ -67,11 +68,18 @@ def fit_with_anchors(images: Sequence[np.ndarray], names: Sequence[str], patch_s
     return model
 
 
-def fit_niqe(references_dir: Path, settings: dict[str, Any], out: Path) -> NiqeModel:
+def bundled_references() -> list[Path]:
+    """The default pristine set outside the demo: scikit-image's bundled natural photos (PRISTINE_PHOTOS)."""
+    return [photo_path(name) for name in PRISTINE_PHOTOS]
+
+
+def fit_niqe(references_dir: Path | None, settings: dict[str, Any], out: Path) -> NiqeModel:
+    """Fit on the photos in ``references_dir``, or on the bundled pristine photos when it is None."""
     settings = validate_spec(dict(settings))
     patch_size = int(settings.get("patch_size") or DEFAULT_PATCH_SIZE)
     threshold = float(settings.get("sharpness_threshold") or DEFAULT_SHARPNESS_THRESHOLD)
-    paths = reference_images(Path(references_dir))
+    paths = reference_images(Path(references_dir)) if references_dir is not None else bundled_references()
+    references_dir = references_dir or paths[0].parent
     images = [read_luminance(p) for p in paths]
     for path, img in zip(paths, images, strict=True):
         if min(img.shape) < patch_size:
@@ -93,7 +101,10 @@ def fit_niqe(references_dir: Path, settings: dict[str, Any], out: Path) -> NiqeM
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--references-dir", type=Path, required=True, help="folder of pristine reference photos")
+    refs = ap.add_mutually_exclusive_group(required=True)
+    refs.add_argument("--references-dir", type=Path, help="folder of pristine reference photos")
+    refs.add_argument("--bundled-photos", action="store_true",
+                      help="fit on scikit-image's bundled natural photos (the default outside the demo)")
     ap.add_argument("--settings", type=json_arg, default={}, help="the teacher's config block as JSON")
     ap.add_argument("--out", type=Path, required=True, help="model .npz")
     a = ap.parse_args(argv)

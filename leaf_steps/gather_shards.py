@@ -1,7 +1,7 @@
 """Gather teacher score shards into one Parquet file (the scatter/gather join).
 
 The shards' provenance (teacher, prompt hash, settings) is carried over, with the
-per-shard failure summaries added up.
+per-shard failure counts added up and the answer-token mass distribution of the whole table.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from leaf_steps.cli import run_step
 from leaf_steps.errors import InputError
 from leaf_steps.io import make_provenance, read_provenance, read_shards, write_parquet
+from leaf_steps.scoring import mass_summary
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -25,10 +26,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if table[a.key].n_unique() != table.height:
         raise InputError(f"{a.out}: duplicate {a.key} values across shards {a.shards}")
     first = read_provenance(a.shards[0])
-    failed = sum(read_provenance(s).get("summary", {}).get("failed_rows", 0) for s in a.shards)
+    summaries = [read_provenance(s).get("summary", {}) for s in a.shards]
+    summary = {"rows": table.height, **{k: sum(s.get(k, 0) for s in summaries)
+                                        for k in ("failed_rows", "not_answered_rows")}}
+    if "token_mass" in table.columns:
+        summary["token_mass"] = mass_summary(table["token_mass"],
+                                             summaries[0].get("token_mass", {}).get("min_token_mass"))
     keep = {k: first[k] for k in ("teacher", "teacher_info", "prompt", "prompt_hash", "scoring") if k in first}
     write_parquet(table, a.out, make_provenance("gather_shards", **keep, shards=[str(s) for s in a.shards],
-                                                summary={"rows": table.height, "failed_rows": failed}))
+                                                summary=summary))
 
 
 if __name__ == "__main__":

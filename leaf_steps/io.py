@@ -49,10 +49,33 @@ def make_provenance(step: str, **values: Any) -> dict[str, Any]:
             "versions": library_versions(), **values}
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS says it (Linux /proc), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
 def _atomic_target(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        # mkstemp creates 0600 files whatever the umask; an artifact is shared like any file the user
+        # writes (colleagues on a cluster read results), so it gets the umask's mode before the rename.
+        os.fchmod(fd, new_file_mode())
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 

@@ -54,21 +54,10 @@ from skimage.metrics import structural_similarity
 
 from leaf_steps.cli import json_arg, run_step
 from leaf_steps.errors import ConfigError, InputError
+from leaf_steps.images.bundled import BUNDLED_PHOTOS, SKIMAGE_DATA_DIR
 from leaf_steps.io import atomic_write_bytes, make_provenance, stable_hash, write_parquet
 
 log = logging.getLogger("leaf.make_demo_dataset")
-
-SKIMAGE_DATA_DIR = Path(skimage.__file__).parent / "data"
-
-# Photographs (and photo-like micrographs) that scikit-image ships inside its wheel;
-# synthetic drawings (logo, chessboard, horse silhouette, phantom) are left out on purpose.
-BUNDLED_PHOTOS: dict[str, str] = {
-    "astronaut": "astronaut.png", "brick": "brick.png", "camera": "camera.png", "cell": "cell.png",
-    "chelsea": "chelsea.png", "coffee": "coffee.png", "coins": "coins.png", "grass": "grass.png",
-    "gravel": "gravel.png", "hubble_deep_field": "hubble_deep_field.jpg", "ihc": "ihc.png",
-    "moon": "moon.png", "motorcycle_left": "motorcycle_left.png", "motorcycle_right": "motorcycle_right.png",
-    "page": "page.png", "retina": "retina.jpg", "rocket": "rocket.jpg", "text": "text.png",
-}
 
 DEFAULT_DEMO: dict[str, Any] = {
     "references": ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field", "camera",

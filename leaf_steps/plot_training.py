@@ -1,13 +1,19 @@
-"""Figures of the training signals: stage-1/stage-2 loss curves and the teacher's pair confidence.
+"""Figures of the training signals: training and selection curves, and the teacher's pair confidence.
 
     python -m leaf_steps.plot_training curves --stage1 leaf stage1/losses.parquet \\
-        --stage2 leaf 0.1 0 ratio0.1/seed0/losses.parquet --out training_curves.png
+        --stage2 leaf 0.1 0 ratio0.1/seed0/losses.parquet \\
+        --selection leaf 0.1 0 ratio0.1/seed0/stage1_selection.parquet --out training_curves.png
     python -m leaf_steps.plot_training pair-confidence --pairs standin pairs.parquet --tau 0.1 \\
         --out pair_confidence.png
 
-curves: one panel for stage 1 (distillation: train loss solid, held-out loss dashed, one colour per
-variant) and one panel per calibrated variant for stage 2 (train loss per MOS subset, one colour per
-ratio, one line per seed). The epoch each run kept is marked with a dot.
+curves: each selection is drawn on the criterion it was made on, with a dot on the kept epoch.
+First row, stage 1: the training loss per distilled variant; the held-out distillation loss, on
+which the label-free model's epoch is chosen (lowest); with per-subset selection (``--selection``),
+per variant the SRCC + PLCC of the stage-1 outputs on each MOS subset's calib_val images, on which
+the epoch each calibration starts from is chosen (highest; the dotted line is the label-free
+epoch). Then per calibrated variant, stage 2: the training loss per MOS subset, and the calib_val
+SRCC + PLCC on which the calibration's epoch is chosen (highest; epoch 0 is the affinely mapped
+stage-1 start). One colour per MOS ratio, one line per subset seed.
 
 pair-confidence: per teacher, the histogram of the confidence w (Eq 5) of its scored pairs, with the
 filter threshold tau (pairs with w < tau are dropped, Sec. 3.2.2) and the share of pairs it keeps.
@@ -33,7 +39,8 @@ from leaf_steps.errors import InputError  # noqa: E402
 from leaf_steps.io import atomic_write_bytes, read_parquet  # noqa: E402
 
 STAGE1_COLUMNS = ("epoch", "train_loss", "val_loss", "selected")
-STAGE2_COLUMNS = ("epoch", "train_loss", "selected")
+STAGE2_COLUMNS = ("epoch", "train_loss", "val_srcc", "val_plcc", "selected")
+SELECTION_COLUMNS = ("epoch", "score", "selected")
 PAIR_COLUMNS = ("confidence", "error")
 
 
@@ -53,55 +60,92 @@ def _grid(n_panels: int, width: float = 5.0, height: float = 3.8):
     return fig, list(axes.flat[:n_panels])
 
 
-def _curve(ax: plt.Axes, losses: pl.DataFrame, column: str, **style) -> None:
-    """One loss column against epoch; epochs without a value (e.g. calibration's epoch 0, which is only
-    evaluated) are skipped, and the kept epoch gets a dot."""
-    rows = losses.filter(pl.col(column).is_not_null()).sort("epoch")
+def _rows_grid(rows: Sequence[int], width: float = 5.0, height: float = 3.6, max_cols: int = 3):
+    """Panels in logical rows (each row starts a new line of the grid, wrapping at ``max_cols``)."""
+    cols = min(max_cols, max(rows))
+    lines = [min(cols, n - i) for n in rows for i in range(0, n, cols)]
+    fig, axes = plt.subplots(len(lines), cols, figsize=(width * cols, height * len(lines)), squeeze=False,
+                             layout="constrained")
+    panels = []
+    for line, used in zip(axes, lines, strict=True):
+        panels += list(line[:used])
+        for ax in line[used:]:
+            ax.set_visible(False)
+    return fig, panels
+
+
+def _curve(ax: plt.Axes, frame: pl.DataFrame, column: str, mark: bool, **style) -> None:
+    """One column against epoch (rows without a value skipped); ``mark``: a dot on the selected epoch."""
+    rows = frame.filter(pl.col(column).is_not_null()).sort("epoch")
     if rows.height == 0:
         return
     (line,) = ax.plot(rows["epoch"].to_numpy(), rows[column].to_numpy(), **style)
     kept = rows.filter(pl.col("selected"))
-    if kept.height:
+    if mark and kept.height:
         ax.plot(kept["epoch"].to_numpy(), kept[column].to_numpy(), "o", color=line.get_color(), ms=5)
 
 
+def _style(ax: plt.Axes, title: str, ylabel: str, legend: bool = True) -> None:
+    ax.set_title(title, fontsize=9.5)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel, fontsize=9)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
+def _per_subset(ax: plt.Axes, runs: Sequence[tuple[str, str, pl.DataFrame]], column: str, mark: bool) -> None:
+    """One line per (ratio, seed): colour per ratio, one legend entry per ratio."""
+    ratios = sorted({r for r, _, _ in runs}, key=float)
+    for ratio, seed, frame in runs:
+        seeds = [s for r, s, _ in runs if r == ratio]
+        label = f"{float(ratio) * 100:g}% MOS, {len(seeds)} seed(s)" if seed == seeds[0] else None
+        _curve(ax, frame, column, mark, color=f"C{ratios.index(ratio)}", lw=1, alpha=0.8, label=label)
+
+
+def _criterion(losses: pl.DataFrame) -> pl.DataFrame:
+    return losses.with_columns(criterion=pl.col("val_srcc") + pl.col("val_plcc"))
+
+
 def training_curves(stage1: Sequence[tuple[str, pl.DataFrame]],
-                    stage2: Sequence[tuple[str, str, str, pl.DataFrame]], out: Path, title: str) -> None:
-    """stage1: (variant, losses); stage2: (variant, ratio, seed, losses)."""
+                    stage2: Sequence[tuple[str, str, str, pl.DataFrame]], out: Path, title: str,
+                    selections: Sequence[tuple[str, str, str, pl.DataFrame]] = ()) -> None:
+    """stage1: (variant, losses); stage2: (variant, ratio, seed, losses); selections: (variant, ratio,
+    seed, stage-1 selection table) of the per-subset stage-1 selection."""
     variants2 = list(dict.fromkeys(v for v, _, _, _ in stage2))
-    n_panels = (1 if stage1 else 0) + len(variants2)
-    if n_panels == 0:
+    selected1 = list(dict.fromkeys(v for v, _, _, _ in selections))
+    rows = ([2 + len(selected1)] if stage1 else []) + [2] * len(variants2)
+    if not rows:
         raise InputError("plot_training curves: no stage-1 or stage-2 losses given")
-    fig, axes = _grid(n_panels)
+    fig, axes = _rows_grid(rows)
     panels = iter(axes)
     if stage1:
-        ax = next(panels)
+        loss_ax, held_ax = next(panels), next(panels)
         for i, (variant, losses) in enumerate(stage1):
-            colour = f"C{i}"
-            _curve(ax, losses, "train_loss", color=colour, label=f"{variant} train")
-            _curve(ax, losses, "val_loss", color=colour, ls="--", label=f"{variant} held-out")
-        ax.set_title("Stage 1: distillation from the teacher")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("loss (point + pair terms)")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+            _curve(loss_ax, losses, "train_loss", False, color=f"C{i}", label=variant)
+            _curve(held_ax, losses, "val_loss", True, color=f"C{i}", ls="--", label=variant)
+        _style(loss_ax, "Stage 1 training loss (distillation from the teacher)", "train loss (point + pair terms)")
+        _style(held_ax, "Stage 1, label-free selection: held-out distillation loss\n(lowest is kept; no MOS)",
+               "held-out loss (point + pair terms)")
+        teacher_epoch = {v: losses.filter(pl.col("selected"))["epoch"].to_list() for v, losses in stage1}
+        for variant in selected1:
+            ax = next(panels)
+            _per_subset(ax, [(r, s, sel) for v, r, s, sel in selections if v == variant], "score", True)
+            for epoch in teacher_epoch.get(variant, [])[:1]:
+                ax.axvline(epoch, color="0.4", ls=":", lw=1, label=f"label-free epoch ({epoch})")
+            _style(ax, f"Stage 1, few-shot selection of {variant}: stage-1 outputs vs MOS\n"
+                   "on each subset's calib_val (highest is kept)", "calib_val SRCC + PLCC")
     for variant in variants2:
-        ax = next(panels)
-        runs = [(r, s, losses) for v, r, s, losses in stage2 if v == variant]
-        ratios = sorted({r for r, _, _ in runs}, key=float)
-        for ratio, seed, losses in runs:
-            colour = f"C{ratios.index(ratio)}"
-            seeds = [s for r, s, _ in runs if r == ratio]
-            label = f"{float(ratio) * 100:g}% MOS, {len(seeds)} seeds" if seed == seeds[0] else None
-            _curve(ax, losses, "train_loss", color=colour, lw=1, alpha=0.8, label=label)
-        ax.set_title(f"Stage 2: calibration of {variant}")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("train loss (standardised MOS)")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{title} (dots: the epoch each run kept)")
+        runs = [(r, s, _criterion(losses)) for v, r, s, losses in stage2 if v == variant]
+        loss_ax, val_ax = next(panels), next(panels)
+        _per_subset(loss_ax, runs, "train_loss", False)
+        _per_subset(val_ax, runs, "criterion", True)
+        _style(loss_ax, f"Stage 2 training loss: calibration of {variant}", "train loss (standardised MOS)")
+        start = any((frame["epoch"] == 0).any() for _, _, frame in runs)
+        _style(val_ax, f"Stage 2 selection of {variant}: calib_val SRCC + PLCC\n(highest is kept"
+               + ("; epoch 0: the stage-1 start)" if start else ")"), "calib_val SRCC + PLCC")
+    fig.suptitle(f"{title}\nDots: the epoch each run kept, on the criterion it was selected on")
     _save(fig, out)
 
 
@@ -134,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p1 = sub.add_parser("curves", help="stage-1 and stage-2 loss curves")
     p1.add_argument("--stage1", nargs=2, action="append", default=[], metavar=("VARIANT", "LOSSES"))
     p1.add_argument("--stage2", nargs=4, action="append", default=[], metavar=("VARIANT", "RATIO", "SEED", "LOSSES"))
+    p1.add_argument("--selection", nargs=4, action="append", default=[],
+                    metavar=("VARIANT", "RATIO", "SEED", "STAGE1_SELECTION"))
     p1.add_argument("--out", type=Path, required=True)
     p1.add_argument("--title", default="Training curves")
     p2 = sub.add_parser("pair-confidence", help="histogram of the teacher's pair confidence")
@@ -145,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.figure == "curves":
         stage1 = [(v, read_parquet(p, STAGE1_COLUMNS)) for v, p in a.stage1]
         stage2 = [(v, r, s, read_parquet(p, STAGE2_COLUMNS)) for v, r, s, p in a.stage2]
-        training_curves(stage1, stage2, a.out, a.title)
+        selections = [(v, r, s, read_parquet(p, SELECTION_COLUMNS)) for v, r, s, p in a.selection]
+        training_curves(stage1, stage2, a.out, a.title, selections)
     else:
         pair_confidence([(t, read_parquet(p, PAIR_COLUMNS)) for t, p in a.pairs], a.tau, a.out, a.title)
 

@@ -2,17 +2,27 @@
 
 Splits: KonIQ-10k official train/val/test by default; seeded random train/test for SPAQ,
 AGIQA-3K, AIGIQA-20K (the 14,000 labelled images) and the labelled part of ``folder``.
-SPAQ images are resized (short side 512 by default) into ``--images-dir``, resumably.
-The provenance records the dataset, the label files' sha256 and the protocol.
+Every image is then decoded in full, in parallel, with verdicts cached by file fingerprint
+(:mod:`leaf_steps.images.check`); every unusable image (unreadable, truncated, over
+``dataset.max_pixels``, shorter side under ``dataset.min_side``, aspect ratio over
+``dataset.max_aspect_ratio``) is collected first. With ``dataset.on_bad_image: fail`` (the
+default) the step then fails listing all of them; with ``drop`` it leaves them out and lists
+them in ``--bad-images`` (CSV: image_id, path, problem, labelled, split), which is written on
+every run (header only when nothing was dropped). Splits are drawn before anything is dropped,
+so fixing a file later does not move the other images between splits. SPAQ images that passed
+are then resized (short side 512 by default) into ``--images-dir``, resumably. The provenance
+records the dataset, the label files' sha256, the protocol and the image check.
 
     python -m leaf_steps.prepare_dataset --dataset spaq --resources-dir resources \\
         --settings '{"name": "spaq", "split_seed": 0, "test_fraction": 0.2}' \\
-        --out results/run/dataset/manifest.parquet --images-dir resources/spaq_derived
+        --out results/run/dataset/manifest.parquet --bad-images results/run/dataset/bad_images.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import logging
 from collections.abc import Sequence
@@ -21,12 +31,16 @@ from pathlib import Path
 import polars as pl
 
 from leaf_steps.cli import json_arg, run_step
-from leaf_steps.datasets import DATASETS, get_dataset
-from leaf_steps.datasets.common import DatasetSettings
-from leaf_steps.io import make_provenance, write_parquet
+from leaf_steps.datasets import DATASETS, dataset_settings, get_dataset
+from leaf_steps.datasets.common import split_counts
+from leaf_steps.images.check import CACHE_NAME, check_images, default_workers
+from leaf_steps.datasets.labels_check import small_test_split_warning
+from leaf_steps.errors import InputError
+from leaf_steps.io import atomic_write_text, make_provenance, write_parquet
 
 log = logging.getLogger("leaf.prepare_dataset")
-MARKER_NAME = ".ready.json"
+LEGACY_MARKER = ".ready.json"
+REPORT_COLUMNS = ("image_id", "path", "problem", "labelled", "split")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,16 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resources-dir", required=True, type=Path, help="the dataset is read from <dir>/<dataset>/")
     parser.add_argument("--settings", type=json_arg, default={}, help="the config's `dataset` block as JSON")
     parser.add_argument("--out", required=True, type=Path, help="manifest Parquet file")
+    parser.add_argument("--bad-images", type=Path, default=None,
+                        help="CSV of the images left out (default: bad_images.csv next to --out)")
+    parser.add_argument("--download-marker", type=Path, default=None,
+                        help="the download step's marker JSON, whose archive sha256 go into the provenance")
+    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: the CPUs available)")
     parser.add_argument("--images-dir", type=Path, default=None,
                         help="where derived images (SPAQ resized copies) are written; "
                              "default <resources-dir>/<dataset>/resized")
     return parser
 
 
-def _download_record(root: Path) -> dict:
+def _download_record(marker: Path | None) -> dict:
     """The archives' sha256 from the download marker, so the manifest names the exact release used."""
-    marker = root / MARKER_NAME
-    if not marker.exists():
+    if marker is None or not marker.exists():
         return {}
     try:
         data = json.loads(marker.read_text())
@@ -54,19 +72,76 @@ def _download_record(root: Path) -> dict:
     return {"files": data.get("files", {}), "created_utc": data.get("created_utc")}
 
 
+def report_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def failure_message(rows: list[dict], total: int, report: Path) -> str:
+    listing = "\n".join(f"  {r['problem']}" for r in rows)
+    return (f"{len(rows)} of {total} images cannot be used (dataset.on_bad_image: fail):\n{listing}\n"
+            "Fix or remove these files, or set dataset.on_bad_image: drop to leave them out of the manifest "
+            f"(they are then listed in {report}).")
+
+
 def run(argv: Sequence[str] | None = None) -> pl.DataFrame:
     args = build_parser().parse_args(argv)
-    settings = DatasetSettings.from_mapping(args.settings, args.dataset)
+    settings = dataset_settings(args.dataset, args.settings)
     adapter = get_dataset(args.dataset)
     root = args.resources_dir / args.dataset
+    report = args.bad_images or args.out.parent / "bad_images.csv"
     prepared = adapter.prepare(root, settings, args.images_dir)
+    frame = prepared.frame
+    try:  # the verdict cache lives with the dataset's files (for folder: resources/folder/, keyed by full path)
+        root.mkdir(parents=True, exist_ok=True)
+        cache: Path | None = root / CACHE_NAME
+    except OSError:
+        cache = None
+    check = check_images(frame["path"].to_list(), settings.limits, cache=cache,
+                         workers=args.workers or default_workers())
+    rows = [{"image_id": image_id, "path": v.path, "problem": v.problem, "labelled": mos is not None, "split": split}
+            for image_id, mos, split, v in zip(frame["image_id"], frame["mos"], frame["split"], check.verdicts,
+                                               strict=True) if not v.ok]
+    if rows and settings.on_bad_image == "fail":
+        raise InputError(failure_message(rows, frame.height, report))
+    keep = [v.ok for v in check.verdicts]
+    before = split_counts(frame["split"].to_list())
+    frame = frame.with_columns(pl.Series("width", [v.width for v in check.verdicts], dtype=pl.Int32),
+                               pl.Series("height", [v.height for v in check.verdicts], dtype=pl.Int32))
+    frame = frame.filter(pl.Series(keep))
+    if frame.height == 0:
+        raise InputError(f"{args.dataset}: every image was left out as unusable; see {report}")
+    derive = getattr(adapter, "derive", None)
+    if derive is not None:
+        frame = derive(frame, root, settings, args.images_dir)
+    protocol = dict(prepared.protocol)
+    protocol["counts"] = split_counts(frame["split"].to_list())
+    warnings = list(protocol.get("warnings") or [])
+    labelled_test = int(frame.filter((pl.col("split") == "test") & pl.col("mos").is_not_null()).height)
+    if (message := small_test_split_warning(labelled_test)) is not None:
+        log.warning(message)
+        warnings.append(message)
+    image_check = {"decoded": check.decoded, "from_cache": check.cached, "limits": settings.limits.__dict__,
+                   "on_bad_image": settings.on_bad_image, "dropped": len(rows),
+                   "dropped_labelled": sum(r["labelled"] for r in rows), "counts_before": before,
+                   "report": str(report)}
+    if rows:
+        message = (f"{len(rows)} of {len(keep)} images left out as unusable (dataset.on_bad_image: drop), "
+                   f"{image_check['dropped_labelled']} of them labelled; list: {report}")
+        log.warning(message)
+        warnings.append(message)
+    protocol["warnings"] = warnings
+    atomic_write_text(report, report_csv(rows))
     provenance = make_provenance("prepare_dataset", dataset=args.dataset, settings=settings.as_dict(),
-                                 source_files=prepared.source_files, protocol=prepared.protocol,
-                                 download=_download_record(root), n_images=prepared.frame.height)
-    write_parquet(prepared.frame, args.out, provenance)
-    log.info("%s: %d images, splits %s -> %s", args.dataset, prepared.frame.height,
-             prepared.protocol.get("counts"), args.out)
-    return prepared.frame
+                                 source_files=prepared.source_files, protocol=protocol, image_check=image_check,
+                                 download=_download_record(args.download_marker or root / LEGACY_MARKER),
+                                 n_images=frame.height)
+    write_parquet(frame, args.out, provenance)
+    log.info("%s: %d images, splits %s -> %s", args.dataset, frame.height, protocol["counts"], args.out)
+    return frame
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -5,8 +5,9 @@ asked with the order swapped and the two answers are averaged in probability spa
 (position debiasing); both answers are kept.
 
 Output rows: pair_id, a_id, b_id, ll_a, ll_b (forward order), p_a (P(a better)), t_ab (Eq 4),
-confidence (Eq 5), token_mass, missing_tokens, error; with both orders also ll_a_rev, ll_b_rev
-(b shown as A), p_a_forward, p_a_reverse.
+confidence (Eq 5), token_mass (the smaller of the orders'), missing_tokens, image_bytes_a,
+image_bytes_b (how each image reached the model: original / png / jpeg / pixels), error; with
+both orders also ll_a_rev, ll_b_rev (b shown as A), p_a_forward, p_a_reverse.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import polars as pl
 from leaf_steps.cli import json_arg, run_step
 from leaf_steps.errors import InputError
 from leaf_steps.io import make_provenance, read_parquet, stable_hash
-from leaf_steps.scoring import run_batches, shard_rows
+from leaf_steps.scoring import answer_advice, run_batches, shard_rows
 from leaf_steps.teacher_math import LabelScores, pair_confidence, pair_probability, preference_label
 from leaf_steps.teachers.base import ImageRef, make_teacher
 
@@ -30,7 +31,7 @@ from leaf_steps.teachers.base import ImageRef, make_teacher
 PAIR_SCHEMA: dict[str, pl.DataType] = {
     "pair_id": pl.Int64, "a_id": pl.String, "b_id": pl.String, "ll_a": pl.Float64, "ll_b": pl.Float64,
     "p_a": pl.Float64, "t_ab": pl.Int8, "confidence": pl.Float64, "token_mass": pl.Float64,
-    "missing_tokens": pl.List(pl.String), "error": pl.String,
+    "missing_tokens": pl.List(pl.String), "image_bytes_a": pl.String, "image_bytes_b": pl.String, "error": pl.String,
 }
 BOTH_ORDERS_SCHEMA: dict[str, pl.DataType] = PAIR_SCHEMA | {
     "ll_a_rev": pl.Float64, "ll_b_rev": pl.Float64, "p_a_forward": pl.Float64, "p_a_reverse": pl.Float64}
@@ -56,9 +57,13 @@ def pair_row(pair: dict[str, Any], forward: LabelScores, reverse: LabelScores | 
     row["p_a"] = p_a if ok else None
     row["t_ab"] = int(preference_label(p_a)) if ok else None
     row["confidence"] = float(pair_confidence(p_a)) if ok else None
-    masses = [s.mass for s in (forward, reverse) if s is not None]
-    row["token_mass"] = float(min(masses)) if ok else None
+    masses = [s.mass for s in (forward, reverse) if s is not None and math.isfinite(s.mass)]
+    # Kept on a row refused for its low mass: the shard summary shows the distribution.
+    row["token_mass"] = float(min(masses)) if masses else None
     row["missing_tokens"] = sorted({m for s in (forward, reverse) if s is not None for m in s.missing})
+    # Forward order: a is the first image. The swapped request sends the same bytes.
+    shown = forward.image_bytes if len(forward.image_bytes) == 2 else [None, None]
+    row["image_bytes_a"], row["image_bytes_b"] = shown
     row["error"] = "; ".join(errors) if errors else None
     return row
 
@@ -87,7 +92,10 @@ def score_pairs(pairs: Path, manifest: Path, teacher_spec: dict, prompts: dict, 
         return run_batches(items, score_batch, lambda p: p["pair_id"], "pair_id", out, provenance, resume_dir,
                            scoring.get("batch_size", 16), scoring.get("max_error_fraction", 0.05),
                            desc=f"score_pairs[{teacher_name} {shard}]",
-                           schema=BOTH_ORDERS_SCHEMA if both else PAIR_SCHEMA)
+                           schema=BOTH_ORDERS_SCHEMA if both else PAIR_SCHEMA,
+                           min_token_mass=teacher.acceptance().get("min_token_mass"),
+                           answer_advice=answer_advice("pair", teacher_name),
+                           item_images=lambda p: [paths[p["a_id"]], paths[p["b_id"]]])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

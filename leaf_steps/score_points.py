@@ -2,7 +2,9 @@
 
 Output rows (one per image): image_id, ll_<level> (5 log-likelihoods), p_<level>
 (Eq 1 softmax), teacher_score (Eq 2, on 5..1), token_mass (probability the answer
-tokens had), missing_tokens (levels absent from the returned top-K), error.
+tokens had; also on the error rows of answers below the teacher's min_token_mass),
+missing_tokens (levels absent from the returned top-K), image_bytes (how the image
+reached the model: original / png / jpeg / pixels), error.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import polars as pl
 
 from leaf_steps.cli import json_arg, run_step
 from leaf_steps.io import make_provenance, read_parquet, stable_hash
-from leaf_steps.scoring import run_batches, shard_rows
+from leaf_steps.scoring import answer_advice, run_batches, shard_rows
 from leaf_steps.teacher_math import LEVELS, LabelScores, expected_score, level_probabilities
 from leaf_steps.teachers.base import ImageRef, make_teacher
 
@@ -27,7 +29,8 @@ POINT_SCHEMA: dict[str, pl.DataType] = {
     "image_id": pl.String,
     **{f"ll_{c}": pl.Float64 for c in LEVEL_COLUMNS},
     **{f"p_{c}": pl.Float64 for c in LEVEL_COLUMNS},
-    "teacher_score": pl.Float64, "token_mass": pl.Float64, "missing_tokens": pl.List(pl.String), "error": pl.String,
+    "teacher_score": pl.Float64, "token_mass": pl.Float64, "missing_tokens": pl.List(pl.String),
+    "image_bytes": pl.String, "error": pl.String,
 }
 
 
@@ -39,8 +42,10 @@ def point_row(image_id: str, scores: LabelScores) -> dict[str, Any]:
         row[f"ll_{name}"] = float(ll)
         row[f"p_{name}"] = float(p)
     row["teacher_score"] = float(expected_score(probs)) if ok else None
-    row["token_mass"] = float(scores.mass) if ok else None
+    # A row refused for its low mass keeps the mass: the shard summary shows the distribution.
+    row["token_mass"] = float(scores.mass) if math.isfinite(scores.mass) else None
     row["missing_tokens"] = list(scores.missing)
+    row["image_bytes"] = scores.image_bytes[0] if scores.image_bytes else None
     row["error"] = scores.error if scores.error is not None else (None if ok else "no finite log-likelihood")
     return row
 
@@ -60,7 +65,10 @@ def score_points(manifest: Path, teacher_spec: dict, prompts: dict, scoring: dic
 
         return run_batches(refs, score_batch, lambda r: r.image_id, "image_id", out, provenance, resume_dir,
                            scoring.get("batch_size", 16), scoring.get("max_error_fraction", 0.05),
-                           desc=f"score_points[{teacher_name} {shard}]", schema=POINT_SCHEMA)
+                           desc=f"score_points[{teacher_name} {shard}]", schema=POINT_SCHEMA,
+                           min_token_mass=teacher.acceptance().get("min_token_mass"),
+                           answer_advice=answer_advice("point", teacher_name),
+                           item_images=lambda r: [r.path])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

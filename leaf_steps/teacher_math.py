@@ -8,7 +8,9 @@ Token mapping lives here so that every backend (stand-in, transformers, vLLM) ma
 returned tokens to labels the same way: a token counts for a label when, after
 stripping tokenizer space markers and case-folding, it equals the label or the
 label's first token for the model's tokenizer; the probabilities of all variants
-(" Good", "good", "GOOD", ...) are summed.
+(" Good", "good", "GOOD", ...) are summed. So is the check of the answer itself
+(:func:`require_mass`): when the label tokens hold less than ``min_token_mass`` of the
+probability, the model answered something else and the row is an error, not a score.
 """
 
 from __future__ import annotations
@@ -72,17 +74,51 @@ class LabelScores:
 
     ``logliks`` has one entry per label (same order as the label tuple). ``mass`` is
     the total probability the matched tokens had; ``missing`` lists labels that had
-    no variant among the returned tokens (their log-likelihood was imputed).
+    no variant among the returned tokens (their log-likelihood was imputed). ``top``
+    holds the most likely tokens at the answer position, ``(token, logprob)``, best
+    first, so that a row whose answer was something else can say what it was.
+    ``image_bytes`` says per image how it reached the model: ``original`` (the file's
+    own bytes), ``png`` / ``jpeg`` (re-encoded), ``pixels`` (decoded in process).
     """
 
     logliks: list[float]
     mass: float
     missing: list[str] = field(default_factory=list)
     error: str | None = None
+    top: list[tuple[str, float]] = field(default_factory=list)
+    image_bytes: list[str] = field(default_factory=list)
 
     @classmethod
     def failed(cls, labels: Sequence[str], message: str) -> LabelScores:
         return cls(logliks=[math.nan] * len(labels), mass=math.nan, missing=list(labels), error=message)
+
+
+# Every row whose answer was not one of the labels carries an error starting with this, so that the
+# scoring driver can tell a prompt/template problem (deterministic: retrying cannot help) from a
+# failed request.
+NOT_ANSWERED = "the teacher did not answer with a label"
+TOP_SHOWN = 5
+
+
+def format_top(top: Sequence[tuple[str, float]], n: int = TOP_SHOWN) -> str:
+    """``'<think>' 0.97, 'The' 0.01`` (probabilities) for error messages."""
+    return ", ".join(f"{token!r} {math.exp(lp):.3g}" for token, lp in list(top)[:n]) or "none returned"
+
+
+def require_mass(scores: LabelScores, labels: Sequence[str], min_mass: float) -> LabelScores:
+    """``scores`` unchanged when the label tokens held at least ``min_mass`` of the probability at the
+    answer position; else an error row that keeps its mass and top tokens but no log-likelihoods.
+
+    A low mass means the model's answer was something else (a thinking block, "The", a newline):
+    the labels' log-likelihoods are then read from the tail of its distribution, and a score made
+    from them would look like any other while meaning nothing.
+    """
+    if scores.error is not None or not math.isfinite(scores.mass) or scores.mass >= min_mass:
+        return scores
+    return LabelScores(logliks=[math.nan] * len(labels), mass=scores.mass, missing=list(scores.missing),
+                       error=f"{NOT_ANSWERED}: answer-token mass {scores.mass:.3g} < min_token_mass {min_mass:g} "
+                             f"(top tokens: {format_top(scores.top)})",
+                       top=list(scores.top), image_bytes=list(scores.image_bytes))
 
 
 def label_aliases(labels: Sequence[str], first_tokens: Mapping[str, Iterable[str]] | None = None) -> dict[str, str]:
@@ -114,6 +150,7 @@ def collapse_top_logprobs(
     logprob (an upper bound on its true value, since it was not in the top K),
     ``zero`` uses -inf (probability 0). Either way it is listed in ``missing``.
     """
+    top = list(top)
     aliases = dict(aliases) if aliases is not None else label_aliases(labels)
     sums = {label: 0.0 for label in labels}
     seen = set()
@@ -129,8 +166,12 @@ def collapse_top_logprobs(
     missing = [label for label in labels if label not in seen]
     if missing_policy not in ("floor", "zero"):
         raise ValueError(f"missing_policy must be 'floor' or 'zero', got {missing_policy!r}")
+    ranked = sorted(((t, lp) for t, lp in top if lp is not None and math.isfinite(lp)), key=lambda c: -c[1])
     if not seen:
-        return LabelScores.failed(labels, "none of the expected tokens was among the returned top tokens")
+        return LabelScores(logliks=[math.nan] * len(labels), mass=0.0, missing=list(labels),
+                           error=f"{NOT_ANSWERED}: none of the labels among the {len(ranked)} returned top tokens "
+                                 f"(top tokens: {format_top(ranked)})",
+                           top=ranked[:TOP_SHOWN])
     fill = floor if (missing_policy == "floor" and math.isfinite(floor)) else -math.inf
     logliks = [math.log(sums[label]) if label in seen else fill for label in labels]
-    return LabelScores(logliks=logliks, mass=float(sum(sums.values())), missing=missing)
+    return LabelScores(logliks=logliks, mass=float(sum(sums.values())), missing=missing, top=ranked[:TOP_SHOWN])

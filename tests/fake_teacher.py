@@ -3,7 +3,7 @@
 import math
 import zlib
 
-from leaf_steps.teacher_math import LEVELS, LabelScores
+from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, LabelScores
 from leaf_steps.teachers.base import Teacher
 
 
@@ -12,6 +12,8 @@ class FakeTeacher(Teacher):
     calls: list[list[str]] = []  # ids per call, shared so tests can inspect after the context closes
     fail_ids: set[str] = set()
     kill_after_calls: int | None = None
+    # Added to the logit of whichever image is shown first ("A"): a teacher that favours position A.
+    position_bias: float = 0.0
 
     @staticmethod
     def quality(image_id: str) -> float:
@@ -37,6 +39,10 @@ class FakeTeacher(Teacher):
         self._tick([f"{a.image_id}|{b.image_id}" for a, b in pairs])
         out = []
         for a, b in pairs:
-            d = 4 * (self.quality(a.image_id) - self.quality(b.image_id))
+            failing = [im.path for im in (a, b) if im.image_id in FakeTeacher.fail_ids]
+            if failing:
+                out.append(LabelScores.failed(PAIR_LABELS, f"{failing[0]}: simulated failure"))
+                continue
+            d = 4 * (self.quality(a.image_id) - self.quality(b.image_id)) + FakeTeacher.position_bias
             out.append(LabelScores([-math.log1p(math.exp(-d)), -math.log1p(math.exp(d))], mass=1.0))
         return out

@@ -23,7 +23,14 @@ Misbehaviour for tests is set by :class:`Behaviour` (constructor, or ``FAKE_VLLM
 environment variables when run as a script): latency, leading-space/case token
 variants, tokens missing from the top K, sub-word tokens, 500s / 429s / hangs for the
 first N chat requests, non-JSON bodies, answers without logprobs, dying after N
-answers, slow or never-healthy start-up, ignoring SIGTERM, a child "worker" process.
+answers, slow or never-healthy start-up, ignoring SIGTERM, a child "worker" process,
+a thinking model (``think_first``: "<think>" is the likely first token unless the request
+sets ``chat_template_kwargs: {"enable_thinking": false}``, as Qwen3's chat template does)
+and a model that opens with another word (``lead_token``).
+
+The last chat request is recorded without its images' base64 (``stats()["last_request"]``,
+with each image's mime type, size and sha256), and its images' raw bytes are kept in
+process (:meth:`FakeVllmServer.last_images`), so tests can check exactly what was sent.
 Only 127.0.0.1 is served; every wait is bounded.
 
 Run as a script it mimics ``vllm serve MODEL --port P --max-logprobs K
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import io
 import json
 import math
@@ -60,6 +68,9 @@ PAIR_SLOPE = 4.0
 ANSWER_BIAS = 2.0
 # Tokens a chat model puts at the first answer position instead of the label.
 DISTRACTORS = {"The": 0.0, "I": -0.5, "This": -1.0, "\n": -1.5, "**": -2.0, "Based": -2.5}
+# A first token that dominates (a thinking block, a chatty opening): the labels keep their relative
+# logits but hold a tiny share of the probability, as they do in a real model that thinks first.
+LEAD_LOGIT = 12.0
 FILLERS = {f"filler{i}": -5.0 - 0.25 * i for i in range(40)}
 # Variants of one label and the share of its probability each gets (sums to 1).
 VARIANT_SHARES = (("{w}", 0.6), (" {w}", 0.3), ("{lower}", 0.1))
@@ -84,6 +95,10 @@ class Behaviour:
     max_logprobs: int = 20  # --max-logprobs
     image_limit: int = 1  # --limit-mm-per-prompt '{"image": N}' (vLLM's historical default: 1)
     never_healthy: bool = False  # /health answers 503 forever
+    think_first: bool = False  # "<think>" first unless chat_template_kwargs.enable_thinking is false
+    lead_token: str | None = None  # a word the model says first whatever it is asked (e.g. "Sure")
+    huge_body_bytes: int = 0  # chat answers are 200s with a body of this many bytes (whitespace), sent in chunks
+    endless_body: bool = False  # chat answers are 200s whose chunked body never ends (a chunk every 50 ms)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Behaviour:
@@ -96,9 +111,10 @@ class Behaviour:
                 continue
             if f.name == "missing":
                 values[f.name] = tuple(x for x in raw.split(",") if x)
-            elif f.name == "api_key":
+            elif f.name in ("api_key", "lead_token"):
                 values[f.name] = raw
-            elif f.name in ("malformed", "no_logprobs", "variants", "subword", "never_healthy"):
+            elif f.name in ("malformed", "no_logprobs", "variants", "subword", "never_healthy", "think_first",
+                            "endless_body"):
                 values[f.name] = raw.lower() in ("1", "true", "yes")
             elif f.name in ("latency_s", "hang_s"):
                 values[f.name] = float(raw)
@@ -132,12 +148,14 @@ def _log_softmax(logits: dict[str, float]) -> dict[str, float]:
     return {k: v - lse for k, v in logits.items()}
 
 
-def answer_logprobs(images: list[bytes], behaviour: Behaviour | None = None) -> dict[str, float]:
+def answer_logprobs(images: list[bytes], behaviour: Behaviour | None = None,
+                    lead: str | None = None) -> dict[str, float]:
     """Next-token log-probabilities over the toy vocabulary for a prompt with these images.
 
     Keys are token strings as the server returns them (with variants and sub-words
     when the behaviour asks for them); missing labels are still in the vocabulary
-    (they just never make it into the returned top K).
+    (they just never make it into the returned top K). ``lead``: a token that comes
+    first with most of the probability (see :func:`lead_token`).
     """
     behaviour = behaviour or Behaviour()
     if len(images) == 1:
@@ -149,6 +167,8 @@ def answer_logprobs(images: list[bytes], behaviour: Behaviour | None = None) -> 
     else:
         raise ValueError(f"the fake model answers prompts with 1 or 2 images, got {len(images)}")
     logits: dict[str, float] = {**DISTRACTORS, **FILLERS}
+    if lead is not None:
+        logits[lead] = LEAD_LOGIT
     for word, logit in words.items():
         token = first_subword(word, behaviour.subword)
         if behaviour.variants:
@@ -157,6 +177,15 @@ def answer_logprobs(images: list[bytes], behaviour: Behaviour | None = None) -> 
         else:
             logits[token] = logit
     return _log_softmax(logits)
+
+
+def lead_token(body: dict[str, Any], behaviour: Behaviour) -> str | None:
+    """The token the model opens with for this request, if any: ``lead_token`` always; "<think>" for
+    a thinking model unless the request turned thinking off through the chat template."""
+    if behaviour.lead_token:
+        return behaviour.lead_token
+    thinking = (body.get("chat_template_kwargs") or {}).get("enable_thinking", True)
+    return "<think>" if behaviour.think_first and thinking is not False else None
 
 
 def label_of(token: str, behaviour: Behaviour) -> str | None:
@@ -198,12 +227,13 @@ class _Refused(Exception):
         self.status, self.message, self.err_type = status, message, err_type
 
 
-def _decode_data_url(url: str) -> bytes:
-    m = re.match(r"data:image/[A-Za-z0-9.+-]+;base64,(.*)$", url, re.S)
+def _decode_data_url(url: str) -> tuple[str, bytes]:
+    """(mime type, bytes) of a ``data:image/...;base64,`` URL."""
+    m = re.match(r"data:(image/[A-Za-z0-9.+-]+);base64,(.*)$", url, re.S)
     if not m:
         raise _Refused(400, "only data:image/...;base64 URLs are accepted by the fake server")
     try:
-        return base64.b64decode(m.group(1), validate=True)
+        return m.group(1), base64.b64decode(m.group(2), validate=True)
     except ValueError as exc:
         raise _Refused(400, f"invalid base64 image data: {exc}") from exc
 
@@ -231,6 +261,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
+
+    def _send_unbounded(self, size: int) -> None:
+        """A 200 of ``size`` bytes of whitespace (Content-Length), or with size 0 a chunked body that never
+        ends; stops when the client hangs up or the server stops."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length" if size else "Transfer-Encoding", str(size) if size else "chunked")
+        self.end_headers()
+        chunk = b" " * 65536
+        sent = 0
+        try:
+            while not self.server.stopping.is_set() and (not size or sent < size):
+                if size:
+                    self.wfile.write(chunk[: size - sent])
+                    sent += min(len(chunk), size - sent)
+                else:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (1024, b" " * 1024))
+                    self.wfile.flush()
+                    self.server.stopping.wait(0.05)
+        except OSError:  # the client gave up on us: what the test wants
+            pass
+        self.close_connection = True
 
     def _send_error(self, status: int, message: str, err_type: str, headers: dict[str, str] | None = None) -> None:
         self._send_json(status, {"error": {"message": message, "type": err_type, "param": None, "code": status}},
@@ -314,8 +366,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_error(500, "EngineCore encountered an issue (fake)", "InternalServerError")
         if b.malformed:
             return self._send_raw(200, b'{"id": "chatcmpl-x", "choices": [{"index": 0, "message": ')
+        if b.huge_body_bytes or b.endless_body:
+            return self._send_unbounded(b.huge_body_bytes)
         images, model = self._validate_chat(body)
-        logprobs = answer_logprobs(images, b)
+        logprobs = answer_logprobs(images, b, lead_token(body, b))
         self._send_json(200, self._completion(body, model, logprobs, n))
         srv.count_answer()
 
@@ -335,6 +389,8 @@ class _Handler(BaseHTTPRequestHandler):
             for part in content if isinstance(content, list) else []:
                 if part.get("type") == "image_url":
                     images.append(_decode_data_url(part["image_url"]["url"]))
+        self.server.record_images(images)
+        images = [data for _, data in images]
         if len(images) > b.image_limit:
             raise _Refused(400, f"At most {b.image_limit} image(s) may be provided in one prompt.")
         if not images:
@@ -378,6 +434,7 @@ class _Server(ThreadingHTTPServer):
         self.requests = 0
         self.answers = 0
         self.last_request: dict[str, Any] | None = None
+        self.last_images: list[tuple[str, bytes]] = []
         self.auth_headers: set[str] = set()
         self.worker_pid: int | None = None
 
@@ -397,6 +454,13 @@ class _Server(ThreadingHTTPServer):
             self.last_request = summary
             if auth:
                 self.auth_headers.add(auth)
+
+    def record_images(self, images: list[tuple[str, bytes]]) -> None:
+        with self._lock:
+            self.last_images = list(images)
+            if self.last_request is not None:
+                self.last_request["images"] = [{"mime": mime, "bytes": len(data),
+                                                "sha256": hashlib.sha256(data).hexdigest()} for mime, data in images]
 
     def count_answer(self) -> None:
         with self._lock:
@@ -443,6 +507,11 @@ class FakeVllmServer:
 
     def stats(self) -> dict[str, Any]:
         return self._server.stats_snapshot()
+
+    def last_images(self) -> list[tuple[str, bytes]]:
+        """(mime type, raw bytes) of each image of the last chat request, in order."""
+        with self._server._lock:
+            return list(self._server.last_images)
 
     def start(self) -> FakeVllmServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},

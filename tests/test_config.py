@@ -19,9 +19,31 @@ def demo():
     return yaml.safe_load((ROOT / "config/demo.yaml").read_text())
 
 
-@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "config").rglob("*.yaml")))
+def shipped_configs() -> list[str]:
+    """The configs the repository ships: tracked files in a git checkout (a local, untracked
+    config/mine.yaml is nobody else's business), every file otherwise (an unpacked archive).
+    Overlays of tests/configs/ are checked merged onto the demo config, as the tests use them."""
+    try:
+        tracked = subprocess.run(["git", "ls-files", "--", "config/*.yaml"], cwd=ROOT,  # "*" spans folders
+                                 capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):  # no git, or not a checkout
+        tracked = None
+    found = tracked if tracked else [str(p.relative_to(ROOT)) for p in (ROOT / "config").rglob("*.yaml")]
+    return sorted(found)
+
+
+@pytest.mark.parametrize("path", shipped_configs())
 def test_shipped_configs_are_valid(path):
     load_config(ROOT / path)
+
+
+def test_tiny_test_configs_are_valid_demo_overlays():
+    from tiny_run import TINY_CONFIGS, tiny_config
+
+    overlays = sorted(p.name for p in TINY_CONFIGS.glob("*.yaml"))
+    assert "tiny.yaml" in overlays
+    for name in overlays:  # each on top of demo.yaml + tiny.yaml, as the tests and the replay commands use it
+        validate_config(tiny_config(*([] if name == "tiny.yaml" else [name])), source=f"tests/configs/{name}")
 
 
 def test_unknown_key_is_named(demo):
@@ -71,7 +93,9 @@ def test_snakemake_refuses_a_bad_config(tmp_path, demo):
     demo["student"]["crop"] = "big"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(demo))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad), "--cores", "1"],
-                          cwd=ROOT, capture_output=True, text=True)
+    # Its own working directory: nothing is read from or written to the checkout's .snakemake/.
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"),
+                           "--directory", str(tmp_path), "--configfile", str(bad), "--cores", "1"],
+                          cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "student.crop: 'big' is not of type 'integer'" in proc.stdout + proc.stderr

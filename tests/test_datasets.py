@@ -393,7 +393,7 @@ def make_folder(root: Path, n: int = 12) -> list[str]:
         rel = f"{'night' if i % 2 else 'day'}/img_{i:02d}.{'png' if i % 3 == 0 else 'jpg'}"
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        size = (40 + i, 30)
+        size = (40 + i, 34)
         arr = (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)
         Image.fromarray(arr).save(path)
         ids.append(rel)

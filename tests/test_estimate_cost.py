@@ -7,6 +7,8 @@ curves are checked against direct FlopCounterMode counts at lengths they were no
 
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -19,9 +21,18 @@ from leaf_steps import student as st
 from leaf_steps.config import load_config
 from leaf_steps.errors import ConfigError, InputError
 from leaf_steps.sample_pairs import sample_pairs
+from leaf_steps.teachers.visual_budget import VisualBudget
+from leaf_steps.training.epochs import candidate_epochs
 
-TINY = teacher_cost.TeacherArch("internvl", hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2,
-                                v_hidden=32, v_intermediate=64, v_layers=2, v_heads=4)
+# Three layers each: the coefficients are counted on one- and two-layer models and extended to the
+# depth, which the tests below check against models built at full depth.
+TINY = teacher_cost.TeacherArch("internvl", hidden=64, intermediate=128, layers=3, heads=4, kv_heads=2,
+                                v_hidden=32, v_intermediate=64, v_layers=3, v_heads=4)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def paper_config(name: str) -> dict:
+    return load_config(ROOT / "config" / name)
 
 
 # --------------------------------------------------------------------------- visual tokens
@@ -43,6 +54,37 @@ def test_qwen3vl_visual_tokens_follow_the_processor(size, tokens):
     assert teacher_cost.image_layout("qwen3vl", *size)[0] == tokens
 
 
+@pytest.mark.parametrize("family, budget, size, tokens", [
+    ("internvl", VisualBudget(max_tiles=1), (1024, 768), 256),        # one tile, no thumbnail
+    ("internvl", VisualBudget(max_tiles=4), (1024, 768), 5 * 256),    # 2x2 + thumbnail
+    ("internvl", VisualBudget(max_tiles=12), (1024, 768), 13 * 256),  # the default, spelled out
+    ("qwen3vl", VisualBudget(max_pixels=200_000), (1024, 768), 192),  # 512x384 px -> 16x12 tokens
+    ("qwen3vl", VisualBudget(max_pixels=10**8, min_pixels=10**6), (200, 200), 1024),  # upscaled to 1024x1024
+])
+def test_visual_budget_sets_the_tokens_per_image(family, budget, size, tokens):
+    assert teacher_cost.image_layout(family, *size, budget=budget)[0] == tokens
+
+
+def test_one_internvl_tile_costs_about_a_tenth_of_the_default_view():
+    """The choice issue 9 asks users to be able to make knowingly: InternVL at 1024x768, 13 tiles vs 1."""
+    config = load_config("config/paper/table2_koniq10k.yaml")
+    config["pairs"]["count"] = 1_000_000
+    shape = estimate_cost.DatasetShape(splits={"train": 1_000_000}, sizes=[(1024, 768)], source="test")
+    default = {r.stage: r for r in estimate_cost.teacher_rows(config, shape, costs())}
+    config["teachers"]["internvl3_5_8b"]["visual_budget"] = {"max_tiles": 1}
+    one_tile = {r.stage: r for r in estimate_cost.teacher_rows(config, shape, costs())}
+    for stage in default:
+        ratio = (one_tile[stage].gpu_hours - one_tile[stage].detail["startup_s"] / 3600) / \
+                (default[stage].gpu_hours - default[stage].detail["startup_s"] / 3600)
+        assert 0.07 < ratio < 0.13, (stage, ratio)
+    assert one_tile["score_points (internvl3_5_8b)"].detail["tokens"] == 1_000_000 * (256 + teacher_cost.TEXT_TOKENS)
+    assert "256 visual tokens/image, visual_budget {'max_tiles': 1}" in one_tile["score_points (internvl3_5_8b)"].work
+    assert "3,328 visual tokens/image, the model's default tiling" in default["score_points (internvl3_5_8b)"].work
+    config["teachers"]["internvl3_5_8b"]["visual_budget"] = {"max_pixels": 200_000}
+    with pytest.raises(ConfigError, match=r"teachers\.internvl3_5_8b\.visual_budget\.max_pixels: .*give max_tiles"):
+        estimate_cost.teacher_rows(config, shape, costs())
+
+
 def test_unknown_teacher_model_is_a_clear_error():
     with pytest.raises(KeyError, match="no cost model for teacher model 'some/vlm'"):
         teacher_cost.arch_for("some/vlm")
@@ -55,7 +97,7 @@ def test_decoder_curve_predicts_counts_it_was_not_fitted_on():
     from transformers import Qwen3Config, Qwen3Model
 
     c, a, b = teacher_cost.decoder_coefficients(TINY)
-    cfg = Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    cfg = Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=TINY.layers, num_attention_heads=4,
                       num_key_value_heads=2, head_dim=128, vocab_size=teacher_cost.VOCAB)
     with torch.device("meta"):
         model = Qwen3Model(cfg)
@@ -76,6 +118,9 @@ def test_vision_curve_predicts_counts_it_was_not_fitted_on():
     for side in (8, 40):
         p = side * side
         assert teacher_cost._tower_flops(TINY, side, 14) == pytest.approx(c0 + a0 * p + b0 * p * p, rel=1e-9)
+    # The tower at its full depth, counted directly: what one- and two-layer counts extend to.
+    assert teacher_cost._tower_flops(TINY, 24, 14, layers=TINY.v_layers) == teacher_cost._at_depth(
+        lambda n: teacher_cost._tower_flops(TINY, 24, 14, layers=n), TINY.v_layers)
 
 
 def test_request_flops_of_the_default_teacher_are_about_twice_its_parameters_per_token():
@@ -132,7 +177,7 @@ class Counter:
 
 
 def paper_like_config(**distill_over):
-    config = load_config("config/paper/table2_koniq10k.yaml")
+    config = paper_config("paper/table2_koniq10k.yaml")
     config["distill"].update({"epochs": 3, "batch_size": 8, "pair_batch_size": 4, "holdout_fraction": 0.2,
                               **distill_over})
     config["calibration"].update({"epochs": 2, "batch_size": 4})
@@ -145,17 +190,23 @@ def out_args(folder):
             "--out-predictions", str(folder / "p.parquet")]
 
 
-@pytest.mark.parametrize("use_pair", [True, False])
-def test_distill_work_matches_what_distill_runs(small, tmp_path, monkeypatch, use_pair):
+@pytest.mark.parametrize("use_pair,selection", [(True, "mos_subset"), (False, "teacher")])
+def test_distill_work_matches_what_distill_runs(small, tmp_path, monkeypatch, use_pair, selection):
     root, _ = small
-    config = paper_like_config()
+    config = paper_like_config(selection=selection, checkpoint_every=2)
+    # With few-shot selection, the rule asks for the candidate epochs' checkpoints and outputs.
+    per_epoch = []
+    if selection == "mos_subset":
+        epochs = candidate_epochs(config["distill"]["epochs"], 2)
+        per_epoch = ["--out-epoch-checkpoints", *(str(tmp_path / f"e{e}.safetensors") for e in epochs),
+                     "--out-epoch-predictions", str(tmp_path / "epoch_predictions.parquet")]
     counter = Counter()
     monkeypatch.setattr(st, "build_model", counter.build(st.build_model))
     settings = {"student": STUDENT, "distill": config["distill"], "use_point": True, "use_pair": use_pair,
                 "use_confidence": True, "student_model": None, "device": "cpu", "seed": 0}
     distill.main(["--manifest", str(root / "manifest.parquet"), "--points", str(root / "points.parquet"),
                   *(["--pairs", str(root / "pairs.parquet")] if use_pair else []),
-                  *out_args(tmp_path), "--settings", json.dumps(settings)])
+                  *out_args(tmp_path), "--settings", json.dumps(settings), *per_epoch])
     work = estimate_cost.distill_images(config, N_TRAIN, N_TEST, True, use_pair)
     assert counter.train == work["train_images"]          # the schedule is exact
     # The evaluated count depends on which pairs touch the held-out images: an expectation.
@@ -197,7 +248,7 @@ def costs(**over):
 
 
 def test_student_phase_runs_at_the_slower_of_gpu_and_loader():
-    config = load_config("config/paper/table2_koniq10k.yaml")
+    config = paper_config("paper/table2_koniq10k.yaml")
     shape = estimate_cost.DatasetShape({"train": 1000, "test": 100}, [(1000, 1000)], "test")
     work = {"train_images": 10000.0, "eval_images": 0.0}
     fast_loader = costs(loader_ms_fixed=0.0, loader_ms_per_megapixel=1.0, student_job_startup_s=0)  # 8000 img/s
@@ -208,7 +259,7 @@ def test_student_phase_runs_at_the_slower_of_gpu_and_loader():
 
 
 def test_in_process_loading_adds_decode_to_compute_and_rates_scale_with_the_crop():
-    config = load_config("config/paper/table2_koniq10k.yaml")
+    config = paper_config("paper/table2_koniq10k.yaml")
     config["student"]["num_workers"] = 0
     shape = estimate_cost.DatasetShape({"train": 1000, "test": 100}, [(1000, 1000)], "test")
     work = {"train_images": 1000.0, "eval_images": 500.0}
@@ -222,7 +273,7 @@ def test_in_process_loading_adds_decode_to_compute_and_rates_scale_with_the_crop
 
 
 def test_teacher_hours_scale_with_the_rate_and_count_every_server_start():
-    config = load_config("config/paper/table2_koniq10k.yaml")
+    config = paper_config("paper/table2_koniq10k.yaml")
     shape = estimate_cost.shape_from_config(config, None)
     base = {r.stage: r for r in estimate_cost.teacher_rows(config, shape, costs())}
     fast = {r.stage: r for r in estimate_cost.teacher_rows(config, shape, costs(teacher_tflops_per_gpu=500))}
@@ -236,7 +287,7 @@ def test_teacher_hours_scale_with_the_rate_and_count_every_server_start():
 
 
 def test_paper_table4_counts_every_job(tmp_path):
-    config = load_config("config/paper/table4_agiqa3k.yaml")
+    config = paper_config("paper/table4_agiqa3k.yaml")
     rows = {r.stage: r for r in estimate_cost.estimate(config, estimate_cost.shape_from_config(config, None), costs())}
     teachers = [s for s in rows if s.startswith("score_")]
     assert len(teachers) == 8  # points + pairs for each of the four teachers
@@ -252,7 +303,7 @@ def test_manifest_sizes_are_used_exactly(small, tmp_path):
                           height=pl.when(pl.col("split") == "train").then(768).otherwise(512)).write_parquet(path)
     shape = estimate_cost.shape_from_manifest(path)
     assert shape.splits == {"train": N_TRAIN, "test": N_TEST}
-    config = load_config("config/paper/table1_agiqa3k.yaml")
+    config = paper_config("paper/table1_agiqa3k.yaml")
     points, pairs = estimate_cost.teacher_rows(config, shape, costs())
     assert points.detail["tokens"] == N_TRAIN * (3328 + 100) + N_TEST * (256 + 100)
     assert points.detail["flops"] == pytest.approx(
@@ -274,7 +325,7 @@ def test_manifest_sizes_are_used_exactly(small, tmp_path):
 
 def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "cost.json"
-    estimate_cost.main(["--config", "config/paper/table2_spaq.yaml", "--json", str(out)])
+    estimate_cost.main(["--config", str(ROOT / "config/paper/table2_spaq.yaml"), "--json", str(out)])
     text = capsys.readouterr().out
     assert "| score_points (internvl3_5_8b) | 4 | 1 | 11,125 requests" in text
     assert "| calibrate (stage 2) | 20 |" in text  # 2 variants x 2 ratios x 5 seeds
@@ -292,7 +343,7 @@ def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(InputError, match="manifest lacks column"):
         pl.DataFrame({"image_id": ["a"]}).write_parquet(tmp_path / "m.parquet")
         estimate_cost.shape_from_manifest(tmp_path / "m.parquet")
-    config = load_config("config/demo.yaml")
+    config = paper_config("demo.yaml")
     with pytest.raises(InputError, match="no published size; pass --manifest"):
         estimate_cost.shape_from_config(config, None)
     with pytest.raises(InputError, match="no entry for student model 'vit_huge'"):
@@ -301,9 +352,8 @@ def test_bad_inputs_are_named(tmp_path):
 
 def test_measure_costs_writes_a_costs_file_the_estimator_accepts(tmp_path, capsys):
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "measure_costs.py"
+    path = ROOT / "benchmarks" / "measure_costs.py"
     spec = importlib.util.spec_from_file_location("measure_costs", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
@@ -315,10 +365,17 @@ def test_measure_costs_writes_a_costs_file_the_estimator_accepts(tmp_path, capsy
     assert measured["student_train_images_per_s"]["resnet10t"] > 0
     assert measured["student_eval_images_per_s"]["resnet10t"] > 0
     assert measured["student_job_startup_s"] > 0 and measured["student_crop"] == 32
-    assert measured["loader_ms_per_megapixel"] > 0  # decoding a larger JPEG costs more
+    # The loader line is a least-squares fit of the timings the file records (their sign is the
+    # machine's business: a loaded machine can time the larger JPEG faster).
+    loader_ms = dict(re.findall(r"(\d+x\d+): ([\d.]+) ms", measured["sources"]["loader_ms"]))
+    fixed, per_mp = bench.fit_loader({k: float(v) for k, v in loader_ms.items()})
+    assert len(loader_ms) >= 2 and measured["loader_ms_fixed"] >= 0
+    assert (measured["loader_ms_fixed"], measured["loader_ms_per_megapixel"]) == pytest.approx(
+        (round(fixed, 3), round(per_mp, 3)), abs=0.02)
+    assert bench.fit_loader({"1000x1000": 12.0, "2000x1000": 20.0, "500x500": 6.0}) == pytest.approx((4.0, 8.0))
     assert measured["teacher_tflops_per_gpu"] == costs()["teacher_tflops_per_gpu"]  # not measured: kept
     assert "measured by benchmarks/measure_costs.py" in measured["sources"]["student_train_images_per_s"]
-    config = load_config("config/paper/table2_koniq10k.yaml")
+    config = paper_config("paper/table2_koniq10k.yaml")
     config["student"].update(model="resnet10t", crop=32)
     rows = estimate_cost.student_rows(config, estimate_cost.shape_from_config(config, None), measured)
     assert [r.stage for r in rows] == ["distill (stage 1)", "calibrate (stage 2)"]

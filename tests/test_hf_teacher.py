@@ -1,4 +1,9 @@
-"""The transformers teacher on a tiny random-weight Qwen2-VL: real checkpoint loading, real images."""
+"""The transformers teacher on tiny random-weight Qwen2-VL / InternVL: real checkpoint loading, real images.
+
+Random weights put only a few percent of the probability on the label tokens, so the tests that
+check the plumbing of scores accept any mass (``min_token_mass: 0``); the default threshold's
+refusals are tested on their own.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ import pytest
 from PIL import Image
 
 from leaf_steps.errors import ConfigError, TeacherError
-from leaf_steps.teacher_math import LEVELS
+from leaf_steps.image_encoding import load_image as load_rgb_image
+from leaf_steps.teacher_math import LEVELS, NOT_ANSWERED
 from leaf_steps.teachers import ImageRef, make_teacher
-from leaf_steps.teachers.hf import label_token_ids, load_rgb_image, parse_spec
+from leaf_steps.teachers.hf import label_token_ids, parse_spec
 
 PROMPTS = {
     "point": "How would you rate the overall perceptual quality of this image? "
@@ -20,14 +26,14 @@ PROMPTS = {
     "pair": "The first image is Image A and the second image is Image B. "
             "Which image has higher overall perceptual quality? Answer with one letter: A or B.",
 }
-SPEC = {"backend": "transformers", "model": "tiny:qwen2_vl", "device": "cpu", "dtype": "float32", "batch_size": 4}
+SPEC = {"backend": "transformers", "model": "tiny:qwen2_vl", "device": "cpu", "dtype": "float32", "batch_size": 4,
+        "min_token_mass": 0.0}
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("LEAF_CACHE", str(tmp_path_factory.mktemp("leaf_cache")))
         yield
 
 
@@ -181,6 +187,9 @@ def test_label_the_tokenizer_cannot_spell_raises(env):
     ({"image_max_side": 8}, "teachers.*.image_max_side"),
     ({"trust_remote_code": "yes"}, "teachers.*.trust_remote_code"),
     ({"missing_token_policy": "guess"}, "teachers.*.missing_token_policy"),
+    ({"min_token_mass": -0.1}, "teachers.*.min_token_mass"),
+    ({"enable_thinking": "off"}, "teachers.*.enable_thinking"),
+    ({"visual_budget": {"max_tiles": 1, "min_pixels": 4}}, "teachers.*.visual_budget.min_pixels"),
     ({"model": ""}, "teachers.*.model"),
     ({"name": "tq", "colour": "red"}, "teachers.tq.colour"),
 ])
@@ -193,6 +202,7 @@ def test_bad_spec_is_config_error_naming_the_key(change, key):
 def test_spec_defaults():
     s = parse_spec({"backend": "transformers", "model": "org/model"})
     assert (s.device, s.dtype, s.batch_size, s.image_max_side, s.trust_remote_code) == ("auto", "auto", 8, None, False)
+    assert (s.visual_budget, s.enable_thinking, s.min_token_mass) == (None, False, 0.5)
 
 
 def test_unloadable_model_is_teacher_error(env, tmp_path):
@@ -204,8 +214,79 @@ def test_unloadable_model_is_teacher_error(env, tmp_path):
 
 def test_describe_is_json_provenance(teacher):
     info = json.loads(json.dumps(teacher.describe()))
-    assert info["backend"] == "transformers" and info["model"] == "tiny:qwen2_vl"
-    assert info["dtype"] == "float32" and info["device"] == "cpu"
+    settings = info["score_settings"]
+    assert info["backend"] == "transformers" and settings["model"] == "tiny:qwen2_vl"
+    assert settings["dtype"] == "float32" and info["operational"] == {"device": "cpu", "batch_size": 4}
+    assert settings["image_bytes"] == "pixels" and settings["enable_thinking"] is False
+    assert settings["visual_budget"] is None and info["acceptance"] == {"min_token_mass": 0.0}
+    assert info["template_reads_enable_thinking"] is False  # the tiny Qwen2-VL template has no thinking mode
     assert info["model_class"] == "Qwen2VLForConditionalGeneration"
     assert set(info["label_token_ids"]["point"]) == set(LEVELS)
     assert info["label_token_ids"]["pair"]["A"]["tokens"][0] == "A"
+
+
+def test_rows_say_the_model_saw_decoded_pixels(teacher, images):
+    assert [s.image_bytes for s in teacher.score_points(images[:2])] == [["pixels"], ["pixels"]]
+    assert teacher.score_pairs([(images[0], images[1])])[0].image_bytes == ["pixels", "pixels"]
+
+
+def test_low_label_mass_is_an_error_row_naming_the_tokens(env, images):
+    # Random weights: the label tokens hold a few percent of the probability (see the module doc).
+    with make_teacher(SPEC | {"min_token_mass": 0.5}, PROMPTS) as strict:
+        rows = strict.score_points(images[:3])
+        pair = strict.score_pairs([(images[0], images[1])])[0]
+        tokenizer = strict.processor.tokenizer
+    for row in [*rows, pair]:
+        assert row.error.startswith(NOT_ANSWERED) and f"answer-token mass {row.mass:.3g} < min_token_mass 0.5" in row.error
+        assert 0 < row.mass < 0.5 and all(math.isnan(x) for x in row.logliks)
+        assert len(row.top) == 5 and row.top[0][1] >= row.top[-1][1]
+        assert repr(row.top[0][0]) in row.error  # the decoded token the model preferred
+        assert row.top[0][0] == tokenizer.decode(tokenizer.encode(row.top[0][0], add_special_tokens=False))
+
+
+@pytest.mark.parametrize(("arch", "budget", "field"), [
+    ("internvl", {"max_tiles": 1}, "pixel_values"),  # 4 tiles + thumbnail -> 1 tile
+    ("qwen2_vl", {"max_pixels": 56 * 56}, "image_grid_thw"),  # 112x112 px cap -> 56x56
+])
+def test_visual_budget_reaches_the_processor_and_cuts_image_tokens(env, images, arch, budget, field):
+    spec = SPEC | {"model": f"tiny:{arch}"}
+    big = [[load_rgb_image(images[0].path)]]  # 160 x 160
+    with make_teacher(spec, PROMPTS) as default, make_teacher(spec | {"visual_budget": budget}, PROMPTS) as cut:
+        full, small = default.encode(big, default.point_text), cut.encode(big, cut.point_text)
+        image_token = default.model.config.image_token_id
+        n_full, n_small = int((full["input_ids"] == image_token).sum()), int((small["input_ids"] == image_token).sum())
+        assert n_small < n_full, (n_small, n_full)
+        if arch == "internvl":
+            assert (full[field].shape[0], small[field].shape[0]) == (5, 1) and (n_full, n_small) == (20, 4)
+        else:
+            assert small[field].prod() < full[field].prod()
+        # The cut view is what the model is scored on: its answer differs from the default view's.
+        assert not np.allclose(default.score_points(images[:1])[0].logliks, cut.score_points(images[:1])[0].logliks,
+                               atol=1e-4)
+        assert cut.describe()["score_settings"]["processor_images_kwargs"] == (
+            {"max_patches": 1} if arch == "internvl" else {"size": {"longest_edge": 3136, "shortest_edge": 784}})
+
+
+def test_budget_of_the_wrong_kind_is_a_config_error(env):
+    with pytest.raises(ConfigError, match=r"teachers\.q\.visual_budget\.max_tiles: .*Qwen2VLImageProcessor.*max_pixels"):
+        make_teacher(SPEC | {"name": "q", "visual_budget": {"max_tiles": 2}}, PROMPTS)
+    with pytest.raises(ConfigError, match=r"teachers\.i\.visual_budget\.max_pixels: .*GotOcr2ImageProcessor.*max_tiles"):
+        make_teacher(SPEC | {"name": "i", "model": "tiny:internvl", "visual_budget": {"max_pixels": 5000}}, PROMPTS)
+
+
+QWEN3_STYLE_TEMPLATE = (  # the part of Qwen3's chat template that implements the non-thinking mode
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for content in message['content'] %}{% if content['type'] == 'image' %}<|vision_start|><|image_pad|>"
+    "<|vision_end|>{% else %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+
+
+@pytest.mark.parametrize(("thinking", "empty_block"), [(False, True), (None, False), (True, False)])
+def test_thinking_mode_reaches_the_chat_template(env, thinking, empty_block):
+    with make_teacher(SPEC | {"enable_thinking": thinking}, PROMPTS) as t:
+        t.processor.chat_template = QWEN3_STYLE_TEMPLATE
+        text = t._chat_text(PROMPTS["point"], n_images=1)
+        assert t.describe()["template_reads_enable_thinking"] is True
+    # Non-thinking mode: the answer position comes right after an empty thinking block.
+    assert text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") is empty_block

@@ -10,7 +10,8 @@ import pytest
 
 from leaf_steps.inspect_artifacts import inspect
 from leaf_steps.io import make_provenance, write_parquet
-from leaf_steps.teacher_math import expected_score, level_probabilities, pair_confidence
+from leaf_steps.scoring import mass_summary
+from leaf_steps.teacher_math import NOT_ANSWERED, expected_score, level_probabilities, pair_confidence
 
 
 @pytest.fixture()
@@ -21,11 +22,14 @@ def artifacts(tmp_path):
     points = pl.DataFrame({"image_id": [f"i{k}" for k in range(12)],
                            **{f"p_{n}": p[:, j] for j, n in enumerate(["excellent", "good", "fair", "poor", "bad"])},
                            "teacher_score": expected_score(p), "missing_tokens": [[]] * 11 + [["Bad"]],
-                           "error": [None] * 11 + ["timeout"]})
+                           "token_mass": [0.9, 0.8, 0.85, 0.7, 0.95, 0.02, 0.9, 0.88, 0.6, 0.75, 0.93, None],
+                           "error": [None] * 5 + [NOT_ANSWERED + ": ..."] + [None] * 5 + ["timeout"]})
     shards = tmp_path / "points"
     for k in (1, 2):
-        write_parquet(points[(k - 1) * 6:k * 6], shards / f"{k}-of-2.parquet",
-                      make_provenance("score_points", teacher="t", prompt_hash="abc", shard=f"{k}-of-2"))
+        part = points[(k - 1) * 6:k * 6]
+        write_parquet(part, shards / f"{k}-of-2.parquet",
+                      make_provenance("score_points", teacher="t", prompt_hash="abc", shard=f"{k}-of-2",
+                                      summary={"rows": 6, "token_mass": mass_summary(part["token_mass"], 0.5)}))
     p_a = rng.uniform(size=20)
     pairs = pl.DataFrame({"pair_id": np.arange(20), "p_a": p_a, "confidence": pair_confidence(p_a),
                           "t_ab": (p_a >= 0.5).astype(np.int8)})
@@ -42,7 +46,13 @@ def test_folder_of_shards(artifacts):
     assert [p["shard"] for p in info["provenance"]] == ["1-of-2", "2-of-2"]
     col = info["columns"]["p_excellent"]
     assert sum(col["histogram"]["counts"]) == 12 and col["histogram"]["edges"][0] == 0.0
-    assert info["columns"]["error"]["values"] == {"timeout": 1} and info["columns"]["error"]["nulls"] == 11
+    assert info["columns"]["error"]["values"] == {"timeout": 1, NOT_ANSWERED + ": ...": 1}
+    assert info["columns"]["error"]["nulls"] == 10
+    mass = info["columns"]["token_mass"]
+    assert sum(mass["histogram"]["counts"]) == 11 and mass["histogram"]["counts"][0] == 1
+    assert mass["quantiles"]["0.5"] == pytest.approx(0.85)
+    shard_mass = info["token_mass"]
+    assert [m["below_min"] for m in shard_mass.values()] == [1, 0] and [m["rows"] for m in shard_mass.values()] == [6, 5]
     assert info["columns"]["missing_tokens"]["nonempty"] == 1
     assert len(info["sample"]) == 3
 
@@ -63,6 +73,9 @@ def test_cli_json_and_text(artifacts):
     text = subprocess.run([sys.executable, "-m", "leaf_steps.cli", "inspect", str(artifacts / "pairs.parquet")],
                           capture_output=True, text=True, check=True).stdout
     assert "20 rows" in text and "confidence" in text and "score_pairs" in text
+    text = subprocess.run([sys.executable, "-m", "leaf_steps.cli", "inspect", str(artifacts / "points")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "answer-token mass" in text and "1 (< 0.5)" in text and "1-of-2.parquet" in text
 
 
 def test_missing_path_is_a_clear_error(tmp_path):

@@ -22,14 +22,15 @@ REPORTED = {
 }
 
 
-def snakemake(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "snakemake"), *args], capture_output=True, text=True, timeout=600,
-                          env=env_for(ROOT), cwd=cwd)
+def snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The checkout's Snakefile run in ``cwd``, its own working directory (never the checkout's)."""
+    return subprocess.run([str(VENV_BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                           str(cwd), *args], capture_output=True, text=True, timeout=600, env=env_for(ROOT), cwd=cwd)
 
 
 @pytest.mark.parametrize("configfile", ["config/demo.yaml", "config/config.yaml"])
-def test_lint_is_clean(configfile):
-    proc = snakemake("--lint", "--configfile", configfile)
+def test_lint_is_clean(configfile, tmp_path):
+    proc = snakemake("--lint", "--configfile", str(ROOT / configfile), cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert "Lints for" not in out
@@ -53,8 +54,7 @@ def caption_words(rst: Path) -> str:
 def test_report_embeds_table_figures_and_captions(tmp_path_factory, tmp_path):
     run = real_tiny_run(tmp_path_factory)
     report = tmp_path / "report.html"
-    proc = snakemake("--snakefile", str(ROOT / "Snakefile"), "--directory", str(run.workdir),
-                     "--configfile", str(run.configfile), "--report", str(report), cwd=run.workdir)
+    proc = snakemake("--configfile", str(run.configfile), "--report", str(report), cwd=run.workdir)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     html = report.read_text()
 

@@ -1,6 +1,7 @@
 """Eq 6-12 against values worked out by hand on small vectors, plus gradient flow."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -138,3 +139,41 @@ def test_rank_loss_gradient_pushes_preferred_image_up():
     losses.rank_loss(s_a, s_b, t(1.0)).backward()
     # teacher prefers a: descending the loss raises s_a and lowers s_b
     assert s_a.grad.item() < 0 < s_b.grad.item()
+
+
+def test_default_lambdas_are_the_papers():
+    s, y = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.5, 3.0, 2.5])  # not collinear: L_PLCC > 0
+    assert float(losses.plcc_loss(s, y)) > 0.1
+    sa, sb, t, w = torch.tensor([0.3, -1.0]), torch.tensor([0.1, 0.5]), torch.tensor([1.0, 0.0]), torch.tensor([0.9, 0.4])
+    total = losses.distill_loss(scores=s, teacher_scores=y, s_a=sa, s_b=sb, t_ab=t, confidence=w).total
+    assert float(total) == pytest.approx(float(losses.point_loss(s, y) + 0.5 * losses.rank_loss(sa, sb, t, w)))
+    cal = losses.calibration_loss(s, y).total
+    assert float(cal) == pytest.approx(float(losses.mse_loss(s, y) + 1.0 * losses.plcc_loss(s, y)))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"use_point": False, "use_pair": False}, "distill_loss needs use_point or use_pair"),
+    ({"scores": torch.ones(2), "use_pair": False}, "use_point=True needs scores and teacher_scores"),
+    ({"teacher_scores": torch.ones(2), "use_pair": False}, "use_point=True needs scores and teacher_scores"),
+    ({"s_b": torch.ones(2), "t_ab": torch.ones(2), "use_point": False, "use_confidence": False},
+     "use_pair=True needs s_a, s_b and t_ab"),
+    ({"s_a": torch.ones(2), "t_ab": torch.ones(2), "use_point": False, "use_confidence": False},
+     "use_pair=True needs s_a, s_b and t_ab"),
+    ({"s_a": torch.ones(2), "s_b": torch.ones(2), "use_point": False, "use_confidence": False},
+     "use_pair=True needs s_a, s_b and t_ab"),
+    ({"s_a": torch.ones(2), "s_b": torch.ones(2), "t_ab": torch.ones(2), "use_point": False},
+     "use_confidence=True needs confidence"),
+])
+def test_missing_inputs_of_an_enabled_term_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        losses.distill_loss(**kwargs)
+
+
+def test_plcc_eps_is_the_one_given():
+    # A near-constant batch: the sums of squares multiply to 2e-6 * 8, under the eps given here,
+    # so the denominator is sqrt(eps): rho = cov / sqrt(eps).
+    s, y = torch.tensor([1.0, 1.001, 0.999]), torch.tensor([1.0, 3.0, -1.0])
+    cov = float(((s - s.mean()) * (y - y.mean())).sum())
+    assert float(losses.plcc_loss(s, y, eps=1.0)) == pytest.approx(1.0 - cov, rel=1e-4)
+    assert float(losses.pearson(s, y, eps=1.0)) == pytest.approx(cov, rel=1e-4)
+    assert float(losses.plcc_loss(s, y)) == pytest.approx(0.0, abs=1e-4)  # the default eps is far below

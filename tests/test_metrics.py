@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from leaf_steps.evaluate import evaluate
+from leaf_steps.evaluation.common_set import Run, evaluate_runs, labelled_test_images
 from leaf_steps.metrics import iqa_metrics, logistic4
 
 
@@ -46,6 +46,9 @@ def test_evaluate_uses_only_test_images_with_mos():
     manifest = pl.DataFrame({"image_id": list("abcdef"), "split": ["train", "test", "test", "test", "test", "test"],
                              "mos": [1.0, 1.0, 2.0, 3.0, 4.0, None]})
     preds = pl.DataFrame({"image_id": list("abcdf"), "prediction": [9.0, 1.0, 2.0, 3.0, 7.0]})
-    m = evaluate(preds, manifest)
-    assert m["n"] == 3 and m["n_missing"] == 1  # "e" has MOS but no prediction; "a" is train; "f" has no MOS
+    runs, lacking, _ = evaluate_runs(labelled_test_images(manifest), [Run("m", 0.0, None, preds)])
+    m = runs.row(0, named=True)
+    # "e" has MOS but no prediction; "a" is train; "f" has no MOS
+    assert (m["n"], m["n_test"], m["n_missing"]) == (3, 4, 1)
+    assert lacking["image_id"].to_list() == ["e"]
     assert m["srcc"] == pytest.approx(1.0)

@@ -78,8 +78,10 @@ def expected_counts(cfg: dict) -> dict[str, int]:
         "calibrate": len(variants) * n_few_shot,
         "teacher_zero_shot": zero_shot,
         "teacher_linear": linear * n_few_shot,
-        "evaluate_labelfree": zero_shot + (len(distilled) if 0.0 in ratios else 0),
-        "evaluate_few_shot": (len(variants) + linear) * n_few_shot,
+        # Few-shot stage-1 selection (distill.selection defaults to mos_subset): one per distilled variant x subset.
+        "select_stage1": (len(distilled) * n_few_shot
+                          if cfg["distill"].get("selection", "mos_subset") == "mos_subset" else 0),
+        "evaluate": 1,  # every prediction file at once, on their common test images
         "aggregate": 1,
         "paper_table": 1,
         "all": 1,

@@ -265,12 +265,11 @@ def exported(photos, checkpoint, tmp_path_factory) -> Path:
     pl.DataFrame({"image_id": names, "path": [str(photos / n) for n in names], "mos": [50.0] * len(names),
                   "split": ["test"] * len(names), "width": [0] * len(names), "height": [0] * len(names)}
                  ).write_parquet(d / "manifest.parquet")
-    metrics = []
-    for seed, srcc in ((0, 0.81), (1, 0.79)):
-        p = d / f"seed{seed}.parquet"
-        pl.DataFrame([{"method": "leaf", "ratio": 0.3, "seed": seed, "n": 6, "srcc": srcc, "plcc": srcc + 0.02,
-                       "krcc": 0.6, "rmse": 9.5}]).write_parquet(p)
-        metrics.append(str(p))
+    # the run's evaluation table: other methods and ratios are left off the card
+    pl.DataFrame([{"method": m, "ratio": r, "seed": seed, "n": 6, "srcc": srcc, "plcc": srcc + 0.02, "krcc": 0.6,
+                   "rmse": 9.5} for m, r, seed, srcc in (("leaf", 0.3, 0, 0.81), ("leaf", 0.3, 1, 0.79),
+                                                         ("leaf", 0.1, 0, 0.11), ("cft_only", 0.3, 0, 0.22))]
+                 ).write_parquet(d / "runs.parquet")
     pl.DataFrame({"image_id": ["x", "y", "z"], "role": ["calib_train", "calib_train", "calib_val"],
                   "mos": [1.0, 2.0, 3.0]}).write_parquet(d / "subset.parquet")
     settings = {"run_name": "unit", "variant": "leaf", "ratio": 0.3, "seed": 0, "onnx": True,
@@ -281,8 +280,8 @@ def exported(photos, checkpoint, tmp_path_factory) -> Path:
                 "calibration": {"val_fraction": 0.2, "epochs": 20, "batch_size": 16, "lr": 5e-5,
                                 "weight_decay": 0.05, "lambda_cal": 1.0}, "tau": 0.1}
     out = d / "export"
-    export_model.main(["--checkpoint", str(checkpoint), "--manifest", str(d / "manifest.parquet"), "--metrics",
-                       *metrics, "--subset", str(d / "subset.parquet"), "--out-dir", str(out),
+    export_model.main(["--checkpoint", str(checkpoint), "--manifest", str(d / "manifest.parquet"), "--runs",
+                       str(d / "runs.parquet"), "--subset", str(d / "subset.parquet"), "--out-dir", str(out),
                        "--settings", json.dumps(settings)])
     return out
 
@@ -303,6 +302,7 @@ def test_export_folder_layout_and_card(exported, checkpoint):
                    "0.800 ± 0.014", "shorter side to 40 px", "image.draft(\"RGB\", (40, 40))", "center crop 32", "MOS (the dataset's rating scale)",
                    'timm.create_model("local-dir:', "leaf predict --model"):
         assert needle in card, needle
+    assert "0.110" not in card and "0.220" not in card  # other ratios and methods of the run stay off the card
 
 
 def test_timm_folder_reproduces_predictions_with_timm_alone(exported, photos, folder_scores):

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,13 +69,16 @@ def parse_dry_run(text: str) -> list[DryJob]:
 
 
 def dry_run(profile_dir: Path, *configfiles: str | Path, env: dict | None = None) -> list[DryJob]:
+    """``snakemake -n -p`` of the checkout's Snakefile in an empty working directory of its own: what a
+    fresh site would run, whatever the checkout holds (results/, resources/, .snakemake/)."""
     env = {**os.environ, **SITE_ENV, **(env or {}),
            "PATH": f"{SNAKEMAKE.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(
-        [str(SNAKEMAKE), "-n", "-p", "--nolock", "--workflow-profile", str(profile_dir),
-         "--configfile", *map(str, configfiles)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )
+    with tempfile.TemporaryDirectory(prefix="leaf-profile-") as workdir:
+        proc = subprocess.run(
+            [str(SNAKEMAKE), "-n", "-p", "--nolock", "--snakefile", str(REPO / "Snakefile"), "--directory", workdir,
+             "--workflow-profile", str(profile_dir), "--configfile", *(str(REPO / c) for c in configfiles)],
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
+        )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert f"Using workflow specific profile {profile_dir}" in out
@@ -121,15 +125,17 @@ def test_paper_run_gpu_jobs_are_scoring_and_students(paper_jobs):
 
 def test_paper_run_everything_else_is_cpu_only(paper_jobs):
     cpu_jobs = [j for j in paper_jobs if j.rule not in GPU_RULES and j.rule != "all"]
-    assert {j.rule for j in cpu_jobs} >= {"download_dataset", "prepare_dataset", "evaluate_few_shot",
-                                          "evaluate_labelfree", "aggregate", "gather_points"}
+    assert {j.rule for j in cpu_jobs} >= {"download_dataset", "prepare_dataset", "select_stage1", "evaluate",
+                                          "aggregate", "gather_points"}
     for job in cpu_jobs:
         assert gpus(job) == 0 and "gres" not in job.resources, job
         assert job.resources["slurm_partition"] == "cpu_t", job
         assert job.resources["slurm_account"] == "acct_t", job
-        assert job.threads == 1, job
+        # The dataset stage decodes every image in worker processes (its threads).
+        assert job.threads == (8 if job.rule == "prepare_dataset" else 1), job
     assert by_rule(paper_jobs, "download_dataset")[0].resources["runtime"] == "240"
     assert by_rule(paper_jobs, "aggregate")[0].resources["mem_mb"] == "8000"
+    assert by_rule(paper_jobs, "evaluate")[0].resources["mem_mb"] == "8000"
 
 
 def test_teacher_shards_follow_the_config(paper_jobs):
@@ -142,10 +148,11 @@ def test_teacher_shards_follow_the_config(paper_jobs):
         assert items == sorted(f"{k}-of-{shards}" for k in range(1, shards + 1))
 
 
-def test_evaluations_run_in_groups_without_gpu(paper_jobs):
-    evaluations = by_rule(paper_jobs, "evaluate_few_shot", "evaluate_labelfree")
-    assert {j.group for j in evaluations} == {"evaluate"}
-    assert all(gpus(j) == 0 and j.resources["runtime"] == "5" for j in evaluations)
+def test_per_subset_cpu_jobs_run_in_groups_without_gpu(paper_jobs):
+    selections = by_rule(paper_jobs, "select_stage1")
+    assert {j.group for j in selections} == {"selection"}
+    assert all(gpus(j) == 0 and j.resources["runtime"] == "5" for j in selections)
+    assert [j.group for j in by_rule(paper_jobs, "evaluate")] == [None]  # one job: all runs, common test images
     assert {j.group for j in by_rule(paper_jobs, "sample_mos_subset")} == {"subsets"}
     assert {j.group for j in by_rule(paper_jobs, "calibrate", "score_points")} == {None}
 

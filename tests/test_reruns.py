@@ -16,27 +16,27 @@ import yaml
 
 from tiny_run import ROOT, Run, dryrun, real_tiny_run, tiny_rerun_config, touched_tiny_run
 
-# Downstream of the leaf student's stage 1 (cft_only never depends on it).
+# Downstream of the leaf student's stage 1 (cft_only never depends on it); the stage-1 epoch of each
+# calibration is chosen per MOS subset (distill.selection: mos_subset, the default).
 LEAF_STUDENT = {
     ("distill", "predictions/leaf/labelfree.parquet"),
+    ("select_stage1", "students/leaf/ratio0.3/seed0/stage1_selection.parquet"),
     ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet"),
-    ("evaluate_labelfree", "metrics/leaf/labelfree.parquet"),
-    ("evaluate_few_shot", "metrics/leaf/ratio0.3/seed0.parquet"),
-    ("export_model", "export"),  # the exported model is the leaf student at ratio 0.3, seed 0
 }
+# One evaluation of every prediction file on their common test images, then the table; the exported
+# student's model card quotes the evaluation, so the export follows it.
 EXPORT = {("export_model", "export")}
 SUMMARY = {
-    ("aggregate", "summary/runs.parquet"),
+    ("evaluate", "summary/coverage.parquet"),
+    ("aggregate", "summary/summary.parquet"),
     ("plot_label_efficiency", "figures/label_efficiency.png"),
-}
+} | EXPORT
 CURVES = {("plot_training_curves", "figures/training_curves.png")}
 PAIR_FIGURE = {("plot_pair_confidence", "figures/pair_confidence.png")}
 # Everything that reads the teacher's point scores directly.
 POINT_READERS = {
     ("teacher_zero_shot", "predictions/teacher_zero_shot/labelfree.parquet"),
     ("teacher_linear", "predictions/teacher_linear/ratio0.3/seed0.parquet"),
-    ("evaluate_labelfree", "metrics/teacher_zero_shot/labelfree.parquet"),
-    ("evaluate_few_shot", "metrics/teacher_linear/ratio0.3/seed0.parquet"),
     ("plot_teacher_scatter", "figures/teacher_vs_mos.png"),
 }
 POINT_SCORING = {
@@ -57,16 +57,14 @@ def teacher_jobs(jobs: set, teacher: str = "standin") -> set:
 
 
 def new_seed_or_ratio(ratio: str, seed: int) -> set:
-    """One more MOS subset: its subset, both calibrations, the linear baseline, three evaluations."""
+    """One more MOS subset: its subset, leaf's stage-1 selection on it, both calibrations, the linear baseline."""
     stem = f"ratio{ratio}/seed{seed}"
     return {
         ("sample_mos_subset", f"subsets/{stem}.parquet"),
+        ("select_stage1", f"students/leaf/{stem}/stage1_selection.parquet"),
         ("teacher_linear", f"predictions/teacher_linear/{stem}.parquet"),
         ("calibrate", f"predictions/leaf/{stem}.parquet"),
         ("calibrate", f"predictions/cft_only/{stem}.parquet"),
-        ("evaluate_few_shot", f"metrics/teacher_linear/{stem}.parquet"),
-        ("evaluate_few_shot", f"metrics/leaf/{stem}.parquet"),
-        ("evaluate_few_shot", f"metrics/cft_only/{stem}.parquet"),
     }
 
 
@@ -95,6 +93,23 @@ def repo_copy(tmp_path: Path) -> Path:
     for folder in ("workflow", "leaf_steps", "config", "envs"):
         shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
+
+
+def edit_code(path: Path) -> None:
+    """A real code change (a new statement), as opposed to a comment or formatting edit."""
+    with path.open("a") as f:
+        f.write("\n_LEAF_TEST_EDIT = 1\n")
+
+
+def edit_cosmetics(path: Path) -> None:
+    """Comments, a docstring edit and reformatting: no change to what the code does."""
+    text = path.read_text()
+    if text.startswith('"""'):
+        end = text.index('"""', 3)
+        text = text[:end] + " Edited docstring." + text[end:]
+    text = text.replace("(\n", "(  # a comment\n", 1)
+    text = text.replace(" = ", "  =  ", 3)
+    path.write_text("# a header comment\n" + text + "\n# a trailing comment\n")
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +159,14 @@ def test_export_choice_reruns_the_export_only(done, tmp_path):
     assert no_onnx == EXPORT
 
 
+def test_stage1_selection_rule_reruns_the_leaf_student_only(done, tmp_path):
+    # distill.selection: teacher starts every calibration from the MOS-free epoch: no per-subset selection,
+    # and distill no longer keeps the candidate epochs; cft_only and the teacher are untouched.
+    changed = planned(with_config(done, tmp_path, lambda cfg: cfg["distill"].update(selection="teacher")))
+    assert changed == {("distill", "predictions/leaf/labelfree.parquet"),
+                       ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet")} | SUMMARY | CURVES
+
+
 def test_tau_refilters_pairs_without_rescoring(done, tmp_path):
     changed = planned(with_config(done, tmp_path, set_tau))
     assert changed == ({("filter_pairs", "teacher/standin/pairs_tau0.2.parquet")} | LEAF_STUDENT | SUMMARY | CURVES
@@ -169,35 +192,74 @@ def test_step_code_change_reruns_that_step_and_after(done, tmp_path):
     repo = repo_copy(tmp_path)
     # The checkout's location is not part of any job's record: an unchanged copy reruns nothing.
     assert planned(done, repo) == set()
-    with (repo / "leaf_steps/filter_pairs.py").open("a") as f:
-        f.write("# an edit\n")
+    edit_code(repo / "leaf_steps/filter_pairs.py")
     changed = planned(done, repo)
     assert changed == {("filter_pairs", "teacher/standin/pairs_tau0.1.parquet")} | LEAF_STUDENT | SUMMARY | CURVES
+
+
+def test_comment_docstring_and_formatting_edits_rerun_nothing(done, tmp_path):
+    repo = repo_copy(tmp_path)
+    for module in ("io.py", "distill.py", "teachers/niqe.py", "images/decode.py"):
+        edit_cosmetics(repo / "leaf_steps" / module)
+    assert planned(done, repo) == set()
 
 
 def test_shared_helper_change_reruns_its_importers(done, tmp_path):
     # leaf_steps.metrics is imported by evaluate and plot_results, not by the training steps.
     repo = repo_copy(tmp_path)
-    with (repo / "leaf_steps/metrics.py").open("a") as f:
-        f.write("# an edit\n")
+    edit_code(repo / "leaf_steps/metrics.py")
     changed = planned(done, repo)
-    evaluations = {(rule, out) for rule, out in LEAF_STUDENT | POINT_READERS if rule.startswith("evaluate")}
-    evaluations |= {("evaluate_labelfree", "metrics/leaf/labelfree.parquet"),
-                    ("evaluate_few_shot", "metrics/cft_only/ratio0.3/seed0.parquet")}
-    # the export's card quotes the leaf student's test metrics
-    assert changed == evaluations | SUMMARY | EXPORT | {("plot_teacher_scatter", "figures/teacher_vs_mos.png")}
+    assert changed == SUMMARY | {("plot_teacher_scatter", "figures/teacher_vs_mos.png")}
 
 
-def test_teacher_backend_code_is_hashed_into_scoring(tmp_path_factory, tmp_path):
-    # The transformers teacher: no upstream fit step, so only the backend's code hash can rerun scoring.
+def test_selection_rule_code_change_reruns_selections_and_calibrations_not_distillation(done, tmp_path):
+    # leaf_steps.training.selection (the criterion, shared by select_stage1 and calibrate's own epoch choice):
+    # every selection and calibration reruns; distill imports only leaf_steps.training.epochs, so it does not.
+    repo = repo_copy(tmp_path)
+    edit_code(repo / "leaf_steps/training/selection.py")
+    changed = planned(done, repo)
+    assert changed == {("select_stage1", "students/leaf/ratio0.3/seed0/stage1_selection.parquet"),
+                       ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet"),
+                       ("calibrate", "predictions/cft_only/ratio0.3/seed0.parquet")} | SUMMARY | CURVES
+
+
+def hf_touched_run(tmp_path_factory) -> Run:
+    """The tiny demo with the transformers teacher on a tiny random-weight Qwen2-VL, completed by touching."""
     cfg = tiny_rerun_config()
     cfg["teacher"] = "tiny"
     cfg["teachers"] = {"tiny": {"backend": "transformers", "model": "tiny:qwen2_vl", "device": "cpu",
                                 "dtype": "float32", "batch_size": 4}}
-    done = touched_tiny_run(tmp_path_factory, "tiny_touched_hf", cfg)
+    return touched_tiny_run(tmp_path_factory, "tiny_touched_hf", cfg)
+
+
+def test_token_checks_rescore_only_teachers_that_read_tokens(done, tmp_path_factory, tmp_path):
+    def lower_mass(cfg):
+        cfg["scoring"]["min_token_mass"] = 0.2
+
+    # The NIQE stand-in reads no tokens: its scores do not depend on the threshold.
+    (tmp_path / "niqe").mkdir()
+    (tmp_path / "hf").mkdir()
+    assert planned(with_config(done, tmp_path / "niqe", lower_mass)) == set()
+    rescored = (teacher_jobs(POINT_SCORING | PAIR_SCORING, "tiny") | POINT_READERS | LEAF_STUDENT | SUMMARY | CURVES
+                | PAIR_FIGURE)
+    hf = hf_touched_run(tmp_path_factory)
+    assert planned(with_config(hf, tmp_path / "hf", lower_mass)) == rescored
+
+
+@pytest.mark.parametrize("setting", [{"visual_budget": {"max_pixels": 3136}}, {"enable_thinking": None},
+                                     {"image_max_side": 64}], ids=["budget", "thinking", "max_side"])
+def test_what_the_teacher_sees_rescores_it(tmp_path_factory, tmp_path, setting):
+    hf = hf_touched_run(tmp_path_factory)
+    changed = planned(with_config(hf, tmp_path, lambda cfg: cfg["teachers"]["tiny"].update(setting)))
+    assert changed == (teacher_jobs(POINT_SCORING | PAIR_SCORING, "tiny") | POINT_READERS | LEAF_STUDENT | SUMMARY
+                       | CURVES | PAIR_FIGURE)
+
+
+def test_teacher_backend_code_is_hashed_into_scoring(tmp_path_factory, tmp_path):
+    # The transformers teacher: no upstream fit step, so only the backend's code hash can rerun scoring.
+    done = hf_touched_run(tmp_path_factory)
     repo = repo_copy(tmp_path)
-    with (repo / "leaf_steps/teachers/hf.py").open("a") as f:
-        f.write("# an edit\n")
+    edit_code(repo / "leaf_steps/teachers/hf.py")
     changed = planned(done, repo)
     assert changed == (teacher_jobs(POINT_SCORING | PAIR_SCORING, "tiny") | POINT_READERS | LEAF_STUDENT | SUMMARY
                        | CURVES | PAIR_FIGURE)
@@ -205,10 +267,41 @@ def test_teacher_backend_code_is_hashed_into_scoring(tmp_path_factory, tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("edit", [None, set_lr, set_tau, set_point_prompt], ids=["nothing", "lr", "tau", "prompt"])
-def test_touched_run_reruns_like_a_real_run(tmp_path_factory, tmp_path, done, edit):
-    real = real_tiny_run(tmp_path_factory)
+def test_touched_run_reruns_like_a_real_run(tmp_path_factory, tmp_path, edit):
+    real = real_tiny_run(tmp_path_factory)  # the session's real run (two seeds): touched with its config
+    touched = touched_tiny_run(tmp_path_factory, "tiny_touched_like_real", real.config())
     edit = edit or (lambda cfg: None)
-    assert planned(with_config(real, tmp_path, edit)) == planned(with_config(done, tmp_path, edit))
+    assert planned(with_config(real, tmp_path, edit)) == planned(with_config(touched, tmp_path, edit))
+
+
+CODE_VERSIONS = {
+    "base": 'def f(x):\n    """Doc."""\n    return x + 1\n',
+    "cosmetic": '# comment\ndef f( x ):  # why\n    """Other doc."""\n\n    return (x +\n            1)\n',
+    "no_doc": "def f(x):\n    return x + 1\n",
+    "changed": 'def f(x):\n    """Doc."""\n    return x + 2\n',
+    "string": 'def f(x):\n    """Doc."""\n    return "a" + str(x + 1)\n',
+    "string_quotes": "def f(x):\n    '''Doc.'''\n    return 'a' + str(x + 1)\n",
+}
+
+
+def test_code_hash_ignores_comments_docstrings_and_formatting_but_not_code(tmp_path, monkeypatch):
+    from leaf_steps import codehash
+
+    pkg = tmp_path / "leaf_steps"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    monkeypatch.setattr(codehash, "ROOT", pkg)
+    hashes = {}
+    try:
+        for name, text in CODE_VERSIONS.items():
+            (pkg / "m.py").write_text(text)
+            codehash.module_code_hash.cache_clear()
+            hashes[name] = codehash.module_code_hash("leaf_steps.m")
+    finally:
+        codehash.module_code_hash.cache_clear()
+    assert hashes["base"] == hashes["cosmetic"] == hashes["no_doc"]
+    assert hashes["changed"] != hashes["base"]
+    assert hashes["string"] == hashes["string_quotes"] != hashes["base"]
 
 
 def test_code_hash_covers_lazy_imports_and_parent_packages():

@@ -129,8 +129,12 @@ def _test_rows(data):
 
 @pytest.fixture(scope="module")
 def stage1(data, tmp_path_factory):
-    torch.set_num_threads(1)
-    return run_distill(data, tmp_path_factory.mktemp("stage1"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as every test here (_one_thread): the runs it is compared with are bit-identical
+    try:
+        return run_distill(data, tmp_path_factory.mktemp("stage1"))
+    finally:
+        torch.set_num_threads(threads)  # later test files keep the machine's thread count
 
 
 def test_distill_writes_documented_artifacts(data, stage1):
@@ -320,3 +324,165 @@ def test_batch_indices_never_leave_a_single_sample_batch():
     assert st.batch_indices(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert sum(map(len, st.batch_indices(list(range(17)), 8))) == 17
     assert math.isnan(st.spearman(np.ones(4), np.arange(4)))
+
+
+# --------------------------------------------------------------------------- few-shot stage-1 selection
+
+def _labelled_manifest(data, path):
+    """The fixture's manifest with a MOS on every training image (the pool MOS subsets come from)."""
+    rng = np.random.default_rng(7)
+    rows = [dict(r, mos=float(100 - 22 * int(r["image_id"][-1]) + rng.normal(0, 8))) if r["split"] == "train" else r
+            for r in data["manifest_rows"]]
+    pl.DataFrame(rows, schema={"image_id": pl.String, "path": pl.String, "mos": pl.Float64, "split": pl.String,
+                               "width": pl.Int32, "height": pl.Int32}).write_parquet(path)
+    return path
+
+
+def _write_subset(path, manifest, val_ids, train_ids):
+    mos = dict(pl.read_parquet(manifest).select("image_id", "mos").iter_rows())
+    rows = [{"image_id": i, "role": "calib_val", "mos": mos[i]} for i in val_ids]
+    rows += [{"image_id": i, "role": "calib_train", "mos": mos[i]} for i in train_ids]
+    pl.DataFrame(rows).write_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def per_epoch(data, tmp_path_factory):
+    """A real 3-epoch distillation that keeps every epoch (distill.selection: mos_subset)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as _one_thread: the runs compared with it are bit-identical
+    try:
+        return _distill_every_epoch(data, tmp_path_factory)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _distill_every_epoch(data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("per_epoch")
+    manifest = _labelled_manifest(data, root / "manifest.parquet")
+    settings = distill_settings(distill=dict(DISTILL, epochs=3, selection="mos_subset", checkpoint_every=1))
+    checkpoints = [root / f"epochs/epoch{e}.safetensors" for e in (1, 2, 3)]
+    paths = {k: root / f"{k}.{ext}" for k, ext in (("model", "safetensors"), ("losses", "parquet"),
+                                                  ("preds", "parquet"), ("epoch_preds", "parquet"))}
+    distill.main(["--manifest", str(manifest), "--points", str(data["points"]), "--pairs", str(data["pairs"]),
+                  "--out-model", str(paths["model"]), "--out-losses", str(paths["losses"]),
+                  "--out-predictions", str(paths["preds"]), "--settings", json.dumps(settings),
+                  "--out-epoch-checkpoints", *map(str, checkpoints), "--out-epoch-predictions",
+                  str(paths["epoch_preds"])])
+    return {**paths, "root": root, "manifest": manifest, "checkpoints": checkpoints}
+
+
+def test_distill_keeps_each_candidate_epoch_and_its_outputs_on_the_labelled_images(data, per_epoch):
+    manifest = st.read_manifest(per_epoch["manifest"])
+    pool = sorted(manifest.filter((pl.col("split") == "train") & pl.col("mos").is_not_null())["image_id"])
+    assert not set(pool) & set(data["test_ids"])
+    epoch_preds = pl.read_parquet(per_epoch["epoch_preds"])
+    assert epoch_preds.group_by("epoch").len().sort("epoch")["len"].to_list() == [len(pool)] * 3
+    rows = st.image_rows(manifest, per_epoch["manifest"], pool)
+    for epoch, path in zip((1, 2, 3), per_epoch["checkpoints"], strict=True):
+        model, meta = st.load_checkpoint(path)
+        assert meta["epoch"] == str(epoch) and meta["stage"] == "distill_epoch"
+        kept = epoch_preds.filter(pl.col("epoch") == epoch).sort("image_id")
+        assert kept["image_id"].to_list() == pool
+        assert np.allclose(st.predict(model, rows, resize=40, crop=32), kept["prediction"].to_numpy(), atol=1e-5)
+
+
+def test_label_free_student_keeps_the_teacher_rule(data, per_epoch):
+    losses = pl.read_parquet(per_epoch["losses"])
+    teacher_epoch = losses.filter("selected")["epoch"][0]
+    assert losses.filter("selected")["val_loss"][0] == losses["val_loss"].min()
+    meta = st.read_checkpoint_metadata(per_epoch["model"])
+    assert meta["epoch"] == meta["selected_epoch"] == str(teacher_epoch)
+    prov = read_provenance(per_epoch["preds"])
+    assert (prov["stage1_epoch"], prov["stage1_selection"]) == (teacher_epoch, "teacher")
+    # The label-free predictions are those of the teacher rule's epoch checkpoint.
+    model, _ = st.load_checkpoint(per_epoch["checkpoints"][teacher_epoch - 1])
+    labelfree = pl.read_parquet(per_epoch["preds"])
+    assert np.allclose(st.predict(model, _test_rows(data), resize=40, crop=32), labelfree["prediction"].to_numpy(),
+                       atol=1e-5)
+
+
+def test_subsets_that_disagree_start_calibration_from_different_epochs(data, per_epoch, tmp_path):
+    """Held-out sets of real labelled images are drawn until two of them prefer different stage-1 epochs
+    (by the real epoch outputs); each calibration then starts from its own subset's epoch."""
+    from leaf_steps import select_stage1
+    from leaf_steps.training.selection import select_on_calib_val
+
+    epoch_preds = pl.read_parquet(per_epoch["epoch_preds"])
+    pool = sorted(epoch_preds["image_id"].unique())
+    mos = dict(pl.read_parquet(per_epoch["manifest"]).select("image_id", "mos").iter_rows())
+    rng = np.random.default_rng(0)
+    found = {}
+    for _ in range(300):
+        val = sorted(rng.choice(pool, 5, replace=False).tolist())
+        frame = pl.DataFrame({"image_id": val, "role": ["calib_val"] * 5, "mos": [mos[i] for i in val]})
+        found.setdefault(select_on_calib_val(epoch_preds, frame, teacher_epoch=1).epoch, val)
+        if len(found) >= 2:
+            break
+    assert len(found) >= 2, f"no two held-out sets disagree on the epoch: {found}"
+    chosen = {}
+    for epoch, val in list(found.items())[:2]:
+        train = [i for i in pool if i not in val][:8]
+        subset = _write_subset(tmp_path / f"subset{epoch}.parquet", per_epoch["manifest"], val, train)
+        selection = tmp_path / f"selection{epoch}.parquet"
+        select_stage1.main(["--epoch-predictions", str(per_epoch["epoch_preds"]), "--stage1-losses",
+                            str(per_epoch["losses"]), "--subset", str(subset), "--out", str(selection)])
+        # The oracle: SRCC + PLCC of each epoch's outputs on these five images, straight from scipy.
+        scores = {}
+        for e in (1, 2, 3):
+            p = dict(epoch_preds.filter(pl.col("epoch") == e).select("image_id", "prediction").iter_rows())
+            x, y = np.array([p[i] for i in val]), np.array([mos[i] for i in val])
+            scores[e] = st.spearman(x, y) + st.pearson(x, y)
+        assert max(scores, key=scores.get) == epoch == pl.read_parquet(selection).filter("selected")["epoch"][0]
+
+        out = tmp_path / f"cal{epoch}"
+        paths = {k: out / f"{k}.{ext}" for k, ext in (("model", "safetensors"), ("losses", "parquet"),
+                                                     ("preds", "parquet"))}
+        settings = {"student": dict(STUDENT), "calibration": dict(CALIB), "student_model": None, "device": "cpu",
+                    "seed": 0}
+        calibrate.main(["--manifest", str(per_epoch["manifest"]), "--subset", str(subset),
+                        "--out-model", str(paths["model"]), "--out-losses", str(paths["losses"]),
+                        "--out-predictions", str(paths["preds"]), "--settings", json.dumps(settings),
+                        "--stage1-selection", str(selection), "--stage1-checkpoints",
+                        *map(str, per_epoch["checkpoints"]), str(per_epoch["model"])])
+        losses = pl.read_parquet(paths["losses"])
+        assert losses["stage1_epoch"].unique().to_list() == [epoch]
+        assert losses["stage1_selection"].unique().to_list() == ["mos_subset"]
+        prov = read_provenance(paths["preds"])
+        assert (prov["stage1_epoch"], prov["stage1_selection"]) == (epoch, "mos_subset")
+        # Epoch 0 is the chosen stage-1 epoch under an affine map: the same |SRCC| on calib_val.
+        sel_srcc = pl.read_parquet(selection).filter("selected")["val_srcc"][0]
+        assert abs(losses.filter(pl.col("epoch") == 0)["val_srcc"][0]) == pytest.approx(abs(sel_srcc), abs=1e-9)
+        chosen[epoch] = (subset, selection)
+    assert len(chosen) == 2
+
+    # A selection made on another subset's held-out images is refused.
+    (subset_a, _), (_, selection_b) = chosen.values()
+    with pytest.raises(InputError, match="other calib_val images"):
+        calibrate.main(["--manifest", str(per_epoch["manifest"]), "--subset", str(subset_a),
+                        "--out-model", str(tmp_path / "x.safetensors"), "--out-losses", str(tmp_path / "x.parquet"),
+                        "--out-predictions", str(tmp_path / "y.parquet"), "--settings",
+                        json.dumps({"student": dict(STUDENT), "calibration": dict(CALIB), "device": "cpu"}),
+                        "--stage1-selection", str(selection_b), "--stage1-checkpoints",
+                        *map(str, per_epoch["checkpoints"])])
+
+
+def test_per_epoch_outputs_must_match_the_candidate_epochs(data, tmp_path):
+    settings = distill_settings(distill=dict(DISTILL, epochs=3, checkpoint_every=2))  # candidates: 2, 3
+    with pytest.raises(ConfigError, match=r"keeps epochs \[2, 3\]"):
+        distill.main(["--manifest", str(data["manifest"]), "--points", str(data["points"]), "--pairs",
+                      str(data["pairs"]), "--out-model", str(tmp_path / "m.safetensors"), "--out-losses",
+                      str(tmp_path / "l.parquet"), "--out-predictions", str(tmp_path / "p.parquet"),
+                      "--settings", json.dumps(settings), "--out-epoch-checkpoints", str(tmp_path / "e.safetensors"),
+                      "--out-epoch-predictions", str(tmp_path / "ep.parquet")])
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_keeping_epochs_does_not_change_training(data, per_epoch, tmp_path):
+    # The two selection rules must be comparable: the same seed trains the same stage 1 with or without the
+    # per-epoch checkpoints and predictions (their evaluation passes draw no random numbers of the training).
+    settings = distill_settings(distill=dict(DISTILL, epochs=3, selection="teacher", checkpoint_every=1))
+    plain = run_distill(data, tmp_path, settings, manifest=per_epoch["manifest"])
+    assert np.array_equal(pl.read_parquet(plain["preds"])["prediction"].to_numpy(),
+                          pl.read_parquet(per_epoch["preds"])["prediction"].to_numpy())
+    assert pl.read_parquet(plain["losses"]).drop("seconds").equals(pl.read_parquet(per_epoch["losses"]).drop("seconds"))

@@ -83,7 +83,9 @@ def test_failed_rows_are_rows_and_retried_on_rerun(manifest, tmp_path):
                       "1-of-1", tmp_path / "p2.parquet", tmp_path / "r2")
     bad = df.filter(pl.col("error").is_not_null())
     assert bad["image_id"].to_list() == ["img005"] and bad["teacher_score"].is_null().all()
-    assert read_provenance(tmp_path / "p2.parquet")["summary"] == {"rows": 40, "failed_rows": 1}
+    summary = read_provenance(tmp_path / "p2.parquet")["summary"]
+    assert (summary["rows"], summary["failed_rows"], summary["not_answered_rows"]) == (40, 1, 0)
+    assert summary["token_mass"]["rows"] == 39 and summary["token_mass"]["quantiles"]["0.5"] == 0.9
 
 
 def test_pairs_sampling_scoring_and_filtering(manifest, tmp_path):

@@ -60,7 +60,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_gone(pid: int, within_s: float = 5.0) -> bool:
+def wait_gone(pid: int, within_s: float = 30.0) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         if not alive(pid):
@@ -101,7 +101,7 @@ def test_launch_scores_and_shuts_down(photos, tmp_path):
     assert "--trust-remote-code" in argv and argv[-2:] == ["--gpu-memory-utilization", "0.9"]
     assert info["cuda_visible_devices"] == "2,3"
     assert f"fake vllm (pid {pid}) listening" in log_file.read_text()
-    assert teacher.describe()["launch"]["tensor_parallel_size"] == 2
+    assert teacher.describe()["operational"]["launch"]["tensor_parallel_size"] == 2
 
 
 def test_whole_process_group_is_stopped_on_failure(photos, monkeypatch):
@@ -125,13 +125,15 @@ def test_keyboard_interrupt_stops_the_server(monkeypatch):
     assert wait_gone(pid)
 
 
-def test_sigterm_ignoring_server_is_killed(monkeypatch):
+def test_sigterm_ignoring_server_is_killed(monkeypatch, caplog):
     monkeypatch.setenv("FAKE_VLLM_IGNORE_SIGTERM", "1")
     server = VllmServer(MODEL, startup_timeout_s=30, stop_grace_s=0.5).start()
-    pid = server.pid
-    t0 = time.monotonic()
-    server.stop()
-    assert not alive(pid) and time.monotonic() - t0 < 5
+    pid, process = server.pid, server.process
+    with caplog.at_level("WARNING"):
+        server.stop()
+    assert not alive(pid)
+    assert process.returncode == -signal.SIGKILL  # it did not exit on SIGTERM: the grace ran out
+    assert f"(pid {pid}) ignored SIGTERM" in caplog.text
 
 
 def test_sigterm_to_the_driver_stops_the_server(photos, tmp_path):
@@ -161,10 +163,8 @@ def test_sigterm_to_the_driver_stops_the_server(photos, tmp_path):
 def test_never_healthy_is_a_clear_error_within_the_timeout(photos, monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_VLLM_NEVER_HEALTHY", "1")
     teacher = make_teacher(launched_spec(startup_timeout_s=2, log_file=str(tmp_path / "v.log")), PROMPTS)
-    t0 = time.monotonic()
     with pytest.raises(TeacherError) as err:
         teacher.score_points(photos[:1])
-    assert time.monotonic() - t0 < 6
     message = str(err.value)
     assert "not healthy within startup_timeout_s=2s" in message and "v.log" in message
     assert "listening on" in message  # the log tail is part of the error
@@ -174,11 +174,12 @@ def test_never_healthy_is_a_clear_error_within_the_timeout(photos, monkeypatch, 
 
 def test_crash_at_start_is_reported_at_once_with_the_log(photos, monkeypatch):
     monkeypatch.setenv("FAKE_VLLM_EXIT_AT_START", "3")
+    # The crash is noticed while polling for health (that error names the exit code), not after the
+    # 60 s start-up timeout (that one says "not healthy within").
     teacher = make_teacher(launched_spec(startup_timeout_s=60), PROMPTS)
-    t0 = time.monotonic()
     with pytest.raises(TeacherError, match=r"exited with code 3 during start-up(.|\n)*CUDA out of memory"):
         teacher.score_points(photos[:1])
-    assert time.monotonic() - t0 < 10
+    assert teacher.server is None
 
 
 def test_missing_executable_is_a_clear_error(photos):

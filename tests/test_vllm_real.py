@@ -9,7 +9,10 @@ LEAF_VLLM_MODEL defaults to the first model the server lists; LEAF_VLLM_API_KEY_
 names the variable holding the key (only if the server was started with one).
 The checks are ones any competent IQA teacher passes: a clean photo beats a heavily
 blurred, noisy, blocky copy of itself, point-wise and in both pair orders, and the
-answer tokens hold most of the probability at the answer position.
+answer tokens hold most of the probability at the answer position (asked in non-thinking
+mode, the default). For InternVL and Qwen-VL models the server must also apply a
+``visual_budget``: a processor argument it ignored would silently leave the cost and the
+view unchanged, so the prompt token count it reports (``usage.prompt_tokens``) must drop.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from PIL import Image, ImageFilter
 from skimage import data as skdata
 
 from leaf_steps import teacher_math as tm
+from leaf_steps.image_encoding import image_data_url
 from leaf_steps.teachers.base import ImageRef, make_teacher
+from leaf_steps.teachers.visual_budget import family_of
+from leaf_steps.teachers.vllm import chat_payload
 
 BASE_URL = os.environ.get("LEAF_VLLM_BASE_URL")
 pytestmark = [pytest.mark.realvllm,
@@ -44,6 +50,16 @@ def teacher():
             "max_concurrency": 4}
     with make_teacher(spec, PROMPTS) as t:
         yield t
+
+
+def prompt_tokens(teacher, path: Path, **spec) -> int:
+    """usage.prompt_tokens the server reports for a point request built by a teacher with ``spec``."""
+    t = make_teacher({**teacher.spec, **spec}, PROMPTS)
+    url = image_data_url(path, t.encoding).data_url
+    payload = chat_payload(t.settings["model"], [url], PROMPTS["point"], t.settings)
+    r = httpx.post(f"{t.base_url}/chat/completions", json=payload, headers=t._headers(), timeout=120)
+    r.raise_for_status()
+    return int(r.json()["usage"]["prompt_tokens"])
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +90,15 @@ def test_pairs_prefer_clean_in_both_orders(teacher, clean_and_degraded):
     la, lb = np.array([r.logliks for r in rows]).T
     p_a = tm.pair_probability(la, lb)
     assert p_a[0] > 0.5 > p_a[1], p_a
+
+
+def test_visual_budget_is_applied_by_the_server(teacher, tmp_path):
+    family = family_of(teacher.settings["model"])
+    if family is None:
+        pytest.skip(f"{teacher.settings['model']}: not an InternVL or Qwen-VL model")
+    path = tmp_path / "photo_1024x768.png"
+    Image.fromarray(skdata.astronaut()).resize((1024, 768)).save(path)
+    budget = {"max_tiles": 1} if family == "internvl" else {"max_pixels": 131072}
+    default, cut = prompt_tokens(teacher, path), prompt_tokens(teacher, path, visual_budget=budget)
+    # InternVL3.5: 13 x 256 -> 256 visual tokens; Qwen3-VL: 768 -> ~128.
+    assert cut < 0.4 * default, (default, cut)

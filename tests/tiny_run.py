@@ -1,16 +1,21 @@
-"""Completed tiny demo runs shared by the rerun and report tests, and a dry-run driver.
+"""Completed tiny demo runs shared by the end-to-end, rerun and report tests, and a dry-run driver.
+
+The tiny demo is config/demo.yaml with tests/configs/tiny.yaml on top (merged as Snakemake merges
+several --configfile files), so a test run can be replayed by hand (see that file's header).
 
 Two ways to get a finished DAG to compare against:
 
-* ``real_tiny_run``: the whole tiny demo, for real (a few minutes on 2 cores). Needed by the report,
-  which embeds the figures.
+* ``real_tiny_run``: the whole tiny demo, for real (a few minutes on 2 cores), once per session and
+  shared by every test that needs a real run: test_pipeline_e2e (the DAG's outputs), the report
+  (which embeds the figures) and test_reruns (touched vs real).
 * ``touched_tiny_run``: every output created empty, then ``snakemake --touch --forceall``: the touch
   executor records the same metadata (params, shell text, input set, software env) as a real job,
   and touches outputs in DAG order, so every rerun trigger sees what it would see after a real run
   (``test_reruns.py`` checks this against the real run). Seconds instead of minutes. Rerun decisions
   never read file contents here: no checkpoints, and no input function opens a file.
 
-Each run is made once per test session (under pytest's session temp dir) whoever asks first.
+Each run is made once per test session (under pytest's session temp dir) whoever asks first; none
+touches the checkout's results/, resources/ or .snakemake/ (each has its own working directory).
 
 The dry-run driver runs in a subprocess (``python tests/tiny_run.py dryrun ...``): the Snakefile
 imports leaf_steps to hash the step code into params, so a test of a code change must hash a copy of
@@ -28,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+TINY_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass(frozen=True)
@@ -48,14 +54,23 @@ class Job:
     outputs: tuple[str, ...]  # relative to the run's results/<run_name>
 
 
-def tiny_rerun_config(results_dir: str = "results") -> dict:
-    """test_pipeline_e2e's tiny demo, with one MOS-subset seed (the tests extend it to two)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_pipeline_e2e import tiny_config
+def tiny_config(*overlays: str, results_dir: str | None = None) -> dict:
+    """config/demo.yaml, then tests/configs/tiny.yaml and ``overlays`` (file names in tests/configs/) on
+    top, merged key by key as Snakemake merges several --configfile files."""
+    import yaml
+    from snakemake.utils import update_config
 
-    cfg = tiny_config(results_dir)
-    cfg["calibration"]["seeds"] = [0]
+    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    for name in ("tiny.yaml", *overlays):
+        update_config(cfg, yaml.safe_load((TINY_CONFIGS / name).read_text()))
+    if results_dir is not None:
+        cfg["results_dir"] = results_dir
     return cfg
+
+
+def tiny_rerun_config(results_dir: str = "results") -> dict:
+    """The tiny demo with one MOS-subset seed (tests/configs/tiny_one_seed.yaml): the rerun tests add one."""
+    return tiny_config("tiny_one_seed.yaml", results_dir=results_dir)
 
 
 def env_for(repo: Path) -> dict[str, str]:
@@ -80,18 +95,24 @@ def _session_dir(tmp_path_factory, name: str) -> Path:
 
 
 def real_tiny_run(tmp_path_factory) -> Run:
+    """The tiny demo (tests/configs/tiny.yaml: two MOS-subset seeds), run for real once per session."""
     workdir = _session_dir(tmp_path_factory, "tiny_real")
-    cfg = tiny_rerun_config()
+    cfg = tiny_config()
     run = Run(workdir, workdir / "tiny.yaml", workdir / "results" / cfg["run_name"])
     if (workdir / "DONE").exists():
         return run
     _write_config(workdir, cfg)
-    cmd = [str(VENV_BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(run.configfile), "--cores", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env_for(ROOT), cwd=workdir)
+    proc = run_snakemake(run)
     assert proc.returncode == 0, f"tiny demo run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}"
     (workdir / "DONE").write_text("ok\n")
     return run
+
+
+def run_snakemake(run: Run, *extra: str, cores: int = 2) -> subprocess.CompletedProcess:
+    """``snakemake`` on ``run``'s config in its own working directory, with the checkout's Snakefile."""
+    cmd = [str(VENV_BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(run.workdir),
+           "--configfile", str(run.configfile), "--cores", str(cores), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env_for(ROOT), cwd=run.workdir)
 
 
 def touched_tiny_run(tmp_path_factory, name: str = "tiny_touched", cfg: dict | None = None) -> Run:

@@ -17,11 +17,11 @@ import httpx
 from leaf_steps.datasets.common import (
     check_placed,
     DOWNLOADS_DIRNAME,
+    RELEASE_OPTIONS,
     DatasetSettings,
     Labels,
     Prepared,
     check_count,
-    image_size,
     index_by_name,
     labels_from_strings,
     list_images,
@@ -44,6 +44,7 @@ LABEL_FILE = "data.csv"
 NAME_COLUMN = "name"
 MOS_COLUMN = "mos_quality"
 REQUIRED_COLUMNS = ("name", "prompt", "mos_quality")
+OPTIONS = dict(RELEASE_OPTIONS)
 
 
 def instructions(root: Path) -> str:
@@ -102,6 +103,6 @@ def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = Non
     protocol = {"split": "random", "seed": settings.split_seed, "test_fraction": settings.test_fraction,
                 "counts": split_counts(splits), "mos_column": MOS_COLUMN, "mos_scale": "about 0..5 (mos_quality)",
                 "warnings": warnings}
-    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits, [image_size(p) for p in paths],
+    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits,
                            extras=labels.extras)
     return Prepared(frame=frame, source_files=relative_hashes(root, [labels.source]), protocol=protocol)

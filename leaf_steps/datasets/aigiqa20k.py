@@ -17,11 +17,11 @@ import httpx
 from leaf_steps.datasets.common import (
     check_placed,
     DOWNLOADS_DIRNAME,
+    RELEASE_OPTIONS,
     DatasetSettings,
     Labels,
     Prepared,
     check_count,
-    image_size,
     index_by_name,
     labels_from_strings,
     list_images,
@@ -43,6 +43,7 @@ PUBLISHED_LABELLED = 14_000
 LABEL_FILE = "info_train.csv"
 COLUMNS = ("name", "prompt", "mos")
 IMAGE_DIR = "train"
+OPTIONS = dict(RELEASE_OPTIONS)
 
 
 def instructions(root: Path) -> str:
@@ -108,6 +109,6 @@ def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = Non
     protocol = {"split": "random re-split of the 14,000 labelled training images (official val/test MOS unpublished)",
                 "seed": settings.split_seed, "test_fraction": settings.test_fraction, "counts": split_counts(splits),
                 "mos_scale": "about 0..5", "warnings": warnings}
-    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits, [image_size(p) for p in paths],
+    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits,
                            extras=labels.extras)
     return Prepared(frame=frame, source_files=relative_hashes(root, [labels.source]), protocol=protocol)

@@ -8,6 +8,8 @@ so that each adapter module only states its dataset's facts.
 
 from __future__ import annotations
 
+import codecs
+import csv
 import glob
 import hashlib
 import json
@@ -29,8 +31,9 @@ import httpx
 import numpy as np
 import polars as pl
 
+from leaf_steps.images.check import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MIN_SIDE, Limits
 from leaf_steps.errors import ConfigError, InputError, LeafError
-from leaf_steps.images import probe
+from leaf_steps.images import DEFAULT_MAX_PIXELS, probe
 from leaf_steps.io import atomic_write_text, write_json
 
 log = logging.getLogger("leaf.datasets")
@@ -43,6 +46,12 @@ IMAGE_EXTENSIONS = (".apng", ".avif", ".bmp", ".dib", ".gif", ".j2k", ".jfif", "
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 MANIFEST_COLUMNS = ("image_id", "path", "mos", "split", "width", "height")
 SPLITS = ("train", "val", "test")
+BAD_IMAGE_ACTIONS = ("fail", "drop")
+# dataset.options every adapter of a hand-placed or downloaded benchmark takes (not folder).
+RELEASE_OPTIONS = {
+    "checksums": "file name (or path relative to the dataset folder) -> sha256 hex; a mismatch is an error",
+    "expected_count": "number of labelled images; makes the count check strict (default: warn only)",
+}
 DOWNLOADS_DIRNAME = "downloads"
 CACHE_HASH_MIN_BYTES = 16 << 20  # below this, hashing again is cheaper than a sidecar file
 
@@ -58,6 +67,13 @@ class DatasetSettings:
     split_seed: int = 0
     test_fraction: float = 0.2
     options: Mapping[str, Any] = field(default_factory=dict)
+    # The image check (leaf_steps.images.check): what to do with unusable images, and the limits.
+    on_bad_image: str = "fail"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_side: int | None = None  # None: DEFAULT_MIN_SIDE (the workflow passes the value resolved for its teachers)
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
+    # The adapter's declared option keys (its OPTIONS); reading another key is a bug, caught in tests.
+    declared: frozenset[str] | None = None
 
     @classmethod
     def from_mapping(cls, raw: Any, dataset: str) -> DatasetSettings:
@@ -75,11 +91,32 @@ class DatasetSettings:
         options = raw.get("options") or {}
         if not isinstance(options, Mapping):
             raise ConfigError(f"dataset.options: must be a mapping, got {type(options).__name__}")
-        return cls(name=name, split_seed=seed, test_fraction=float(fraction), options=dict(options))
+        on_bad = raw.get("on_bad_image", "fail")
+        if on_bad not in BAD_IMAGE_ACTIONS:
+            raise ConfigError(f"dataset.on_bad_image: must be one of {list(BAD_IMAGE_ACTIONS)}, got {on_bad!r}")
+        max_pixels = raw.get("max_pixels", DEFAULT_MAX_PIXELS)
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or not 0 < max_pixels <= DEFAULT_MAX_PIXELS:
+            raise ConfigError(f"dataset.max_pixels: must be an integer in 1..{DEFAULT_MAX_PIXELS:,} (the limit every "
+                              f"later stage's decoder applies; it can be lowered, not raised), got {max_pixels!r}")
+        min_side = raw.get("min_side")
+        if min_side is not None and (isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1):
+            raise ConfigError(f"dataset.min_side: must be an integer >= 1 or null, got {min_side!r}")
+        ratio = raw.get("max_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO)
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 1 or not math.isfinite(ratio):
+            raise ConfigError(f"dataset.max_aspect_ratio: must be a number >= 1, got {ratio!r}")
+        return cls(name=name, split_seed=seed, test_fraction=float(fraction), options=dict(options),
+                   on_bad_image=on_bad, max_pixels=max_pixels, min_side=min_side, max_aspect_ratio=float(ratio))
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_pixels=self.max_pixels, min_side=self.min_side or DEFAULT_MIN_SIDE,
+                      max_aspect_ratio=self.max_aspect_ratio)
 
     def option(self, key: str, default: Any = None, *, choices: Sequence[Any] | None = None,
                kind: type | tuple[type, ...] | None = None) -> Any:
         """One entry of ``dataset.options``; a wrong value is a ConfigError naming the key."""
+        if self.declared is not None and key not in self.declared:
+            raise LeafError(f"dataset {self.name}: its adapter reads options.{key} but does not declare it in OPTIONS")
         value = self.options.get(key, default)
         if choices is not None and value not in choices:
             raise ConfigError(f"dataset.options.{key}: must be one of {list(choices)}, got {value!r}")
@@ -108,7 +145,8 @@ class DatasetSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "split_seed": self.split_seed, "test_fraction": self.test_fraction,
-                "options": dict(self.options)}
+                "options": dict(self.options), "on_bad_image": self.on_bad_image, "max_pixels": self.max_pixels,
+                "min_side": self.limits.min_side, "max_aspect_ratio": self.max_aspect_ratio}
 
 
 # --------------------------------------------------------------------------- hashing
@@ -403,15 +441,68 @@ def resolve_images(names: Sequence[str], index: Mapping[str, Path], dupes: Mappi
 # --------------------------------------------------------------------------- label files
 
 
+def check_utf8(path: Path) -> None:
+    """A label file is UTF-8 text. UTF-16 (or binary) is an InputError; other invalid bytes (Latin-1, say)
+    are read as replacement characters, with a warning naming the first line: harmless in a prompt, and
+    in an image name the name then matches no file, an error naming that line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from exc
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:4096]:
+        raise InputError(f"{path}: not UTF-8 text (UTF-16, or a binary file?); save it as CSV in UTF-8")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        log.warning("%s: line %d: not valid UTF-8 (byte 0x%02x; saved as Latin-1 or Windows-1252?); read with "
+                    "replacement characters (\ufffd). Save the file as UTF-8 if names are affected",
+                    path, line, data[exc.start])
+
+
+def check_field_counts(path: Path, has_header: bool = True) -> None:
+    """Every row has as many fields as the header (or, without one, as the first row); else an
+    InputError naming the first line that does not, e.g. a prompt with an unquoted comma."""
+    check_utf8(path)
+    expected, reference, first_line, bad = None, "", 1, []
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            reader = csv.reader(fh)
+            try:
+                for row in reader:
+                    start, first_line = first_line, reader.line_num + 1  # a quoted field may span lines
+                    if not row:
+                        continue  # blank line
+                    if expected is None:
+                        expected = len(row)
+                        reference = "the header" if has_header else f"line {start}"
+                    elif len(row) != expected:
+                        bad.append((start, len(row)))
+            except csv.Error as exc:  # e.g. a field over csv's size limit (an unclosed quote swallows the file)
+                raise InputError(f"{path}: line {first_line}: not readable as CSV ({exc}: a field of over 128 KB, "
+                                 "or an unclosed double quote?)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from exc
+    if bad:
+        line, n = bad[0]
+        more = f" ({len(bad) - 1} more line(s) like it)" if len(bad) > 1 else ""
+        why = ("a field with a comma that is not in double quotes? Quote such fields: \"a cat, sitting\""
+               if n > expected else "a missing field?")
+        raise InputError(f"{path}: line {line} has {n} fields but {reference} has {expected} ({why}){more}")
+
+
 def read_csv_strings(path: Path, *, has_header: bool = True, columns: Sequence[str] | None = None) -> pl.DataFrame:
     """A CSV as all-string columns, so that bad values can be reported by line, not mis-typed."""
     if not path.is_file():
         raise InputError(f"{path}: label file not found")
+    check_field_counts(path, has_header)
     try:
         df = pl.read_csv(path, has_header=has_header, infer_schema=False,
                          new_columns=list(columns) if columns else None, encoding="utf8-lossy")
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable CSV ({exc})") from exc
+        # polars appends advice about its own options ("Consider setting ..."), which is no help to a user.
+        reason = str(exc).split("\n\n")[0].strip()
+        raise InputError(f"{path}: not a readable CSV ({reason})") from exc
     if has_header:
         df = df.rename({c: c.strip().lstrip("\ufeff") for c in df.columns})
     return df
@@ -484,9 +575,14 @@ def random_split(image_ids: Sequence[str], test_fraction: float, seed: int) -> l
 
 
 def manifest_frame(image_ids: Sequence[str], paths: Sequence[Path | str], mos: Sequence[float | None],
-                   splits: Sequence[str], sizes: Sequence[tuple[int, int]],
+                   splits: Sequence[str], sizes: Sequence[tuple[int, int]] | None = None,
                    extras: Mapping[str, Sequence[Any]] | None = None) -> pl.DataFrame:
-    """The manifest in its schema: image_id, path, mos (Float64, null = unlabelled), split, width, height, extras."""
+    """The manifest in its schema: image_id, path, mos (Float64, null = unlabelled), split, width, height, extras.
+
+    ``sizes`` None leaves width/height null: the dataset step fills them from its full decode of
+    every image (:mod:`leaf_steps.images.check`).
+    """
+    sizes = sizes if sizes is not None else [(None, None)] * len(image_ids)
     columns: dict[str, pl.Series] = {
         "image_id": pl.Series("image_id", list(image_ids), dtype=pl.String),
         "path": pl.Series("path", [str(p) for p in paths], dtype=pl.String),

@@ -22,7 +22,6 @@ from leaf_steps.datasets.common import (
     DatasetSettings,
     Prepared,
     check_names,
-    image_size,
     list_images,
     manifest_frame,
     parse_mos_column,
@@ -37,6 +36,18 @@ from leaf_steps.errors import ConfigError, InputError
 log = logging.getLogger("leaf.datasets.folder")
 
 NAME = "folder"
+OPTIONS = {
+    "images_dir": "the folder of images, searched recursively (required)",
+    "mos_csv": "CSV with columns image,mos for the labelled images (optional)",
+    "mos_scale": "free text recorded in the provenance, e.g. '1..5 ACR'",
+}
+
+
+def check_options(settings: DatasetSettings) -> None:
+    if not settings.option("images_dir", None, kind=str):
+        raise ConfigError("dataset.options.images_dir: required for dataset folder (a folder of images)")
+    settings.option("mos_csv", None, kind=str)
+    settings.option("mos_scale", None, kind=str)
 
 
 def _images_dir(settings: DatasetSettings) -> Path:
@@ -119,7 +130,6 @@ def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = Non
                 "test_fraction": settings.test_fraction, "counts": split_counts(splits),
                 "labelled": len(labelled_ids), "unlabelled": len(ids) - len(labelled_ids),
                 "images_dir": str(folder), "mos_scale": settings.option("mos_scale", None, kind=str)}
-    frame = manifest_frame(ids, [images[i] for i in ids], [labelled.get(i) for i in ids], splits,
-                           [image_size(images[i]) for i in ids])
+    frame = manifest_frame(ids, [images[i] for i in ids], [labelled.get(i) for i in ids], splits)
     sources = relative_hashes(folder, [mos_csv]) if mos_csv else {}
     return Prepared(frame=frame, source_files=sources, protocol=protocol)

@@ -20,6 +20,7 @@ import polars as pl
 
 from leaf_steps.datasets.common import (
     DOWNLOADS_DIRNAME,
+    RELEASE_OPTIONS,
     DatasetSettings,
     Labels,
     Prepared,
@@ -28,7 +29,6 @@ from leaf_steps.datasets.common import (
     download,
     extract_archive,
     find_one,
-    image_size,
     index_by_name,
     labels_from_strings,
     list_images,
@@ -40,7 +40,7 @@ from leaf_steps.datasets.common import (
     resolve_images,
     split_counts,
 )
-from leaf_steps.errors import InputError
+from leaf_steps.errors import InputError, LeafError
 
 log = logging.getLogger("leaf.datasets.koniq10k")
 
@@ -59,6 +59,16 @@ SCORE_COLUMNS = ("image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "
 SPLIT_COLUMNS = ("image_name", "set")
 SET_NAMES = {"training": "train", "validation": "val", "test": "test"}
 MOS_SCALES = {"MOS": "1..5 (mean of the 5-point ratings)", "MOS_zscore": "about 0..100 (rescaled z-scores)"}
+OPTIONS = {
+    "resolution": f"image archive: one of {list(RESOLUTIONS)} (default 1024x768)",
+    "split": "official (the authors' split file) or random (seeded train/test)",
+    "mos_column": f"one of {list(MOS_SCALES)} (default MOS)",
+    "base_url": "archive host (default: the authors')",
+    "split_url": "URL of the official split file",
+    "download_retries": "resume attempts within one run (default 3)",
+    "retry_wait_s": "base wait between attempts in seconds (default 2)",
+    **RELEASE_OPTIONS,
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,18 @@ class KoniqOptions:
     @property
     def images_archive(self) -> str:
         return f"koniq10k_{self.resolution}.zip"
+
+
+def check_options(settings: DatasetSettings) -> None:
+    KoniqOptions.from_settings(settings)
+
+
+def split_file_hint(root: Path, opts: KoniqOptions) -> str:
+    """What to do without the official split file (offline machines): place it, or use a random split."""
+    return (f"The official split comes from {SPLIT_CSV} ({opts.split_url}). Offline, download it elsewhere and "
+            f"place it at {root / DOWNLOADS_DIRNAME / SPLIT_CSV} (or anywhere below {root}/); or set "
+            "dataset.options.split: random for a seeded train/test split that needs no file (not comparable with "
+            "results on the official split).")
 
 
 def instructions(root: Path, opts: KoniqOptions) -> str:
@@ -119,8 +141,13 @@ def fetch(root: Path, settings: DatasetSettings, client: httpx.Client | None = N
         if not dest.exists() and content_present():
             log.info("%s: content of %s already present; not downloading it", root, fname)
             continue
-        digest = download(url, dest, expected_sha256=settings.expected_checksum(fname), client=client,
-                          retries=opts.retries, retry_wait_s=opts.retry_wait_s)
+        try:
+            digest = download(url, dest, expected_sha256=settings.expected_checksum(fname), client=client,
+                              retries=opts.retries, retry_wait_s=opts.retry_wait_s)
+        except LeafError as exc:
+            if fname != SPLIT_CSV:
+                raise
+            raise LeafError(f"{exc}\n{split_file_hint(root, opts)}") from exc
         files[f"{DOWNLOADS_DIRNAME}/{fname}"] = {"url": url, "sha256": digest, "bytes": dest.stat().st_size}
         if fname.endswith(".zip"):
             extract_archive(dest, root)  # idempotent: a stamp records what was extracted
@@ -182,7 +209,7 @@ def _load(root: Path, settings: DatasetSettings, opts: KoniqOptions):
         split_path = find_one(root, SPLIT_CSV)
         if split_path is None:
             raise InputError(f"{root}: {SPLIT_CSV} not found (needed by dataset.options.split: official).\n"
-                             f"{instructions(root, opts)}")
+                             f"{split_file_hint(root, opts)}")
         split_file = read_official_split(split_path, labels)
     image_dir = find_one(root, opts.resolution, want_dir=True, exclude=[downloads])
     if image_dir is None:
@@ -206,7 +233,7 @@ def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = Non
         protocol = {"split": "random", "seed": settings.split_seed, "test_fraction": settings.test_fraction}
     protocol.update({"counts": split_counts(splits), "resolution": opts.resolution, "mos_column": opts.mos_column,
                      "mos_scale": MOS_SCALES[opts.mos_column], "warnings": warnings})
-    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits, [image_size(p) for p in paths],
+    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits,
                            extras=labels.extras)
     sources = [labels.source] + ([split_file.source] if split_file is not None else [])
     return Prepared(frame=frame, source_files=relative_hashes(root, sources), protocol=protocol)

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import polars as pl
 from PIL import Image
 
 from leaf_steps.datasets.common import (
     check_placed,
     DOWNLOADS_DIRNAME,
+    RELEASE_OPTIONS,
     DatasetSettings,
     Labels,
     Prepared,
@@ -40,6 +42,7 @@ from leaf_steps.datasets.common import (
 )
 from leaf_steps.errors import ConfigError, InputError, LeafError
 from leaf_steps.images import load_rgb, probe
+from leaf_steps.io import new_file_mode
 from leaf_steps.progress import progress
 
 log = logging.getLogger("leaf.datasets.spaq")
@@ -53,6 +56,8 @@ MOS_COLUMN = "MOS"
 ATTRIBUTE_COLUMNS = ("Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness")
 DEFAULT_SHORT_SIDE = 512
 JPEG_QUALITY = 95
+OPTIONS = {"resize_short_side": "short side of the resized copies (default 512; null keeps the originals)",
+           **RELEASE_OPTIONS}
 REPAIR_HINT = (
     "SPAQ ships as a split zip (SPAQ.zip + SPAQ.z01, SPAQ.z02, ...), which Python and plain `unzip` cannot "
     "read. Put all parts in one folder and repair it first:\n"
@@ -162,6 +167,7 @@ def resize_copy(src: Path, dst: Path, short_side: int) -> tuple[int, int]:
     if out.size != target:
         out = out.resize(target, Image.Resampling.BILINEAR)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.fchmod(fd, new_file_mode())  # mkstemp's 0600 would hide the copies from colleagues
     os.close(fd)
     try:
         out.save(tmp, format="JPEG", quality=JPEG_QUALITY)
@@ -171,28 +177,47 @@ def resize_copy(src: Path, dst: Path, short_side: int) -> tuple[int, int]:
     return out.size
 
 
-def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = None) -> Prepared:
-    labels, sources, _archives, warnings = _load(root, settings)
+def check_options(settings: DatasetSettings) -> None:
+    _short_side(settings)
+
+
+def _short_side(settings: DatasetSettings) -> int | None:
     short_side = settings.option("resize_short_side", DEFAULT_SHORT_SIDE, kind=int)
     if short_side is not None and short_side < 16:
         raise ConfigError(f"dataset.options.resize_short_side: {short_side} is too small "
                           "(>= 16, or null to keep the originals)")
-    if short_side is None:
-        paths, sizes = sources, [image_size(p) for p in sources]
-    else:
-        # A subfolder per size: changing the option never mixes copies of two sizes.
-        out_dir = (images_dir or root / "resized") / f"short{short_side}"
-        paths, sizes = [], []
-        pairs = zip(labels.names, sources, strict=True)
-        for name, src in progress(pairs, total=len(sources), desc=f"SPAQ resize -> {out_dir}"):
-            dst = out_dir / Path(name).with_suffix(".jpg").name
-            sizes.append(resize_copy(src, dst, short_side))
-            paths.append(dst)
+    return short_side
+
+
+def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = None) -> Prepared:
+    """The manifest of the original photos; :func:`derive` then resizes the ones that passed the image check."""
+    labels, sources, _archives, warnings = _load(root, settings)
+    short_side = _short_side(settings)
     splits = random_split(labels.names, settings.test_fraction, settings.split_seed)
     extras = dict(labels.extras)
     extras["source_path"] = [str(p) for p in sources]
     protocol = {"split": "random", "seed": settings.split_seed, "test_fraction": settings.test_fraction,
                 "counts": split_counts(splits), "mos_scale": "0..100", "resize_short_side": short_side,
                 "resize": "bilinear, short side to resize_short_side (no upscaling), JPEG q95", "warnings": warnings}
-    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits, sizes, extras=extras)
+    frame = manifest_frame(labels.names, sources, labels.mos.tolist(), splits, extras=extras)
     return Prepared(frame=frame, source_files=relative_hashes(root, [labels.source]), protocol=protocol)
+
+
+def derive(frame: pl.DataFrame, root: Path, settings: DatasetSettings, images_dir: Path | None = None) -> pl.DataFrame:
+    """Resized copies of the photos that passed the image check: ``path``, ``width`` and ``height``
+    become the copy's (``source_path`` keeps the original)."""
+    short_side = _short_side(settings)
+    if short_side is None:
+        return frame
+    # A subfolder per size: changing the option never mixes copies of two sizes.
+    out_dir = (images_dir or root / "resized") / f"short{short_side}"
+    paths, widths, heights = [], [], []
+    pairs = list(zip(frame["image_id"].to_list(), frame["source_path"].to_list(), strict=True))
+    for name, src in progress(pairs, total=len(pairs), desc=f"SPAQ resize -> {out_dir}"):
+        dst = out_dir / Path(name).with_suffix(".jpg").name
+        width, height = resize_copy(Path(src), dst, short_side)
+        paths.append(str(dst))
+        widths.append(width)
+        heights.append(height)
+    return frame.with_columns(pl.Series("path", paths, dtype=pl.String), pl.Series("width", widths, dtype=pl.Int32),
+                              pl.Series("height", heights, dtype=pl.Int32))

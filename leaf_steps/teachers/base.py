@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leaf_steps.errors import ConfigError
+from leaf_steps.io import stable_hash
 from leaf_steps.teacher_math import LabelScores
 
 BACKENDS: dict[str, str] = {
@@ -55,9 +56,45 @@ class Teacher(ABC):
     def score_pairs(self, pairs: Sequence[tuple[ImageRef, ImageRef]]) -> list[LabelScores]:
         """("A", "B") log-likelihoods per pair; the first image is shown as A."""
 
+    # Spec keys that change how a teacher is run, never what it answers. A score store keyed by
+    # score_settings() must not miss because one of these changed.
+    OPERATIONAL_KEYS: frozenset[str] = frozenset({
+        "name", "gpus", "base_url", "api_key_env", "launch", "max_concurrency", "request_timeout_s",
+        "max_retries", "backoff_s", "batch_size", "device"})
+    # Keys that decide which answers are accepted as scores, not what was answered: a stored answer
+    # stays valid when they change (the check is made again on reading it).
+    ACCEPTANCE_KEYS: frozenset[str] = frozenset({"min_token_mass"})
+
+    def score_settings(self) -> dict[str, Any]:
+        """Everything besides the image and the prompt that changes this teacher's answer for an image.
+
+        A store of teacher scores can key a score by (image bytes hash, prompt, hash of this dict):
+        two teachers with equal score settings answer the same. Operational settings (endpoint,
+        concurrency, timeouts, batch size, GPUs) are not in it. Backends override it to add what they
+        resolve themselves (the dtype chosen for ``auto``, the processor arguments of a budget).
+        """
+        return {"backend": self.backend,
+                **{k: v for k, v in sorted(self.spec.items())
+                   if k not in self.OPERATIONAL_KEYS | self.ACCEPTANCE_KEYS | {"backend"}}}
+
+    def operational_settings(self) -> dict[str, Any]:
+        """How this teacher is run (recorded for the record, never part of a score's identity)."""
+        return {k: v for k, v in sorted(self.spec.items()) if k in self.OPERATIONAL_KEYS - {"api_key_env", "name"}}
+
+    def acceptance(self) -> dict[str, Any]:
+        """The rules that turn an answer into an error row (``min_token_mass``)."""
+        return {k: v for k, v in sorted(self.spec.items()) if k in self.ACCEPTANCE_KEYS}
+
+    def facts(self) -> dict[str, Any]:
+        """What the backend found out while setting up (versions, token checks): provenance only."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
-        """Provenance written into every teacher artifact (model, backend, sampling settings)."""
-        return {"backend": self.backend, **{k: v for k, v in self.spec.items() if k != "api_key_env"}}
+        """Provenance written into every teacher artifact: ``score_settings`` (and its hash, the key a
+        score store uses), the ``acceptance`` rules, ``operational`` settings and the backend's ``facts``."""
+        settings = self.score_settings()
+        return {"backend": self.backend, "score_settings": settings, "score_settings_hash": stable_hash(settings),
+                "acceptance": self.acceptance(), "operational": self.operational_settings(), **self.facts()}
 
     def close(self) -> None:
         """Release models, servers and connections."""

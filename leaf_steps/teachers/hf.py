@@ -14,30 +14,60 @@ guards make this safe: a variant whose first token is bare whitespace or the unk
 says nothing about which label is meant and is dropped, and the labels' first-token sets
 must be disjoint (else a TeacherError names the colliding labels). The full vocabulary is
 visible, so nothing is imputed: ``missing`` is always empty and ``mass`` is the total
-probability of all the label tokens.
+probability of all the label tokens; a row whose mass is below ``min_token_mass`` is an error
+row naming the tokens the model preferred (:func:`leaf_steps.teacher_math.require_mass`).
+
+The chat text is rendered with ``enable_thinking`` (default false) passed to the chat template
+(Qwen3-style templates then open the answer with an empty thinking block; templates that do not
+read the variable ignore it, which ``describe()`` records), and a ``visual_budget`` reaches the
+processor call as ``images_kwargs`` (:mod:`leaf_steps.teachers.visual_budget`). The model sees
+decoded pixels (``image_bytes`` = ``pixels`` in the rows), by the same decoder as every stage.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
+import importlib
 import inspect
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 
 from leaf_steps.errors import ConfigError, InputError, TeacherError
 from leaf_steps.image_encoding import load_image
-from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, LabelScores
+from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, TOP_SHOWN, LabelScores, require_mass
 from leaf_steps.teachers.base import ImageRef, Teacher
+from leaf_steps.teachers.visual_budget import parse_budget, transformers_images_kwargs
 
 log = logging.getLogger("leaf.teachers.hf")
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+class _Torch:
+    """torch, imported on first use: config validation reads this module's spec (TransformersSpec,
+    parse_spec) without paying torch's import (seconds) at every workflow start."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module("torch"), name)
+
+
+torch = _Torch()
+
+
+def _inference_mode(fn):
+    """``@torch.inference_mode()``, entered at call time (see _Torch)."""
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode():
+            return fn(*args, **kwargs)
+    return run
+
+
+DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names (getattr(torch, name))
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -53,11 +83,14 @@ class TransformersSpec:
     image_max_side: int | None = None
     trust_remote_code: bool = False
     missing_token_policy: str = "floor"  # accepted for symmetry with vLLM; nothing is ever missing here
+    visual_budget: dict[str, int] | None = None  # null: the processor's own tiling / pixel limits
+    enable_thinking: bool | None = False  # passed to the chat template; null: not passed
+    min_token_mass: float = 0.5
 
 
 # "backend" selects this class; "name" may be set by the caller to the teachers.<name> key
 # so that error messages point at the exact config entry.
-_META_KEYS = {"backend", "name"}
+_META_KEYS = {"backend", "name", "gpus"}  # gpus: the scoring job's GPU resource
 
 
 def parse_spec(spec: Mapping[str, Any]) -> TransformersSpec:
@@ -89,6 +122,13 @@ def parse_spec(spec: Mapping[str, Any]) -> TransformersSpec:
         raise bad("trust_remote_code", f"must be true or false, got {values['trust_remote_code']!r}")
     if values.get("missing_token_policy", "floor") not in ("floor", "zero"):
         raise bad("missing_token_policy", f"must be 'floor' or 'zero', got {values['missing_token_policy']!r}")
+    parse_budget(values.get("visual_budget"), f"teachers.{name}.visual_budget")
+    thinking = values.get("enable_thinking", False)
+    if thinking is not None and not isinstance(thinking, bool):
+        raise bad("enable_thinking", f"must be true, false or null, got {thinking!r}")
+    mass = values.get("min_token_mass", 0.5)
+    if isinstance(mass, bool) or not isinstance(mass, (int, float)) or not 0 <= mass <= 1:
+        raise bad("min_token_mass", f"must be a number in [0, 1], got {mass!r}")
     return TransformersSpec(**values)
 
 
@@ -149,7 +189,7 @@ def _pick_device(requested: str) -> torch.device:
 
 def _pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     if requested != "auto":
-        return DTYPES[requested]
+        return getattr(torch, requested)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32  # half precision on CPU is slow and, for some ops, unsupported
@@ -170,6 +210,10 @@ class TransformersTeacher(Teacher):
         self.dtype = _pick_dtype(self.settings.dtype, self.device)
         self.model_path = resolve_model(self.settings.model)
         self._load()
+        where = f"teachers.{spec.get('name') or '*'}.visual_budget"
+        self.budget = parse_budget(self.settings.visual_budget, where)
+        self.images_kwargs = transformers_images_kwargs(self.budget, getattr(self.processor, "image_processor", None),
+                                                        self.settings.model, where)
         self.point_ids = label_token_ids(self.processor.tokenizer, LEVELS, self.settings.model)
         self.pair_ids = label_token_ids(self.processor.tokenizer, PAIR_LABELS, self.settings.model)
         self._check_ids_in_vocab()
@@ -184,7 +228,9 @@ class TransformersTeacher(Teacher):
         kwargs = {"revision": s.revision, "trust_remote_code": s.trust_remote_code}
         try:
             self.processor = AutoProcessor.from_pretrained(self.model_path, **kwargs)
-            model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype, **kwargs)
+            # safetensors only: a checkpoint folder is user-supplied, and a pickled .bin can run code when loaded.
+            model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype,
+                                                                use_safetensors=True, **kwargs)
         except (OSError, ValueError, KeyError, ImportError) as exc:
             raise TeacherError(f"teachers.*.model: cannot load {s.model!r} as an image-text-to-text model "
                                f"({type(exc).__name__}: {exc})") from exc
@@ -209,8 +255,10 @@ class TransformersTeacher(Teacher):
     def _chat_text(self, prompt: str, n_images: int) -> str:
         messages = [{"role": "user", "content": [*({"type": "image"} for _ in range(n_images)),
                                                  {"type": "text", "text": prompt}]}]
+        # Extra keyword arguments reach the template renderer (Qwen3's template reads enable_thinking).
+        thinking = {} if self.settings.enable_thinking is None else {"enable_thinking": self.settings.enable_thinking}
         try:
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **thinking)
         except ValueError as exc:  # no chat template: a base (not instruction-tuned) checkpoint
             raise TeacherError(f"{self.settings.model}: cannot build the chat prompt ({exc}); "
                                f"use an instruction-tuned checkpoint with a chat template") from exc
@@ -253,14 +301,15 @@ class TransformersTeacher(Teacher):
 
     def encode(self, images: list[list[Image.Image]], text: str):
         """Processor inputs for one batch: the same chat text per row, each row's images, left padding."""
-        inputs = self.processor(text=[text] * len(images), images=images, padding=True, return_tensors="pt")
+        budget = {"images_kwargs": self.images_kwargs} if self.images_kwargs else {}
+        inputs = self.processor(text=[text] * len(images), images=images, padding=True, return_tensors="pt", **budget)
         inputs = inputs.to(self.device)
         for key, value in inputs.items():
             if torch.is_tensor(value) and torch.is_floating_point(value):
                 inputs[key] = value.to(self.dtype)  # pixel values must match the weights
         return inputs
 
-    @torch.inference_mode()
+    @_inference_mode
     def _forward(self, images: list[list[Image.Image]], text: str,
                  label_ids: dict[str, list[int]]) -> list[LabelScores]:
         inputs = self.encode(images, text)
@@ -272,11 +321,41 @@ class TransformersTeacher(Teacher):
         per_label = torch.stack([torch.logsumexp(logprobs[:, ids], dim=-1) for ids in label_ids.values()], dim=-1)
         all_ids = [i for ids in label_ids.values() for i in ids]
         mass = torch.logsumexp(logprobs[:, all_ids], dim=-1).exp()
-        return [LabelScores(logliks=[float(x) for x in row], mass=float(m), missing=[])
-                for row, m in zip(per_label.cpu().tolist(), mass.cpu().tolist())]
+        top_lp, top_ids = torch.topk(logprobs, k=min(TOP_SHOWN, logprobs.shape[-1]), dim=-1)
+        labels = list(label_ids)
+        out = []
+        for row, m, lps, ids, imgs in zip(per_label.cpu().tolist(), mass.cpu().tolist(), top_lp.cpu().tolist(),
+                                          top_ids.cpu().tolist(), images):
+            top = [(self.processor.tokenizer.decode([i]), lp) for i, lp in zip(ids, lps)]
+            scores = LabelScores(logliks=[float(x) for x in row], mass=float(m), missing=[], top=top,
+                                 image_bytes=["pixels"] * len(imgs))
+            out.append(require_mass(scores, labels, self.settings.min_token_mass))
+        return out
 
     # -- bookkeeping ---------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
+    def score_settings(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "backend": self.backend,
+            "model": s.model,
+            "revision": s.revision,
+            "commit": getattr(self.model.config, "_commit_hash", None),
+            "dtype": str(self.dtype).removeprefix("torch."),  # resolved: "auto" differs by device
+            "image_max_side": s.image_max_side,
+            "image_bytes": "pixels",  # decoded by leaf_steps.images, never re-encoded
+            "visual_budget": self.budget.describe() if self.budget else None,
+            "processor_images_kwargs": self.images_kwargs,
+            "enable_thinking": s.enable_thinking,
+            "trust_remote_code": s.trust_remote_code,
+        }
+
+    def acceptance(self) -> dict[str, Any]:
+        return {"min_token_mass": self.settings.min_token_mass}
+
+    def operational_settings(self) -> dict[str, Any]:
+        return {"device": str(self.device), "batch_size": self.settings.batch_size}
+
+    def facts(self) -> dict[str, Any]:
         import transformers
 
         tokenizer = self.processor.tokenizer
@@ -285,15 +364,13 @@ class TransformersTeacher(Teacher):
             return {label: {"ids": list(v), "tokens": tokenizer.convert_ids_to_tokens(list(v))}
                     for label, v in ids.items()}
 
+        template = getattr(self.processor, "chat_template", None) or getattr(tokenizer, "chat_template", None) or ""
         return {
-            "backend": self.backend,
-            **asdict(self.settings),
             "model_path": self.model_path,
             "model_class": type(self.model).__name__,
-            "commit": getattr(self.model.config, "_commit_hash", None),
-            "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
             "label_token_ids": {"point": with_tokens(self.point_ids), "pair": with_tokens(self.pair_ids)},
+            # Whether enable_thinking can have any effect: a template that never reads it ignores it.
+            "template_reads_enable_thinking": "enable_thinking" in str(template),
             "transformers": transformers.__version__,
         }
 

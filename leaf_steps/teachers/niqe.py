@@ -159,7 +159,8 @@ class NiqeTeacher(Teacher):
             except InputError as exc:
                 out.append(LabelScores.failed(LEVELS, f"{ref.image_id}: {exc}"))
                 continue
-            out.append(LabelScores(logliks=level_logliks(value, self.anchor, self.level_scale), mass=1.0, missing=[]))
+            out.append(LabelScores(logliks=level_logliks(value, self.anchor, self.level_scale), mass=1.0, missing=[],
+                                   image_bytes=["pixels"]))
         return out
 
     def score_pairs(self, pairs: Sequence[tuple[ImageRef, ImageRef]]) -> list[LabelScores]:
@@ -170,18 +171,26 @@ class NiqeTeacher(Teacher):
             except InputError as exc:
                 out.append(LabelScores.failed(PAIR_LABELS, f"{a.image_id} vs {b.image_id}: {exc}"))
                 continue
-            out.append(LabelScores(logliks=pair_logliks(na, nb, self.pair_temperature), mass=1.0, missing=[]))
+            out.append(LabelScores(logliks=pair_logliks(na, nb, self.pair_temperature), mass=1.0, missing=[],
+                                   image_bytes=["pixels", "pixels"]))
         return out
 
-    def describe(self) -> dict[str, Any]:
+    def score_settings(self) -> dict[str, Any]:
         return {
-            "backend": self.backend, "description": DESCRIPTION, "label_free": True,
-            "model_path": str(self.model_path),
+            "backend": self.backend,
             "model_sha256": hashlib.sha256(self.model_path.read_bytes()).hexdigest(),
             "patch_size": self.model.patch_size, "sharpness_threshold": self.model.sharpness_threshold,
+            "anchor_niqe": self.anchor, "level_scale": self.level_scale, "pair_temperature": self.pair_temperature,
+        }
+
+    def operational_settings(self) -> dict[str, Any]:
+        return {}
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "description": DESCRIPTION, "label_free": True, "model_path": str(self.model_path),
             "pristine_images": self.model.n_images, "pristine_patches": self.model.n_patches,
-            "anchor_niqe": self.anchor, "anchor_method": self.model.anchor_method, "level_scale": self.level_scale,
-            "level_scale_source": self.level_scale_source, "pair_temperature": self.pair_temperature,
+            "anchor_method": self.model.anchor_method, "level_scale_source": self.level_scale_source,
             "point_mapping": "l_k = log_softmax(-(q - v_k)^2 / 2), q = 5 - (niqe - anchor_niqe) / level_scale",
             "pair_mapping": "(l_A, l_B) = log_softmax((-niqe_A, -niqe_B) / pair_temperature)",
         }

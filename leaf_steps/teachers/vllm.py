@@ -2,10 +2,16 @@
 
 One request per item: a single user message whose content is the image(s) as
 ``data:`` URLs followed by the prompt (point: one image; pair: A then B), with
-``logprobs: true, top_logprobs: K, max_tokens: 1, temperature: 0``. The answer is
-read at ``choices[0].logprobs.content[0].top_logprobs`` and mapped to labels by
+``logprobs: true, top_logprobs: K, max_tokens: 1, temperature: 0``, the chat template
+asked for non-thinking mode (``chat_template_kwargs: {"enable_thinking": false}``) and,
+when the teacher has a ``visual_budget``, the processor's per-request limits
+(``mm_processor_kwargs``). Images go as the file's own bytes when they can
+(:mod:`leaf_steps.image_encoding`). The answer is read at
+``choices[0].logprobs.content[0].top_logprobs`` and mapped to labels by
 :func:`leaf_steps.teacher_math.collapse_top_logprobs` (space/case variants summed,
-labels absent from the top K imputed and listed, matched mass recorded).
+labels absent from the top K imputed and listed, matched mass recorded); an answer whose
+label tokens hold less than ``min_token_mass`` of the probability is an error row naming
+what the model said instead (:func:`leaf_steps.teacher_math.require_mass`).
 
 Requests run concurrently (``max_concurrency`` workers, each with its own
 ``httpx.AsyncClient`` connection) with a per-request timeout and retries with
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import math
 import os
@@ -37,9 +44,11 @@ from typing import Any
 import httpx
 
 from leaf_steps.errors import ConfigError, InputError, TeacherError
-from leaf_steps.image_encoding import EncodingSettings, image_data_url
-from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, LabelScores, collapse_top_logprobs, label_aliases
+from leaf_steps.image_encoding import TRANSPORTS, EncodingSettings, image_data_url
+from leaf_steps.teacher_math import (LEVELS, PAIR_LABELS, LabelScores, collapse_top_logprobs, label_aliases,
+                                     require_mass)
 from leaf_steps.teachers.base import ImageRef, Teacher
+from leaf_steps.teachers.visual_budget import PROCESSOR_KEYS, parse_budget, vllm_processor_kwargs
 from leaf_steps.teachers.vllm_server import VllmServer
 
 log = logging.getLogger(__name__)
@@ -59,12 +68,15 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "max_retries": 3,
     "backoff_s": 1.0,
     "image_max_side": 1024,
-    "image_format": "jpeg",
-    "image_quality": 90,
+    "image_transport": "auto",  # auto: the file's bytes when they fit, else lossless PNG | png | jpeg
+    "image_quality": 90,  # jpeg transport only
+    "visual_budget": None,  # null: the model's own tiling / pixel limits (see teachers/visual_budget.py)
+    "enable_thinking": False,  # chat_template_kwargs.enable_thinking; null: send nothing
     "temperature": 0.0,
     "max_tokens": 1,
     "extra_body": {},
     "missing_token_policy": "floor",
+    "min_token_mass": 0.5,
     "check_label_tokens": True,
 }
 LAUNCH_DEFAULTS: dict[str, Any] = {
@@ -82,15 +94,39 @@ LAUNCH_DEFAULTS: dict[str, Any] = {
 # Request fields the teacher sets itself; extra_body may not override them.
 MANAGED_FIELDS = {"model", "messages", "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens",
                   "temperature", "n", "stream"}
+# Fields extra_body may extend but not override in the keys the teacher sets (dedicated keys exist).
+MERGED_FIELDS = {"chat_template_kwargs": ({"enable_thinking"}, "enable_thinking"),
+                 "mm_processor_kwargs": (PROCESSOR_KEYS, "visual_budget")}
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 # httpcore's pool rescans every (queued request, connection) pair on each event, which
 # costs milliseconds per request at 32 connections; several small pools avoid that.
 CONNECTIONS_PER_CLIENT = 1
 MAX_BACKOFF_S = 60.0
+# An answer is a few KB (one token, top_logprobs <= a few dozen); a body past this is no answer and is
+# refused while it streams in, so that a broken server or proxy cannot exhaust the job's memory.
+MAX_RESPONSE_BYTES = 8 << 20
 
 
 class RequestFailed(Exception):
     """One item's request failed for good; the message goes into its error row."""
+
+
+class ResponseTooLarge(Exception):
+    """The body passed MAX_RESPONSE_BYTES while it streamed in."""
+
+
+async def read_bounded(client: httpx.AsyncClient, url: str, payload: dict[str, Any],
+                       limit: int = MAX_RESPONSE_BYTES) -> tuple[httpx.Response, bytes]:
+    """POST and read the (decoded) body, refusing it as soon as it passes ``limit`` bytes; the caller bounds
+    the time (a body that streams forever is then a timeout, never a hang)."""
+    async with client.stream("POST", url, json=payload) as response:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise ResponseTooLarge(f"the answer passed {limit:,} bytes and was refused (a chat completion "
+                                       "of one token is a few KB)")
+        return response, bytes(body)
 
 
 def _is_int(v: Any) -> bool:
@@ -134,10 +170,16 @@ def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
         if not _is_number(s[key]) or s[key] < 0 or (key == "request_timeout_s" and s[key] == 0):
             raise fail(key, f"must be a {'positive' if key == 'request_timeout_s' else 'non-negative'} number, "
                             f"got {s[key]!r}")
-    if s["image_format"] not in ("jpeg", "png"):
-        raise fail("image_format", f"must be 'jpeg' or 'png', got {s['image_format']!r}")
+    if s["image_transport"] not in TRANSPORTS:
+        raise fail("image_transport", f"must be one of {list(TRANSPORTS)}, got {s['image_transport']!r}")
     if not _is_int(s["image_quality"]) or not 1 <= s["image_quality"] <= 100:
         raise fail("image_quality", f"must be an integer in 1..100, got {s['image_quality']!r}")
+    s["_budget"] = parse_budget(s["visual_budget"], f"teachers.{name}.visual_budget")
+    s["_mm_processor_kwargs"] = vllm_processor_kwargs(s["_budget"], s["model"], f"teachers.{name}.visual_budget")
+    if s["enable_thinking"] is not None and not isinstance(s["enable_thinking"], bool):
+        raise fail("enable_thinking", f"must be true, false or null, got {s['enable_thinking']!r}")
+    if not _is_number(s["min_token_mass"]) or not 0 <= s["min_token_mass"] <= 1:
+        raise fail("min_token_mass", f"must be a number in [0, 1], got {s['min_token_mass']!r}")
     if s["missing_token_policy"] not in ("floor", "zero"):
         raise fail("missing_token_policy", f"must be 'floor' or 'zero', got {s['missing_token_policy']!r}")
     if not isinstance(s["check_label_tokens"], bool):
@@ -147,6 +189,13 @@ def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
     clash = sorted(set(s["extra_body"]) & MANAGED_FIELDS)
     if clash:
         raise fail(f"extra_body.{clash[0]}", "is set by the teacher itself; use the dedicated key instead")
+    for field, (owned, key) in MERGED_FIELDS.items():
+        extra = s["extra_body"].get(field, {})
+        if not isinstance(extra, dict):
+            raise fail(f"extra_body.{field}", f"must be a mapping, got {type(extra).__name__}")
+        taken = sorted(set(extra) & owned)
+        if taken:
+            raise fail(f"extra_body.{field}.{taken[0]}", f"is set through teachers.{name}.{key}; use that key")
     s["launch"] = _validate_launch(s["launch"], s, fail)
     return s
 
@@ -194,12 +243,25 @@ def _validate_launch(launch: Any, s: dict[str, Any], fail: Any) -> dict[str, Any
     return lc
 
 
+def request_extras(settings: dict[str, Any]) -> dict[str, Any]:
+    """The non-OpenAI fields of every request: extra_body, merged with the thinking mode
+    (``chat_template_kwargs``, vllm/entrypoints/openai/chat_completion/protocol.py: passed to the chat
+    template renderer) and the visual budget (``mm_processor_kwargs``: passed to the HF processor)."""
+    extras = dict(settings["extra_body"])
+    if settings["enable_thinking"] is not None:
+        extras["chat_template_kwargs"] = {**extras.get("chat_template_kwargs", {}),
+                                          "enable_thinking": settings["enable_thinking"]}
+    if settings["_mm_processor_kwargs"]:
+        extras["mm_processor_kwargs"] = {**extras.get("mm_processor_kwargs", {}), **settings["_mm_processor_kwargs"]}
+    return extras
+
+
 def chat_payload(model: str, data_urls: Sequence[str], prompt: str, settings: dict[str, Any]) -> dict[str, Any]:
     """The chat-completions request for one item: images first (A then B), then the prompt."""
     content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": u}} for u in data_urls]
     content.append({"type": "text", "text": prompt})
     return {
-        **settings["extra_body"],
+        **request_extras(settings),
         "model": model,
         "messages": [{"role": "user", "content": content}],
         "logprobs": True,
@@ -276,7 +338,7 @@ class VllmTeacher(Teacher):
                 raise ConfigError(f"prompts.{kind}: required by the vllm teacher")
         self._api_key = self._read_api_key()
         self.encoding = EncodingSettings(max_side=self.settings["image_max_side"],
-                                         format=self.settings["image_format"],
+                                         transport=self.settings["image_transport"],
                                          quality=self.settings["image_quality"])
         self._aliases = {LEVELS: label_aliases(LEVELS), PAIR_LABELS: label_aliases(PAIR_LABELS)}
         self._label_tokens: dict[str, Any] = {"status": "not checked"}
@@ -437,15 +499,17 @@ class VllmTeacher(Teacher):
     async def _score_one(self, client: httpx.AsyncClient, paths: list[str], prompt: str,
                          labels: tuple[str, ...]) -> LabelScores:
         try:
-            urls = [await asyncio.to_thread(image_data_url, p, self.encoding) for p in paths]
-            body = await self._post(client, chat_payload(self.settings["model"], urls, prompt, self.settings))
-            top = parse_top_logprobs(body)
+            encoded = [await asyncio.to_thread(image_data_url, p, self.encoding) for p in paths]
+            payload = chat_payload(self.settings["model"], [e.data_url for e in encoded], prompt, self.settings)
+            top = parse_top_logprobs(await self._post(client, payload))
         except (InputError, RequestFailed, ValueError) as exc:
             return LabelScores.failed(labels, str(exc))
         except Exception as exc:  # noqa: BLE001 - an unforeseen failure costs one row, not the batch
             log.exception("unexpected error scoring %s", paths)
             return LabelScores.failed(labels, f"unexpected {type(exc).__name__}: {exc}")
-        return collapse_top_logprobs(top, labels, self._aliases[labels], self.settings["missing_token_policy"])
+        scores = collapse_top_logprobs(top, labels, self._aliases[labels], self.settings["missing_token_policy"])
+        scores.image_bytes = [e.kind for e in encoded]
+        return require_mass(scores, labels, self.settings["min_token_mass"])
 
     async def _post(self, client: httpx.AsyncClient, payload: dict[str, Any]) -> Any:
         """POST with retries; the parsed JSON body of a 200, else RequestFailed with the reason."""
@@ -458,8 +522,10 @@ class VllmTeacher(Teacher):
                 await asyncio.sleep(self._backoff(attempt, wait_hint))
             wait_hint = None
             try:
-                # httpx timeouts are per phase (connect/read/...); this bounds the whole exchange.
-                response = await asyncio.wait_for(client.post(url, json=payload), timeout)
+                # httpx timeouts are per phase (connect/read/...); this bounds the whole exchange, body included.
+                response, body = await asyncio.wait_for(read_bounded(client, url, payload), timeout)
+            except ResponseTooLarge as exc:  # a server that sends that much will do it again: no retry
+                raise RequestFailed(f"{url}: {exc}") from None
             except (asyncio.TimeoutError, httpx.TimeoutException):
                 reason = f"no answer within request_timeout_s={timeout:g}s"
                 continue
@@ -476,10 +542,12 @@ class VllmTeacher(Teacher):
             if response.status_code == 200:
                 self._unreachable = False
                 try:
-                    return response.json()
+                    return json.loads(body)
                 except ValueError:
-                    raise RequestFailed(f"malformed JSON in the answer ({response.text[:120]!r}...)") from None
-            reason = f"HTTP {response.status_code}: {server_error_text(response)}"
+                    text = body[:120].decode("utf-8", "replace")
+                    raise RequestFailed(f"malformed JSON in the answer ({text!r}...)") from None
+            answer = httpx.Response(response.status_code, content=body)
+            reason = f"HTTP {response.status_code}: {server_error_text(answer)}"
             if response.status_code not in RETRY_STATUS:
                 raise RequestFailed(reason)  # a bad request stays bad: no retry
             wait_hint = _retry_after(response)
@@ -499,26 +567,41 @@ class VllmTeacher(Teacher):
         self._ensure_ready()
         return self
 
-    def describe(self) -> dict[str, Any]:
-        """Settings that shape the teacher's numbers (no API key, no operational knobs)."""
+    def score_settings(self) -> dict[str, Any]:
+        """What changes the answer for an image and a prompt (no endpoint, key or operational knob)."""
         s = self.settings
-        out: dict[str, Any] = {
+        return {
             "backend": self.backend,
             "model": s["model"],
-            "endpoint": s["base_url"] or "launched",
             "top_logprobs": s["top_logprobs"],
             "temperature": s["temperature"],
             "max_tokens": s["max_tokens"],
-            "image": {"max_side": s["image_max_side"], "format": s["image_format"], "quality": s["image_quality"]},
-            "extra_body": s["extra_body"],
+            "image": self.encoding.describe(),
+            "visual_budget": s["_budget"].describe() if s["_budget"] else None,
+            "enable_thinking": s["enable_thinking"],
+            # What each request carries beyond the OpenAI fields (thinking mode, processor limits, extra_body).
+            "request_extras": request_extras(s),
             "missing_token_policy": s["missing_token_policy"],
-            "label_tokens": self._label_tokens,
+            "check_label_tokens": s["check_label_tokens"],
         }
+
+    def acceptance(self) -> dict[str, Any]:
+        return {"min_token_mass": self.settings["min_token_mass"]}
+
+    def operational_settings(self) -> dict[str, Any]:
+        s = self.settings
+        knobs = ("max_concurrency", "request_timeout_s", "max_retries", "backoff_s")
+        out: dict[str, Any] = {"endpoint": s["base_url"] or "launched", "gpus": s["gpus"], **{k: s[k] for k in knobs}}
         if s["base_url"] is None:
             lc = s["launch"]
             out["launch"] = {"tensor_parallel_size": lc["tensor_parallel_size"], "max_model_len": lc["max_model_len"],
                              "trust_remote_code": lc["trust_remote_code"], "args": lc["args"]}
         return out
+
+    def facts(self) -> dict[str, Any]:
+        # The label tokens found by /tokenize decide the token -> label mapping; they follow from the
+        # model (in score_settings), so they are a fact about it, not a setting.
+        return {"label_tokens": self._label_tokens}
 
     def close(self) -> None:
         if self._server is not None:

@@ -3,17 +3,23 @@ import json
 import re
 import shlex
 import sys
+from pathlib import Path
 
-from leaf_steps.codehash import code_hash
+from leaf_steps.codehash import code_fingerprint
 from leaf_steps.config import validate_config, variant_settings
-from leaf_steps.errors import ConfigError
+from leaf_steps.config_checks import config_warnings, resolved_min_side
+from leaf_steps.datasets.fingerprint import dataset_fingerprint
+from leaf_steps.errors import ConfigError, LeafError
 from leaf_steps.teachers.base import BACKENDS
+from leaf_steps.training.epochs import candidate_epochs
 
 
 try:
     validate_config(config, source="config")
-except ConfigError as exc:
+except LeafError as exc:
     sys.exit(f"LEAF config error: {exc}")
+for _warning in config_warnings(config):
+    print(f"LEAF config warning: {_warning}", file=sys.stderr)
 
 
 R = f"{config['results_dir']}/{config['run_name']}"
@@ -65,8 +71,9 @@ def jq(obj):
 
 
 def step_code(*modules):
-    """Hash of the step modules' sources and their leaf_steps imports (rerun on code change)."""
-    return code_hash(*(f"leaf_steps.{m}" for m in modules))
+    """Per-module hashes of the step modules' code and their leaf_steps imports (rerun on a code
+    change; comments, docstrings and formatting do not count; `leaf why` names the module)."""
+    return code_fingerprint(*(f"leaf_steps.{m}" for m in modules))
 
 
 def fmt(x):
@@ -79,9 +86,38 @@ FEW_SHOT_RATIOS = [r for r in RATIOS if float(r) > 0]
 SEEDS = [int(s) for s in config["calibration"]["seeds"]]
 VARIANTS = {name: variant_settings(config, name) for name in config["variants"]}
 BASELINES = config["evaluation"]["baselines"]
+# Few-shot stage-1 selection per MOS subset (distill.selection: mos_subset): distill keeps the
+# candidate epochs' checkpoints and outputs, select_stage1 picks one per subset.
+STAGE1_PER_SUBSET = config["distill"]["selection"] == "mos_subset" and bool(FEW_SHOT_RATIOS)
+STAGE1_EPOCHS = (
+    candidate_epochs(config["distill"]["epochs"], config["distill"]["checkpoint_every"]) if STAGE1_PER_SUBSET else []
+)
 HEADLINE = config["evaluation"].get("headline_variant") or next(
     (v for v, s in VARIANTS.items() if s["distill"]), None
 )
+
+
+def dataset_settings():
+    """The dataset block as the dataset steps read it, with dataset.min_side resolved for this run's teachers."""
+    return {**config["dataset"], "min_side": resolved_min_side(config)}
+
+
+def dataset_files(wildcards):
+    """Names, sizes and mtimes of every file the dataset stage reads (leaf_steps.datasets.fingerprint):
+    adding, removing, renaming or editing an image, or editing a label file, reruns the stage. Evaluated
+    when the DAG is built and again right before the job runs (after the download), never hashing content."""
+    return dataset_fingerprint(config["dataset"]["name"], config["dataset"], RES)
+
+
+def niqe_references(teacher):
+    """The pristine photos NIQE is fitted on: teachers.<name>.pristine_dir, else the demo's generated
+    references, else (other datasets) none: the step then uses scikit-image's bundled photos."""
+    spec = config["teachers"][teacher]
+    if spec.get("pristine_dir"):
+        return {"references": spec["pristine_dir"]}
+    if config["dataset"]["name"] == "demo":
+        return {"references": f"{R}/dataset/references"}
+    return {}
 
 
 def teacher_backend_module(teacher):
@@ -102,15 +138,22 @@ def step_prompts(kind):
     return {k: (p if k == kind else f"(not used by the {kind} scoring step)") for k, p in config["prompts"].items()}
 
 
+# scoring.* defaults of token-reading teachers: they reach a scoring step through teacher_spec only,
+# so that a stand-in teacher, which reads no tokens, is not rescored when they change.
+TOKEN_DEFAULTS = ("missing_token_policy", "min_token_mass")
+
+
 def step_scoring(kind):
     """The scoring settings a step depends on: asking pairs in both orders concerns pair scoring only."""
-    return {k: v for k, v in config["scoring"].items() if kind == "pair" or k != "both_orders"}
+    return {k: v for k, v in config["scoring"].items()
+            if (kind == "pair" or k != "both_orders") and k not in TOKEN_DEFAULTS}
 
 
 def teacher_spec(teacher):
     spec = dict(config["teachers"][teacher])
-    if spec["backend"] in ("vllm", "transformers"):  # only token-reading backends impute missing labels
-        spec.setdefault("missing_token_policy", config["scoring"]["missing_token_policy"])
+    if spec["backend"] in ("vllm", "transformers"):  # only token-reading backends impute or check label tokens
+        for key in TOKEN_DEFAULTS:
+            spec.setdefault(key, config["scoring"][key])
     if spec["backend"] == "niqe":
         spec["model_path"] = teacher_inputs(teacher)["niqe_model"]
     return spec
@@ -138,11 +181,43 @@ def student_settings(variant):
     }
 
 
+def stage1_epoch_outputs():
+    """distill's per-epoch outputs for few-shot selection ({variant} stays a wildcard); none otherwise."""
+    if not STAGE1_PER_SUBSET:
+        return {}
+    stage1 = f"{R}/students/{{variant}}/stage1"
+    return {
+        "epoch_checkpoints": [f"{stage1}/epochs/epoch{e}.safetensors" for e in STAGE1_EPOCHS],
+        "epoch_predictions": f"{stage1}/epoch_predictions.parquet",
+    }
+
+
+def stage1_selection_file(variant, ratio, seed):
+    return f"{R}/students/{variant}/ratio{ratio}/seed{seed}/stage1_selection.parquet"
+
+
 def calibrate_inputs(wildcards):
     inputs = {"manifest": MANIFEST, "subset": f"{R}/subsets/ratio{wildcards.ratio}/seed{wildcards.seed}.parquet"}
     if VARIANTS[wildcards.variant]["distill"]:
-        inputs["init"] = f"{R}/students/{wildcards.variant}/stage1/model.safetensors"
+        stage1 = f"{R}/students/{wildcards.variant}/stage1"
+        if STAGE1_PER_SUBSET:
+            inputs["selection"] = stage1_selection_file(wildcards.variant, wildcards.ratio, wildcards.seed)
+            # The teacher rule's checkpoint too: a subset too small to rank epochs falls back to it.
+            inputs["stage1_checkpoints"] = [f"{stage1}/epochs/epoch{e}.safetensors" for e in STAGE1_EPOCHS] + [
+                f"{stage1}/model.safetensors"
+            ]
+        else:
+            inputs["init"] = f"{stage1}/model.safetensors"
     return inputs
+
+
+def stage1_start_args(input):
+    """calibrate's stage-1 start: a per-subset selection among the kept epochs, or the teacher rule's checkpoint."""
+    if "selection" in input.keys():
+        return f"--stage1-selection {input.selection} --stage1-checkpoints {' '.join(input.stage1_checkpoints)}"
+    if "init" in input.keys():
+        return f"--init {input.init}"
+    return ""
 
 
 def method_runs():
@@ -163,8 +238,17 @@ def method_runs():
     return runs
 
 
-def metrics_files():
-    return [f"{R}/metrics/{method}/{stem}.parquet" for method, stem in method_runs()]
+def prediction_files():
+    return [f"{R}/predictions/{method}/{stem}.parquet" for method, stem in method_runs()]
+
+
+def evaluate_run_args():
+    """evaluate's --run METHOD RATIO SEED PREDICTIONS for every prediction file (seed '-': label-free)."""
+    args = []
+    for (method, stem), path in zip(method_runs(), prediction_files()):
+        ratio, seed = ("0", "-") if stem == "labelfree" else re.fullmatch(r"ratio(.+)/seed(\d+)", stem).groups()
+        args.append(f"--run {shlex.quote(method)} {ratio} {seed} {shlex.quote(path)}")
+    return " ".join(args)
 
 
 def method_order():
@@ -182,6 +266,13 @@ def scatter_linear_input(wildcards):
     return {}
 
 
+def scatter_linear_args(input):
+    """The linear panel's file and the MOS subset (ratio, seed) its line was fitted on, for its title."""
+    if "linear" not in input.keys():
+        return ""
+    return f"--linear {input.linear} --linear-ratio {FEW_SHOT_RATIOS[0]} --linear-seed {SEEDS[0]}"
+
+
 def stage1_loss_runs():
     """(variant, losses file) of every distilled variant."""
     return [(v, f"{R}/students/{v}/stage1/losses.parquet") for v, s in VARIANTS.items() if s["distill"]]
@@ -197,9 +288,23 @@ def stage2_loss_runs():
     ]
 
 
+def stage1_selection_runs():
+    """(variant, ratio, seed, selection file) of every per-subset stage-1 selection."""
+    if not STAGE1_PER_SUBSET:
+        return []
+    return [
+        (v, ratio, seed, stage1_selection_file(v, ratio, seed))
+        for v, s in VARIANTS.items()
+        if s["distill"]
+        for ratio in FEW_SHOT_RATIOS
+        for seed in SEEDS
+    ]
+
+
 def training_curve_args():
     args = [f"--stage1 {shlex.quote(v)} {shlex.quote(path)}" for v, path in stage1_loss_runs()]
     args += [f"--stage2 {shlex.quote(v)} {r} {s} {shlex.quote(path)}" for v, r, s, path in stage2_loss_runs()]
+    args += [f"--selection {shlex.quote(v)} {r} {s} {shlex.quote(path)}" for v, r, s, path in stage1_selection_runs()]
     return " ".join(args)
 
 
@@ -260,12 +365,12 @@ def export_inputs(wildcards):
     if float(ratio) == 0:
         return {
             "checkpoint": f"{R}/students/{variant}/stage1/model.safetensors",
-            "metrics": [f"{R}/metrics/{variant}/labelfree.parquet"],
+            "runs": f"{R}/summary/runs.parquet",
             "manifest": MANIFEST,
         }
     return {
         "checkpoint": f"{R}/students/{variant}/ratio{ratio}/seed{seed}/model.safetensors",
-        "metrics": [f"{R}/metrics/{variant}/ratio{ratio}/seed{s}.parquet" for s in SEEDS],
+        "runs": f"{R}/summary/runs.parquet",
         "subset": f"{R}/subsets/ratio{ratio}/seed{seed}.parquet",
         "manifest": MANIFEST,
     }

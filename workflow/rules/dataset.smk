@@ -1,6 +1,7 @@
 # Stage 1 of the DAG: the image manifest (ids, paths, MOS or null, split, size).
 DATASET = config["dataset"]["name"]
 
+
 if DATASET == "demo":
 
     rule make_demo_dataset:
@@ -25,13 +26,17 @@ if DATASET == "demo":
 else:
 
     rule download_dataset:
+        # The marker is the run's own (results/<run>/dataset/): runs with other settings, and other image
+        # folders, never share or overwrite it. What it fetches under resources/<dataset>/ depends on no
+        # run's options (each archive and derived size has its own name).
         output:
-            marker=f"{RES}/{DATASET}/.ready.json",
+            marker=f"{R}/dataset/download.json",
         params:
             dataset=DATASET,
-            # RES, read off the marker path (RES/<dataset>/.ready.json) as the linter asks of path prefixes.
-            resources_dir=lambda w, output: output.marker.rsplit("/", 2)[0],
-            settings=jq(config["dataset"]),
+            resources_dir=RES,
+            settings=jq({"name": DATASET, "options": config["dataset"].get("options") or {}}),
+            # The folder dataset's check reads the user's files and writes none: rerun it when they change.
+            dataset_files=dataset_files if DATASET == "folder" else "",
             code=step_code("download_dataset"),
         conda:
             ENV_CORE
@@ -48,12 +53,16 @@ else:
             marker=rules.download_dataset.output.marker,
         output:
             manifest=MANIFEST,
+            bad_images=f"{R}/dataset/bad_images.csv",
         params:
             dataset=DATASET,
-            resources_dir=lambda w, input: input.marker.rsplit("/", 2)[0],
-            settings=jq(config["dataset"]),
+            resources_dir=RES,
+            settings=jq(dataset_settings()),
             images_dir=f"{RES}/{DATASET}/derived",
+            dataset_files=dataset_files,
             code=step_code("prepare_dataset"),
+        # Every image is decoded once (cached by fingerprint); the workers are processes.
+        threads: 16
         conda:
             ENV_CORE
         log:
@@ -62,4 +71,13 @@ else:
             f"{BENCH}/prepare_dataset.tsv"
         shell:
             "python -m leaf_steps.prepare_dataset --dataset {params.dataset} --resources-dir {params.resources_dir}"
-            " --settings {params.settings} --images-dir {params.images_dir} --out {output.manifest} > {log} 2>&1"
+            " --settings {params.settings} --images-dir {params.images_dir} --download-marker {input.marker}"
+            " --workers {threads} --out {output.manifest} --bad-images {output.bad_images} > {log} 2>&1"
+
+    onsuccess:
+        # A run that left images out says so where the user looks: at the end of the run's own output.
+        _report = Path(rules.prepare_dataset.output.bad_images)
+        _dropped = max(0, len(_report.read_text().splitlines()) - 1) if _report.exists() else 0
+        if _dropped:
+            print(f"LEAF dataset: {_dropped} image(s) were left out as unusable (dataset.on_bad_image: drop); "
+                  f"the list, with each file's problem: {_report}", file=sys.stderr)

@@ -36,46 +36,29 @@ rule teacher_linear:
         " --subset {input.subset} --out {output.predictions} > {log} 2>&1"
 
 
-rule evaluate_labelfree:
+rule evaluate:
     input:
-        predictions=f"{R}/predictions/{{method}}/labelfree.parquet",
+        predictions=prediction_files(),
         manifest=MANIFEST,
     output:
-        metrics=f"{R}/metrics/{{method}}/labelfree.parquet",
+        runs=f"{R}/summary/runs.parquet",
+        coverage=f"{R}/summary/coverage.parquet",
     params:
+        runs=evaluate_run_args(),
         code=step_code("evaluate"),
     conda:
         ENV_CORE
     log:
-        f"{LOGS}/evaluate/{{method}}-labelfree.log",
+        f"{LOGS}/evaluate.log",
     shell:
-        "python -m leaf_steps.evaluate --predictions {input.predictions} --manifest {input.manifest}"
-        " --method {wildcards.method} --ratio 0 --out {output.metrics} > {log} 2>&1"
-
-
-rule evaluate_few_shot:
-    input:
-        predictions=f"{R}/predictions/{{method}}/ratio{{ratio}}/seed{{seed}}.parquet",
-        manifest=MANIFEST,
-    output:
-        metrics=f"{R}/metrics/{{method}}/ratio{{ratio}}/seed{{seed}}.parquet",
-    params:
-        code=step_code("evaluate"),
-    conda:
-        ENV_CORE
-    log:
-        f"{LOGS}/evaluate/{{method}}-ratio{{ratio}}-seed{{seed}}.log",
-    shell:
-        "python -m leaf_steps.evaluate --predictions {input.predictions} --manifest {input.manifest}"
-        " --method {wildcards.method} --ratio {wildcards.ratio} --seed {wildcards.seed}"
-        " --out {output.metrics} > {log} 2>&1"
+        "python -m leaf_steps.evaluate --manifest {input.manifest} {params.runs} --out-runs {output.runs}"
+        " --out-coverage {output.coverage} > {log} 2>&1"
 
 
 rule aggregate:
     input:
-        metrics=metrics_files(),
+        runs=rules.evaluate.output.runs,
     output:
-        runs=f"{R}/summary/runs.parquet",
         summary=f"{R}/summary/summary.parquet",
         table=report(
             f"{R}/summary/table.md",
@@ -93,9 +76,9 @@ rule aggregate:
     log:
         f"{LOGS}/aggregate.log",
     shell:
-        "python -m leaf_steps.aggregate --out-runs {output.runs} --out-summary {output.summary}"
+        "python -m leaf_steps.aggregate --runs {input.runs} --out-summary {output.summary}"
         " --out-markdown {output.table} {params.headline} --methods {params.methods} --title {params.title}"
-        " {input.metrics} > {log} 2>&1"
+        " > {log} 2>&1"
 
 
 rule plot_label_efficiency:
@@ -133,7 +116,7 @@ rule plot_teacher_scatter:
             labels={"figure": "Teacher vs MOS (Fig 2)"},
         ),
     params:
-        linear=lambda w, input: f"--linear {input.linear}" if "linear" in input.keys() else "",
+        linear=lambda w, input: scatter_linear_args(input),
         title=shlex.quote(f"Teacher '{config['teacher']}' vs MOS, test split"),
         code=step_code("plot_results"),
     conda:
@@ -149,6 +132,7 @@ rule plot_training_curves:
     input:
         stage1=[path for _, path in stage1_loss_runs()],
         stage2=[path for *_, path in stage2_loss_runs()],
+        selections=[path for *_, path in stage1_selection_runs()],
     output:
         png=report(
             f"{R}/figures/training_curves.png",

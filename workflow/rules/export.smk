@@ -16,5 +16,5 @@ rule export_model:
         f"{LOGS}/export_model.log",
     shell:
         "OMP_NUM_THREADS={threads} python -m leaf_steps.export_model --checkpoint {input.checkpoint}"
-        " --manifest {input.manifest} --metrics {input.metrics} {params.subset} --out-dir {output.folder}"
+        " --manifest {input.manifest} --runs {input.runs} {params.subset} --out-dir {output.folder}"
         " --settings {params.settings} > {log} 2>&1"

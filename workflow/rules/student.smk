@@ -8,6 +8,7 @@ rule distill:
         model=f"{R}/students/{{variant}}/stage1/model.safetensors",
         losses=f"{R}/students/{{variant}}/stage1/losses.parquet",
         predictions=f"{R}/predictions/{{variant}}/labelfree.parquet",
+        **stage1_epoch_outputs(),
     params:
         settings=lambda w: jq(
             student_settings(w.variant)
@@ -15,6 +16,12 @@ rule distill:
             | {"distill": config["distill"], "seed": config["distill"]["seed"]}
         ),
         pairs=lambda w, input: f"--pairs {input.pairs}" if "pairs" in input.keys() else "",
+        per_epoch=lambda w, output: (
+            f"--out-epoch-checkpoints {' '.join(output.epoch_checkpoints)}"
+            f" --out-epoch-predictions {output.epoch_predictions}"
+            if "epoch_predictions" in output.keys()
+            else ""
+        ),
         code=step_code("distill"),
     threads: 8
     conda:
@@ -26,7 +33,7 @@ rule distill:
     shell:
         "OMP_NUM_THREADS={threads} python -m leaf_steps.distill --manifest {input.manifest} --points {input.points}"
         " {params.pairs} --settings {params.settings} --out-model {output.model} --out-losses {output.losses}"
-        " --out-predictions {output.predictions} > {log} 2>&1"
+        " --out-predictions {output.predictions} {params.per_epoch} > {log} 2>&1"
 
 
 rule sample_mos_subset:
@@ -46,6 +53,24 @@ rule sample_mos_subset:
         " --seed {wildcards.seed} --val-fraction {params.val_fraction} --out {output.subset} > {log} 2>&1"
 
 
+rule select_stage1:
+    input:
+        epoch_predictions=f"{R}/students/{{variant}}/stage1/epoch_predictions.parquet",
+        losses=f"{R}/students/{{variant}}/stage1/losses.parquet",
+        subset=rules.sample_mos_subset.output.subset,
+    output:
+        selection=stage1_selection_file("{variant}", "{ratio}", "{seed}"),
+    params:
+        code=step_code("select_stage1"),
+    conda:
+        ENV_CORE
+    log:
+        f"{LOGS}/select_stage1/{{variant}}-ratio{{ratio}}-seed{{seed}}.log",
+    shell:
+        "python -m leaf_steps.select_stage1 --epoch-predictions {input.epoch_predictions}"
+        " --stage1-losses {input.losses} --subset {input.subset} --out {output.selection} > {log} 2>&1"
+
+
 rule calibrate:
     input:
         unpack(calibrate_inputs),
@@ -61,7 +86,7 @@ rule calibrate:
                 "seed": int(w.seed),
             }
         ),
-        init=lambda w, input: f"--init {input.init}" if "init" in input.keys() else "",
+        init=lambda w, input: stage1_start_args(input),
         code=step_code("calibrate"),
     threads: 8
     conda:

@@ -5,18 +5,20 @@ rule fit_niqe:
     # Only the classical stand-in teacher needs this: NIQE's pristine model, fitted on the
     # pristine reference photos (never on MOS).
     input:
-        references=lambda w: config["teachers"][w.teacher].get("pristine_dir", f"{R}/dataset/references"),
+        unpack(lambda w: niqe_references(w.teacher)),
     output:
         model=f"{R}/teacher/{{teacher}}/niqe_model.npz",
     params:
         settings=lambda w: jq(config["teachers"][w.teacher]),
+        references=lambda w, input: (f"--references-dir {shlex.quote(input.references)}"
+                                     if hasattr(input, "references") else "--bundled-photos"),
         code=step_code("fit_niqe"),
     conda:
         ENV_TEACHER
     log:
         f"{LOGS}/fit_niqe/{{teacher}}.log",
     shell:
-        "python -m leaf_steps.fit_niqe --references-dir {input.references} --settings {params.settings}"
+        "python -m leaf_steps.fit_niqe {params.references} --settings {params.settings}"
         " --out {output.model} > {log} 2>&1"
 
 
