@@ -1,8 +1,9 @@
 """Parquet artifacts: atomic writes, provenance metadata, clear read errors.
 
 Every artifact carries a JSON blob under the schema metadata key ``leaf`` with the
-step that wrote it, the values it depended on, and library versions, so that
-``leaf inspect`` (and a curious user with pyarrow) can tell where a file came from.
+step that wrote it, the values it depended on, library versions and the sha256 of the
+environment lock, so that ``leaf inspect`` (and a curious user with pyarrow) can tell
+where a file came from.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,24 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-def library_versions() -> dict[str, str]:
+# The pinned environment `make demo`/`make test` install (`make lock`, README "Environments"): in a checkout it
+# lies beside the package; an install from a wheel has none.
+LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements" / "lock.txt"
+
+
+@lru_cache(maxsize=1)
+def lock_sha256() -> str | None:
+    """sha256 of the checkout's requirements/lock.txt (as ``sha256sum`` prints it; hashed once per process),
+    None where there is none. Provenance metadata only: never in a rule's params, so a new lock reruns nothing."""
+    try:
+        return hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def library_versions() -> dict[str, str | None]:
     versions = {"leaf": __version__, "python": platform.python_version(), "polars": pl.__version__,
-                "pyarrow": pa.__version__}
+                "pyarrow": pa.__version__, "lock_sha256": lock_sha256()}
     for name in ("torch", "timm", "transformers", "numpy"):
         module = sys.modules.get(name)
         if module is not None:
