@@ -51,8 +51,11 @@ def check_satisfies(lock_path: Path, requirements: list[str]) -> None:
         if name not in lock:
             problems.append(f"{text}: not in {lock_path.name}")
             continue
-        problems += [f"{text}: {lock_path.name} pins {version}" for version, _ in lock[name]
-                     if not req.specifier.contains(version, prereleases=True)]
+        problems += [
+            f"{text}: {lock_path.name} pins {version}"
+            for version, _ in lock[name]
+            if not req.specifier.contains(version, prereleases=True)
+        ]
     assert not problems, "\n".join(problems)
 
 
@@ -67,8 +70,11 @@ def test_vllm_lock_satisfies_pyproject_ranges():
 
 
 def test_locks_resolved_under_the_constraints_and_hash_every_entry():
-    caps = [Requirement(line) for line in (ROOT / "requirements/constraints.txt").read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    caps = [
+        Requirement(line)
+        for line in (ROOT / "requirements/constraints.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert caps
     for path in (LOCK, LOCK_VLLM, *sorted((ROOT / "envs").glob("*.pip-lock.txt"))):
         lock = read_lock(path)
@@ -102,11 +108,20 @@ def test_lock_pins_torch_for_linux_x86_64_from_pypi():
     # The PyPI torch wheel for Linux x86_64 is the CUDA build (nvidia-* wheels beside it) and runs on CPU-only
     # hosts too; the lock must carry those wheels for Linux or a GPU host installing it gets no CUDA runtime.
     lock = read_lock(LOCK)
-    linux = {"sys_platform": "linux", "platform_machine": "x86_64", "python_full_version": "3.11.7",
-             "python_version": "3.11", "platform_system": "Linux", "implementation_name": "cpython"}
+    linux = {
+        "sys_platform": "linux",
+        "platform_machine": "x86_64",
+        "python_full_version": "3.11.7",
+        "python_version": "3.11",
+        "platform_system": "Linux",
+        "implementation_name": "cpython",
+    }
     assert [v for v, marker in lock["torch"] if marker is None or Marker(marker).evaluate(linux)]
-    cuda = [n for n, pins in lock.items() if n.startswith("nvidia-cuda-runtime")
-            and any(m is None or Marker(m).evaluate(linux) for _, m in pins)]
+    cuda = [
+        n
+        for n, pins in lock.items()
+        if n.startswith("nvidia-cuda-runtime") and any(m is None or Marker(m).evaluate(linux) for _, m in pins)
+    ]
     assert cuda, "no CUDA runtime wheel locked for Linux x86_64"
 
 
