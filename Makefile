@@ -80,7 +80,7 @@ lock: $(STAMP)
 # pip sections from their ranges; envs/NAME.pip-lock.txt remain the pinned pip part.
 lock-conda: $(STAMP)
 	for env in core student teacher teacher-vllm; do \
-	  $(BIN)/uv tool run conda-lock lock --file envs/$$env.yaml --platform linux-64 \
+	  $(BIN)/uv tool run --from conda-lock==4.0.3 conda-lock lock --file envs/$$env.yaml --platform linux-64 \
 	    --lockfile envs/$$env.conda-lock.yml || exit 1; done
 
 report: $(STAMP)

@@ -8,8 +8,8 @@
 # modules they touch: apply them together with other code changes that rerun those steps anyway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ruff check --fix --exit-zero --quiet .
+ruff check --fix --exit-zero --silent .
 ruff format --quiet .
-snakefmt --quiet Snakefile workflow/rules/*.smk
+snakefmt Snakefile workflow/rules/*.smk
 echo "Left for hand fixing (ruff; snakefmt has nothing left once it has run):"
 ruff check --statistics .
