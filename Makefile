@@ -64,8 +64,10 @@ format: $(STAMP)
 # the package with the dev extra (make demo/test/lint); requirements/lock-vllm.txt: the package with the vllm
 # extra (GPU hosts serving the teacher; vLLM pins its own torch); envs/NAME.pip-lock.txt: the pip part of each
 # conda env, resolved with the matching project lock as constraints so a package has one version everywhere.
+# uv keeps each existing pin that still fits (a changed range moves only what it must); `make lock UPGRADE=1`
+# moves every package to the newest version allowed.
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
-	--custom-compile-command 'make lock'
+	--custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
 lock: $(STAMP)
 	$(UV_COMPILE) pyproject.toml --extra dev -c requirements/constraints.txt -o requirements/lock.txt
 	$(UV_COMPILE) pyproject.toml --extra vllm -c requirements/constraints.txt -o requirements/lock-vllm.txt
