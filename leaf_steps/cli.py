@@ -42,6 +42,7 @@ PASSTHROUGH = {
     "inspect": ("leaf_steps.inspect_artifacts", "schema, provenance and summary of a Parquet artifact"),
     "estimate-cost": ("leaf_steps.estimate_cost", "GPU-hours of a config from per-image costs"),
     "why": ("leaf_steps.tools.why", "which jobs a run would execute now, and the setting, file or code change behind each"),
+    "store": ("leaf_steps.tools.store", "the teacher score store: summary (settings, answers, size) or compact"),
 }
 
 
