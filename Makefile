@@ -24,6 +24,8 @@ demo: $(STAMP)
 	@echo
 	@echo "Figures: results/demo/figures/ (label_efficiency, teacher_vs_mos, training_curves, pair_confidence); HTML report: make report"
 	@$(BIN)/python scripts/readme_demo_table.py --table results/demo/summary/table.md --exit-zero
+	@echo "Exported student: results/demo/export/ (model card: README.md). Score a folder with it:"
+	@echo "  $(BIN)/leaf predict --model results/demo/export results/demo/dataset/images --out results/demo/scores.parquet"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

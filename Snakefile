@@ -17,6 +17,7 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/student.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/paper.smk"
 
 

@@ -232,7 +232,7 @@ def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, 
         model = st.build_model(cfg.model_name, scfg["pretrained"]).to(device)
     optimizer = st.make_optimizer(model, ccfg["lr"], ccfg["weight_decay"])
     scheduler = st.make_scheduler(optimizer, ccfg["epochs"])
-    train_ds = st.ImageDataset(train_rows, st.train_transform(scfg["crop"]), scfg["resize"], cache)
+    train_ds = st.ImageDataset(train_rows, st.student_train_transform(scfg), scfg["resize"], cache)
     amp = st.use_amp(device, scfg["amp"])
 
     records: list[dict[str, Any]] = []

@@ -55,6 +55,8 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
         raise ConfigError(f"{source}: evaluation.headline_variant: {headline!r} is not a key of variants")
     if config["student"]["crop"] > config["student"]["resize"]:
         raise ConfigError(f"{source}: student.crop ({config['student']['crop']}) must be <= student.resize")
+    if (config["student"]["train_crop"] or 0) > config["student"]["resize"]:
+        raise ConfigError(f"{source}: student.train_crop ({config['student']['train_crop']}) must be <= student.resize")
     # The blocks the schema leaves open are checked by the code that reads them (leaf_steps.config_checks).
     # Imported by name: those checks run at validation, never inside a step, so they stay out of the
     # code hash of the steps that import this module (leaf_steps.codehash follows import statements).

@@ -310,7 +310,7 @@ def train(cfg: DistillSettings, manifest_path: str, manifest: pl.DataFrame, poin
     optimizer = st.make_optimizer(model, dcfg["lr"], dcfg["weight_decay"])
     scheduler = st.make_scheduler(optimizer, dcfg["epochs"])
     cache = st.shared_cache(scfg["num_workers"])
-    train_ds = st.ImageDataset(all_rows, st.train_transform(scfg["crop"]), scfg["resize"], cache)
+    train_ds = st.ImageDataset(all_rows, st.student_train_transform(scfg), scfg["resize"], cache)
     pair_stream = PairStream(train_pairs.height, cfg.seed)
     n_step_images = train_points.height if cfg.use_point else len(train_ids)
     amp = st.use_amp(device, scfg["amp"])

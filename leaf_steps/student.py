@@ -6,17 +6,11 @@
   goes through timm's normal Hugging Face Hub download (honouring ``HF_HOME`` /
   ``HF_HUB_OFFLINE``), so a cluster with a populated cache or network works as usual; a
   failed fetch is a :class:`ConfigError` naming ``student.pretrained``.
-- Images: rows of the manifest (``image_id``, ``path``) become :class:`ImageRow`; a missing
-  or undecodable file is an :class:`InputError` naming the file, the manifest and the row.
-  Images are converted to RGB.
-- Transforms (paper Sec. 4.1): every image is first resized so its shorter side is
-  ``resize`` (aspect kept). Training then takes a ``RandomResizedCrop(crop)`` with scale
-  (0.5, 1) -- a milder range than torchvision's default (0.08, 1), because blowing a tiny
-  patch up to ``crop`` pixels blurs it and so changes the very quality being learned --
-  and a random horizontal flip; evaluation takes ``CenterCrop(crop)``. Both normalise
-  with the ImageNet mean/std. The deterministic resize happens inside the dataset so
-  that its output can be cached in memory across epochs (in-process loading only, up
-  to a byte budget): small datasets are then decoded once, not once per epoch.
+- Images, transforms, loading and scoring live in :mod:`leaf_steps.training` (``data``,
+  ``transforms``, ``scoring``, ``runtime``) and are re-exported here, so the stages keep
+  calling ``st.ImageDataset``, ``st.train_transform``, ``st.predict`` and so on. The eval
+  transform is :class:`~leaf_steps.training.transforms.EvalTransform`, the same object
+  ``leaf predict`` and the exports use.
 - Runtime: device choice ``auto|cpu|cuda``, bf16 autocast on CUDA when ``amp`` is set
   (never on CPU), AdamW via timm (no weight decay on biases and norm layers), cosine
   learning-rate decay per epoch, full seeding (same seed -> same weights on CPU).
@@ -26,37 +20,50 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
 import random
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import numpy as np
-import polars as pl
 import torch
-from PIL import Image
 
 from leaf_steps.config import load_schema
 from leaf_steps.errors import ConfigError, InputError
-from leaf_steps.images import load_rgb
-from leaf_steps.io import atomic_write_bytes, read_parquet, stable_hash
-from leaf_steps.progress import progress  # noqa: F401  (used here and as st.progress by the stages)
+from leaf_steps.io import atomic_write_bytes, stable_hash
+from leaf_steps.progress import progress  # noqa: F401  (used as st.progress by the stages)
+
+# The student's images, transforms, loaders and forward pass (re-exported: the stages use st.<name>).
+from leaf_steps.training.data import (  # noqa: F401
+    DEFAULT_CACHE_BYTES,
+    MANIFEST_COLUMNS,
+    ImageCache,
+    ImageDataset,
+    ImageRow,
+    check_images_exist,
+    image_rows,
+    load_image,
+    make_loader,
+    read_manifest,
+    resolve_image_path,
+    shared_cache,
+)
+from leaf_steps.training.runtime import DEVICES, autocast, choose_device, use_amp  # noqa: F401
+from leaf_steps.training.scoring import TorchScorer, predict  # noqa: F401
+from leaf_steps.training.transforms import (  # noqa: F401
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TRAIN_CROP_SCALE,
+    EvalTransform,
+    train_transform,
+)
 
 log = logging.getLogger("leaf.student")
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-TRAIN_CROP_SCALE = (0.5, 1.0)
-DEVICES = ("auto", "cpu", "cuda")
-# Resized images kept in memory across epochs (per process); beyond this, images are re-decoded.
-DEFAULT_CACHE_BYTES = 2 * 1024**3
 
 
 # --------------------------------------------------------------------------- settings
@@ -84,7 +91,16 @@ def student_block(settings: Any) -> dict[str, Any]:
     student = settings_block(settings, "student")
     if student["crop"] > student["resize"]:
         raise ConfigError(f"settings.student.crop ({student['crop']}) must be <= student.resize ({student['resize']})")
+    if student["train_crop"] is not None and student["train_crop"] > student["resize"]:
+        raise ConfigError(f"settings.student.train_crop ({student['train_crop']}) must be <= student.resize "
+                          f"({student['resize']})")
     return student
+
+
+def student_train_transform(student: Mapping[str, Any]):
+    """The training augmentation a checked student block asks for (``augment`` at ``train_crop``,
+    which defaults to ``crop``)."""
+    return train_transform(student["train_crop"] or student["crop"], student["augment"])
 
 
 def settings_flag(settings: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -115,28 +131,6 @@ def settings_model_name(settings: Mapping[str, Any], student: Mapping[str, Any])
 
 # --------------------------------------------------------------------------- runtime
 
-def choose_device(name: str | None) -> torch.device:
-    name = name or "auto"
-    if name not in DEVICES:
-        raise ConfigError(f"settings.device: {name!r} is not one of {list(DEVICES)}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("settings.device: 'cuda' requested but no CUDA device is available to torch")
-    return torch.device(name)
-
-
-def use_amp(device: torch.device, amp: bool) -> bool:
-    """bf16 autocast is used on CUDA only; on CPU it is slower than float32 and changes results."""
-    return bool(amp) and device.type == "cuda"
-
-
-def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    if use_amp(device, amp):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch, and ask torch for deterministic kernels.
 
@@ -150,7 +144,15 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms also sets the flag of torch.compile's inductor, importing
+    # torch._inductor to do so: 2-4 s at the start of every student job (measured with cProfile on
+    # the demo's calibrations). The students are never compiled, so only the eager flag is set,
+    # the way that function sets it; the public call remains the fallback.
+    set_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if set_flag is not None:
+        set_flag(True, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -192,7 +194,7 @@ def build_model(name: str, pretrained: bool) -> torch.nn.Module:
         close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
         raise ConfigError(f"student.model: {name!r} is not a timm model" + (f" (similar: {close})" if close else ""))
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=1)
+        model = timm.create_model(name, pretrained=pretrained, num_classes=1)
     except Exception as exc:
         if not pretrained:
             raise
@@ -201,6 +203,10 @@ def build_model(name: str, pretrained: bool) -> torch.nn.Module:
             f"Hugging Face Hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
             "Pre-populate the Hub cache (HF_HOME) on a machine with network access, or set "
             "student.pretrained: false") from exc
+    # channels_last weights: convolutions run in the NHWC kernels, 1.4x faster per training step on CPU
+    # (the demo's student, measured) and the recommended layout with bf16 on GPUs. Checkpoints are
+    # saved contiguous (save_checkpoint), so files are the same either way.
+    return model.to(memory_format=torch.channels_last)
 
 
 def output_layer(model: torch.nn.Module) -> torch.nn.Module:
@@ -270,177 +276,6 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     except RuntimeError as exc:
         raise InputError(f"{path}: weights do not match timm model {meta['model']!r} ({exc})") from exc
     return model.to(device), meta
-
-
-# --------------------------------------------------------------------------- images
-
-@dataclass(frozen=True)
-class ImageRow:
-    """One manifest image, with where it came from for error messages."""
-
-    image_id: str
-    path: Path
-    row: int            # 0-based row in the manifest file
-    manifest: str
-
-    def where(self) -> str:
-        return f"manifest {self.manifest}, row {self.row}, image_id {self.image_id!r}"
-
-
-MANIFEST_COLUMNS = ("image_id", "path", "split")
-
-
-def read_manifest(path: str | Path) -> pl.DataFrame:
-    """The manifest with a ``row`` column (0-based file row); image ids must be unique and non-null."""
-    df = read_parquet(path, required=MANIFEST_COLUMNS).with_row_index("row")
-    for col in ("image_id", "path", "split"):
-        nulls = df.filter(pl.col(col).is_null())
-        if nulls.height:
-            raise InputError(f"{path}: row {nulls['row'][0]}: {col} is null")
-    dup = df.filter(pl.col("image_id").is_duplicated())
-    if dup.height:
-        raise InputError(f"{path}: row {dup['row'][0]}: image_id {dup['image_id'][0]!r} is not unique")
-    return df
-
-
-def resolve_image_path(raw: str, manifest: str | Path) -> Path:
-    """Absolute paths as written; relative ones against the working directory (where
-    Snakemake runs), falling back to the manifest's folder."""
-    p = Path(raw)
-    if p.is_absolute() or p.exists():
-        return p
-    beside = Path(manifest).parent / p
-    return beside if beside.exists() else p
-
-
-def image_rows(manifest_df: pl.DataFrame, manifest_path: str | Path, ids: Iterable[str] | None = None) -> list[ImageRow]:
-    """ImageRows for ``ids`` (in that order) or for the whole manifest."""
-    by_id = {r["image_id"]: r for r in manifest_df.select("image_id", "path", "row").iter_rows(named=True)}
-    wanted = list(by_id) if ids is None else list(ids)
-    rows = []
-    for image_id in wanted:
-        r = by_id.get(image_id)
-        if r is None:
-            raise InputError(f"{manifest_path}: image_id {image_id!r} is not in the manifest")
-        rows.append(ImageRow(image_id, resolve_image_path(r["path"], manifest_path), int(r["row"]), str(manifest_path)))
-    return rows
-
-
-def check_images_exist(rows: Iterable[ImageRow]) -> None:
-    """Fail before training, not hours into it, when an image file is missing."""
-    missing = [r for r in rows if not r.path.is_file()]
-    if missing:
-        first = missing[0]
-        more = f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""
-        raise InputError(f"{first.path}: image file not found ({first.where()}){more}")
-
-
-def load_image(row: ImageRow) -> Image.Image:
-    """Decode one image to RGB; any failure names the file and its manifest row."""
-    try:
-        return load_rgb(row.path)
-    except InputError as exc:
-        raise InputError(f"{exc} ({row.where()})") from exc
-
-
-class ImageCache:
-    """Resized images kept in memory up to a byte budget (first come, first kept)."""
-
-    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._items: dict[tuple[str, int], Image.Image] = {}
-
-    def get(self, key: tuple[str, int]) -> Image.Image | None:
-        return self._items.get(key)
-
-    def put(self, key: tuple[str, int], image: Image.Image) -> None:
-        size = image.width * image.height * len(image.getbands())
-        if self.bytes + size <= self.max_bytes:
-            self._items[key] = image
-            self.bytes += size
-
-
-def train_transform(crop: int):
-    from torchvision import transforms as T
-
-    return T.Compose([
-        T.RandomResizedCrop(crop, scale=TRAIN_CROP_SCALE, antialias=True),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
-
-
-def eval_transform(crop: int):
-    from torchvision import transforms as T
-
-    return T.Compose([T.CenterCrop(crop), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-class ImageDataset(torch.utils.data.Dataset):
-    """Item i -> (transformed image tensor, i). The shorter-side resize to ``resize`` is done
-    here (deterministic, so cacheable); ``transform`` is the rest (crop, flip, normalise)."""
-
-    def __init__(self, rows: Sequence[ImageRow], transform, resize: int, cache: ImageCache | None = None):
-        self.rows = list(rows)
-        self.transform = transform
-        self.resize = resize
-        self.cache = cache
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def resized(self, i: int) -> Image.Image:
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import functional as TF
-
-        row = self.rows[i]
-        key = (str(row.path), self.resize)
-        image = self.cache.get(key) if self.cache is not None else None
-        if image is None:
-            image = TF.resize(load_image(row), self.resize, interpolation=InterpolationMode.BILINEAR, antialias=True)
-            if self.cache is not None:
-                self.cache.put(key, image)
-        return image
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.resized(i)), i
-
-
-def make_loader(dataset: ImageDataset, batches: Sequence[Sequence[int]], num_workers: int, seed: int,
-                device: torch.device) -> torch.utils.data.DataLoader:
-    """A loader that yields exactly ``batches`` (lists of dataset indices), in order.
-    Worker RNGs derive from ``seed``, so augmentations repeat with the seed."""
-    return torch.utils.data.DataLoader(
-        dataset, batch_sampler=[list(b) for b in batches], num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda",
-    )
-
-
-def shared_cache(num_workers: int) -> ImageCache | None:
-    """In-process loading shares one cache across epochs; worker processes would each keep
-    their own copy (and lose it every epoch), so they decode instead."""
-    return ImageCache() if num_workers == 0 else None
-
-
-@torch.inference_mode()
-def predict(model: torch.nn.Module, rows: Sequence[ImageRow], *, resize: int, crop: int,
-            device: torch.device | str = "cpu", batch_size: int = 64, amp: bool = False,
-            num_workers: int = 0, cache: ImageCache | None = None, desc: str = "predict") -> np.ndarray:
-    """Scores of ``rows`` (eval transform, eval mode) as float64, in row order."""
-    device = torch.device(device)
-    if not rows:
-        return np.zeros(0, dtype=np.float64)
-    model.eval()
-    dataset = ImageDataset(rows, eval_transform(crop), resize, cache)
-    loader = make_loader(dataset, batch_indices(range(len(rows)), batch_size), num_workers, 0, device)
-    out = np.empty(len(rows), dtype=np.float64)
-    for images, idx in progress(loader, total=len(loader), desc=desc):
-        with autocast(device, amp):
-            scores = model(images.to(device, non_blocking=True)).reshape(-1)
-        out[idx.numpy()] = scores.float().cpu().numpy()
-    return out
 
 
 # --------------------------------------------------------------------------- metrics

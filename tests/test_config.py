@@ -64,11 +64,29 @@ def test_dangling_teacher_reference(demo):
         validate_config(demo)
 
 
+def test_student_crops_must_fit_the_resize(demo):
+    demo["student"] |= {"resize": 96, "train_crop": 128}
+    with pytest.raises(ConfigError, match=r"student\.train_crop \(128\) must be <= student\.resize"):
+        validate_config(demo)
+
+
+def test_export_choice_must_be_a_trained_model(tmp_path, demo):
+    demo["export"] = {"seed": 7}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(demo))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"),
+                           "--directory", str(tmp_path), "--configfile", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "export.seed: 7 is not one of calibration.seeds [0, 1, 2, 3, 4]" in proc.stdout + proc.stderr
+
+
 def test_defaults_filled(demo):
     del demo["pairs"]["tau"]
     cfg = validate_config(copy.deepcopy(demo))
     assert cfg["pairs"]["tau"] == 0.1 and cfg["results_dir"] == "results"
     assert cfg["variants"]["leaf"]["use_confidence"] is True
+    assert cfg["export"] == {"variant": None, "ratio": None, "seed": None, "onnx": True}
 
 
 def test_snakemake_refuses_a_bad_config(tmp_path, demo):

@@ -23,12 +23,14 @@ LEAF_STUDENT = {
     ("select_stage1", "students/leaf/ratio0.3/seed0/stage1_selection.parquet"),
     ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet"),
 }
-# One evaluation of every prediction file on their common test images, then the table.
+# One evaluation of every prediction file on their common test images, then the table; the exported
+# student's model card quotes the evaluation, so the export follows it.
+EXPORT = {("export_model", "export")}
 SUMMARY = {
     ("evaluate", "summary/coverage.parquet"),
     ("aggregate", "summary/summary.parquet"),
     ("plot_label_efficiency", "figures/label_efficiency.png"),
-}
+} | EXPORT
 CURVES = {("plot_training_curves", "figures/training_curves.png")}
 PAIR_FIGURE = {("plot_pair_confidence", "figures/pair_confidence.png")}
 # Everything that reads the teacher's point scores directly.
@@ -142,12 +144,19 @@ def test_student_hyperparameter_reruns_student_and_after(done, tmp_path):
 
 def test_more_seeds_run_only_the_new_subsets(done, tmp_path):
     changed = planned(with_config(done, tmp_path, lambda cfg: cfg["calibration"].update(seeds=[0, 1])))
-    assert changed == new_seed_or_ratio("0.3", 1) | SUMMARY | CURVES
+    assert changed == new_seed_or_ratio("0.3", 1) | SUMMARY | CURVES | EXPORT  # its card lists every seed
 
 
 def test_more_ratios_run_only_the_new_subsets(done, tmp_path):
     changed = planned(with_config(done, tmp_path, lambda cfg: cfg["calibration"].update(ratios=[0, 0.3, 0.5])))
-    assert changed == new_seed_or_ratio("0.5", 0) | SUMMARY | CURVES
+    assert changed == new_seed_or_ratio("0.5", 0) | SUMMARY | CURVES | EXPORT  # the export moves to ratio 0.5
+
+
+def test_export_choice_reruns_the_export_only(done, tmp_path):
+    label_free = planned(with_config(done, tmp_path, lambda cfg: cfg.update(export={"ratio": 0})))
+    assert label_free == EXPORT
+    no_onnx = planned(with_config(done, tmp_path, lambda cfg: cfg.update(export={"onnx": False})))
+    assert no_onnx == EXPORT
 
 
 def test_stage1_selection_rule_reruns_the_leaf_student_only(done, tmp_path):

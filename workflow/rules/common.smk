@@ -359,6 +359,66 @@ def final_targets():
         targets.append(f"{R}/figures/training_curves.png")
     if pair_teachers():
         targets.append(f"{R}/figures/pair_confidence.png")
+    targets.append(f"{R}/export")  # the headline student, deployable (workflow/rules/export.smk)
     if "paper" in config:  # the paper's table beside this run's (workflow/rules/paper.smk)
         targets.append(f"{R}/summary/paper_{config['paper']['target']}.md")
     return targets
+
+
+def export_choice():
+    """(variant, ratio, seed) of the model exported to <run>/export: config `export`, by default the
+    headline variant at the largest few-shot ratio and the first seed (label-free when no ratio > 0)."""
+    e = config["export"]
+    if e["variant"] is not None and e["variant"] not in VARIANTS:
+        sys.exit(f"LEAF config error: export.variant: {e['variant']!r} is not a key of variants")
+    if e["ratio"] is not None and fmt(e["ratio"]) not in RATIOS:
+        sys.exit(f"LEAF config error: export.ratio: {e['ratio']} is not one of calibration.ratios {RATIOS}")
+    if e["seed"] is not None and int(e["seed"]) not in SEEDS:
+        sys.exit(f"LEAF config error: export.seed: {e['seed']} is not one of calibration.seeds {SEEDS}")
+    variant = e["variant"] or HEADLINE or next(iter(VARIANTS))
+    if e["ratio"] is not None:
+        ratio = fmt(e["ratio"])
+    elif FEW_SHOT_RATIOS:
+        ratio = max(FEW_SHOT_RATIOS, key=float)
+    else:
+        ratio = "0"
+    if float(ratio) == 0 and not VARIANTS[variant]["distill"]:
+        sys.exit(f"LEAF config error: export: variant {variant!r} has no label-free model (distill: false); "
+                 "set export.ratio to a few-shot ratio")
+    seed = SEEDS[0] if e["seed"] is None else int(e["seed"])
+    return variant, ratio, seed
+
+
+def export_inputs(wildcards):
+    variant, ratio, seed = export_choice()
+    if float(ratio) == 0:
+        return {
+            "checkpoint": f"{R}/students/{variant}/stage1/model.safetensors",
+            "runs": f"{R}/summary/runs.parquet",
+            "manifest": MANIFEST,
+        }
+    return {
+        "checkpoint": f"{R}/students/{variant}/ratio{ratio}/seed{seed}/model.safetensors",
+        "runs": f"{R}/summary/runs.parquet",
+        "subset": f"{R}/subsets/ratio{ratio}/seed{seed}.parquet",
+        "manifest": MANIFEST,
+    }
+
+
+def export_settings():
+    variant, ratio, seed = export_choice()
+    teacher = VARIANTS[variant]["teacher"]
+    spec = config["teachers"][teacher]
+    return {
+        "run_name": config["run_name"],
+        "variant": variant,
+        "ratio": float(ratio),
+        "seed": seed if float(ratio) > 0 else None,
+        "onnx": config["export"]["onnx"],
+        "teacher": {"name": teacher, "backend": spec["backend"], "model": spec.get("model")},
+        "dataset": config["dataset"]["name"],
+        "student": config["student"] | {"model": VARIANTS[variant]["student_model"]},
+        "distill": config["distill"],
+        "calibration": {k: v for k, v in config["calibration"].items() if k not in ("ratios", "seeds")},
+        "tau": float(pair_tau(variant)),
+    }
