@@ -152,6 +152,23 @@ def test_both_orders_average_and_record_each(images, tmp_path):
     assert FakeTeacher.calls == [] and one["p_a"].equals(scored["p_a_forward"].alias("p_a"))
 
 
+def test_turning_both_orders_on_later_asks_only_the_swapped_pairs(images, tmp_path):
+    pairs_path = tmp_path / "pairs.parquet"
+    sample_pairs([f"img{i:03d}" for i in range(30)], 20, seed=1).write_parquet(pairs_path)
+    store = tmp_path / "store"
+    forward = pairs_rows(pairs_path, images, {"backend": "fake"}, PROMPTS, {"batch_size": 8}, tmp_path / "f",
+                         store=store)
+    asked_forward = sum(FakeTeacher.calls, [])
+    FakeTeacher.calls = []
+    both = pairs_rows(pairs_path, images, {"backend": "fake"}, PROMPTS, {"batch_size": 8, "both_orders": True},
+                      tmp_path / "b", store=store)
+    asked_reverse = sum(FakeTeacher.calls, [])
+    # Only the (b, a) requests are new: as many as distinct forward requests, none of them asked before.
+    assert len(asked_reverse) == len(set(asked_forward)) and not set(asked_reverse) & set(asked_forward)
+    assert both["p_a_forward"].equals(forward["p_a"].alias("p_a_forward"))
+    assert read_provenance(tmp_path / "b/pairs.parquet")["requests"]["reused"] == 20
+
+
 def test_mos_subsets_nested_seeded_and_train_only(manifest):
     train = pl.read_parquet(manifest).filter(pl.col("split") == "train")
     s10 = sample_subset(train, 0.2, seed=3, val_fraction=0.34)
