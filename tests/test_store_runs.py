@@ -96,6 +96,7 @@ class Chain:
         if self.server:
             result["served"] = self.server.stats()["answers"] - served_before
             assert result["served"] == result["sent"], result
+        print(f"{self.teacher}: {result}")  # pytest -s shows the counts of each change
         return result
 
     def pair_keys(self) -> set[str]:
