@@ -43,6 +43,7 @@ PASSTHROUGH = {
     "estimate-cost": ("leaf_steps.estimate_cost", "GPU-hours of a config from per-image costs"),
     "predict": ("leaf_steps.predict", "score images with a trained student (checkpoint, export folder or ONNX)"),
     "why": ("leaf_steps.tools.why", "which jobs a run would execute now, and the setting, file or code change behind each"),
+    "store": ("leaf_steps.tools.store", "the teacher score store: summary (settings, answers, size) or compact"),
 }
 
 

@@ -1,11 +1,13 @@
-"""``leaf inspect PATH``: what is inside a LEAF Parquet artifact (or a folder of shards).
+"""``leaf inspect PATH``: what is inside a LEAF Parquet artifact (or a folder of shards, or the teacher
+score store: then its summary, as ``leaf store summary``).
 
 Prints the schema, row count, provenance metadata (step, teacher, prompt hash, settings,
 versions), a per-column summary (nulls; min/max/mean for numbers; value counts for short
 categorical columns; histograms of level probabilities, pair confidences and the
 answer-token mass, with the mass quantiles), the answer-token mass summary of each teacher
-shard (rows below ``min_token_mass``, quantiles, histogram) and a few sample rows. ``--json``
-prints the same as one JSON object for scripts.
+shard (rows below ``min_token_mass``, quantiles, histogram), the teacher requests behind a scoring
+artifact (rows reused from the teacher score store, rows scored now, requests sent) and a few sample
+rows. ``--json`` prints the same as one JSON object for scripts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import pyarrow.parquet as pq
 
 from leaf_steps.errors import InputError
 from leaf_steps.io import parquet_files, read_provenance, read_shards
+from leaf_steps.scoring import add_counts
+from leaf_steps.tools import store as store_tool
 
 HISTOGRAM_COLUMNS = ("p_excellent", "p_good", "p_fair", "p_poor", "p_bad", "p_a", "confidence", "teacher_score",
                      "token_mass")
@@ -103,6 +107,9 @@ def inspect(path: str | Path, sample: int = 5) -> dict[str, Any]:
         "path": str(path),
         "files": [str(f) for f in files],
         "rows": df.height,
+        # Teacher scoring artifacts: rows reused from the score store, scored now, failed; requests sent.
+        "requests": add_counts([p["requests"] for p in provenances]) if all(
+            isinstance(p.get("requests"), dict) for p in provenances) else None,
         "schema": {name: str(dtype) for name, dtype in df.schema.items()},
         "provenance": provenances if len(files) > 1 else provenances[0],
         "token_mass": mass,
@@ -113,7 +120,7 @@ def inspect(path: str | Path, sample: int = 5) -> dict[str, Any]:
         # A folder of shards: what they share, and per shard its rows and whatever differs.
         common = common_provenance(provenances)
         info["common_provenance"] = common
-        info["shards"] = [{"file": str(f), "rows": pq.ParquetFile(f).metadata.num_rows,
+        info["shards"] = [{"file": str(f), "rows": pq.ParquetFile(f).metadata.num_rows, "requests": prov.get("requests"),
                            "provenance": {k: v for k, v in prov.items() if k not in common}}
                           for f, prov in zip(files, provenances, strict=True)]
     return info
@@ -132,6 +139,10 @@ def render(info: dict[str, Any]) -> None:
     # Piped output (logs, `| less`) gets a wide fixed width instead of rich's 80-column fallback.
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(f"[bold]{info['path']}[/bold]: {info['rows']} rows in {len(info['files'])} file(s)")
+    if info.get("requests"):
+        r = info["requests"]
+        console.print(f"teacher requests: {r['rows']} rows: {r['reused']} reused from the score store, {r['scored']} "
+                      f"scored now ({r['requests_sent']} requests sent), {r['failed']} failed")
     if "shards" in info:
         console.print(f"[bold]provenance shared by all {len(info['shards'])} shards[/bold]")
         console.print_json(json.dumps(info["common_provenance"], default=str))
@@ -180,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     ap.add_argument("--sample", type=int, default=5, help="number of sample rows")
     a = ap.parse_args(argv)
+    if store_tool.is_store(a.path):
+        store_tool.main(["summary", a.path, *(["--json"] if a.json else [])])
+        return
     info = inspect(a.path, a.sample)
     if a.json:
         print(json.dumps(info, indent=2, default=str))

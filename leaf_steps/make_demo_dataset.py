@@ -5,15 +5,19 @@ is centre-cropped to a square and resized to ``size x size`` (Lanczos), grey pho
 are replicated to RGB. Every reference is then degraded by each distortion at
 ``levels`` graded severities (level 1 = mildest, level ``levels`` = worst; the
 parameters are interpolated between the ranges in :data:`DISTORTIONS`). Noise is
-seeded from (split_seed, reference, level), so the same settings give the same pixels.
+seeded from (``demo.noise_seed``, reference, level), so the same settings give the same
+pixels, whatever the split.
 
 Outputs: pristine references as ``<reference>.png`` in ``--references-dir`` (the NIQE
 stand-in teacher is fitted on these, never on MOS); every pristine and distorted image
 as a lossless PNG in ``--images-dir`` (the JPEG distortion round-trips through an
-in-memory JPEG and is stored decoded); and the manifest with the standard columns
-(image_id, path, mos, split, width, height) plus ``photo``, ``reference`` (the photo, or
-one of its ``tiles x tiles`` crops when ``demo.tiles > 1``), ``distortion``
-("pristine" for the undistorted photo) and ``level`` (0 for the pristine photo).
+in-memory JPEG and is stored decoded); the split-free image list (``--out-image-list``:
+image_id, path, sha256 of the PNG's bytes, width, height: what teacher scoring reads) and
+the labels (``--out-labels``: image_id, mos, ``photo``, ``reference`` (the photo, or one of
+its ``tiles x tiles`` crops when ``demo.tiles > 1``), ``distortion`` ("pristine" for the
+undistorted photo) and ``level`` (0 for the pristine photo)). ``leaf_steps.split_demo_dataset``
+adds the split and writes the manifest, so a new split reruns no teacher scoring. With
+``--out`` instead, the step writes the manifest itself (images, labels and split in one go).
 
 THE MOS IS SYNTHETIC. It is no human opinion score but the full-reference fidelity of
 each image to its own pristine photo::
@@ -26,10 +30,9 @@ per RGB channel and averaged. The pristine photo scores exactly 100. Because the
 severity grows with the level, the pseudo-MOS decreases with the level for every
 distortion; across distortions and photos it is only as "perceptual" as SSIM is.
 
-Split: by reference photo, so all versions of one photo share a split and no content
-leaks between train and test. ``round(test_fraction * n_references)`` references
-(at least one, and at least one left for training), drawn with ``split_seed``, go to
-``test``; the rest to ``train`` (validation subsets are carved out downstream).
+Split: by reference photo (:mod:`leaf_steps.datasets.demo`), so all versions of one photo
+share a split and no content leaks between train and test (validation subsets are carved out
+downstream).
 A distortion that cannot change a photo (``saturation`` on a grey photo) is skipped
 for that photo and listed under ``skipped`` in the provenance.
 """
@@ -37,6 +40,7 @@ for that photo and listed under ``skipped`` in the provenance.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import logging
 import math
@@ -53,6 +57,7 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from leaf_steps.cli import json_arg, run_step
+from leaf_steps.datasets.demo import demo_manifest, resolve_split, split_references  # noqa: F401 (re-exported)
 from leaf_steps.errors import ConfigError, InputError
 from leaf_steps.images.bundled import BUNDLED_PHOTOS, SKIMAGE_DATA_DIR
 from leaf_steps.io import atomic_write_bytes, make_provenance, stable_hash, write_parquet
@@ -66,6 +71,7 @@ DEFAULT_DEMO: dict[str, Any] = {
     "levels": 4,
     "size": 160,
     "tiles": 1,
+    "noise_seed": 0,
 }
 PRISTINE = "pristine"
 SSIM_SETTINGS: dict[str, Any] = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False,
@@ -171,14 +177,12 @@ def resolve_settings(settings: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"dataset.demo.levels: must be an integer in 1..8, got {levels!r}")
     if not isinstance(size, int) or isinstance(size, bool) or size < 32:
         raise ConfigError(f"dataset.demo.size: must be an integer >= 32, got {size!r}")
-    seed = settings.get("split_seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"dataset.split_seed: must be a non-negative integer, got {seed!r}")
-    frac = settings.get("test_fraction", 0.2)
-    if not isinstance(frac, (int, float)) or isinstance(frac, bool) or not 0 < frac < 1:
-        raise ConfigError(f"dataset.test_fraction: must be a number in (0, 1), got {frac!r}")
-    return {"split_seed": seed, "test_fraction": float(frac),
-            "demo": {"references": refs, "distortions": dists, "levels": levels, "size": size, "tiles": tiles}}
+    noise_seed = demo["noise_seed"]
+    if not isinstance(noise_seed, int) or isinstance(noise_seed, bool) or noise_seed < 0:
+        raise ConfigError(f"dataset.demo.noise_seed: must be a non-negative integer, got {noise_seed!r}")
+    return {**resolve_split(settings),
+            "demo": {"references": refs, "distortions": dists, "levels": levels, "size": size, "tiles": tiles,
+                     "noise_seed": noise_seed}}
 
 
 def load_reference(name: str, size: int) -> np.ndarray:
@@ -215,14 +219,6 @@ def pseudo_mos(image: np.ndarray, reference: np.ndarray) -> float:
     return float(100.0 * min(max(ssim, 0.0), 1.0))
 
 
-def split_references(references: Sequence[str], test_fraction: float, seed: int) -> dict[str, str]:
-    """reference -> "train"/"test"; independent of the order references are listed in."""
-    names = sorted(references)
-    n_test = min(max(1, round(test_fraction * len(names))), len(names) - 1)
-    test = set(np.random.default_rng(seed).permutation(names)[:n_test].tolist())
-    return {name: ("test" if name in test else "train") for name in names}
-
-
 def _png_bytes(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
@@ -233,12 +229,14 @@ def _noise_rng(seed: int, reference: str, distortion: str, level: int) -> np.ran
     return np.random.default_rng(int(stable_hash([seed, reference, distortion, level]), 16))
 
 
-def build_demo_dataset(settings: dict[str, Any], images_dir: Path, references_dir: Path, out: Path) -> pl.DataFrame:
+def build_demo_images(settings: dict[str, Any], images_dir: Path,
+                      references_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """Write the references and images; (image list, labels, provenance values), none of it split-dependent."""
     s = resolve_settings(settings)
     demo = s["demo"]
     images_dir, references_dir = Path(images_dir), Path(references_dir)
-    splits = split_references(demo["references"], s["test_fraction"], s["split_seed"])
-    rows: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    labels: list[dict[str, Any]] = []
     skipped: list[str] = []
     parameters = {d: [DISTORTIONS[d].parameter(k, demo["levels"]) for k in range(1, demo["levels"] + 1)]
                   for d in demo["distortions"]}
@@ -248,36 +246,55 @@ def build_demo_dataset(settings: dict[str, Any], images_dir: Path, references_di
         png = _png_bytes(ref)
         atomic_write_bytes(references_dir / f"{ref_name}.png", png)
         atomic_write_bytes(images_dir / f"{ref_name}.png", png)
-        versions = [(ref_name, PRISTINE, 0, ref)]
+        versions = [(ref_name, PRISTINE, 0, ref, png)]
         for dist_name in demo["distortions"]:
             if dist_name == "saturation" and is_grey(ref):
                 skipped.append(f"{ref_name}/{dist_name}")
                 continue
             for level, param in enumerate(parameters[dist_name], start=1):
-                rng = _noise_rng(s["split_seed"], ref_name, dist_name, level)
+                rng = _noise_rng(demo["noise_seed"], ref_name, dist_name, level)
                 img = DISTORTIONS[dist_name].apply(ref, param, rng)
                 image_id = f"{ref_name}__{dist_name}__{level}"
-                atomic_write_bytes(images_dir / f"{image_id}.png", _png_bytes(img))
-                versions.append((image_id, dist_name, level, img))
-        for image_id, dist_name, level, img in versions:
-            rows.append({"image_id": image_id, "path": str(images_dir / f"{image_id}.png"),
-                         "mos": pseudo_mos(img, ref), "split": splits[photo],
-                         "width": img.shape[1], "height": img.shape[0],
-                         "photo": photo, "reference": ref_name, "distortion": dist_name, "level": level})
-    df = pl.DataFrame(rows, schema={"image_id": pl.String, "path": pl.String, "mos": pl.Float64, "split": pl.String,
-                                    "width": pl.Int32, "height": pl.Int32, "photo": pl.String, "reference": pl.String,
-                                    "distortion": pl.String, "level": pl.Int32})
-    provenance = make_provenance(
-        "make_demo_dataset", dataset="demo", settings=s, mos_is_synthetic=True,
+                data = _png_bytes(img)
+                atomic_write_bytes(images_dir / f"{image_id}.png", data)
+                versions.append((image_id, dist_name, level, img, data))
+        for image_id, dist_name, level, img, data in versions:
+            images.append({"image_id": image_id, "path": str(images_dir / f"{image_id}.png"),
+                           "sha256": hashlib.sha256(data).hexdigest(), "width": img.shape[1], "height": img.shape[0]})
+            labels.append({"image_id": image_id, "mos": pseudo_mos(img, ref), "photo": photo, "reference": ref_name,
+                           "distortion": dist_name, "level": level})
+    image_list = pl.DataFrame(images, schema={"image_id": pl.String, "path": pl.String, "sha256": pl.String,
+                                              "width": pl.Int32, "height": pl.Int32})
+    label_table = pl.DataFrame(labels, schema={"image_id": pl.String, "mos": pl.Float64, "photo": pl.String,
+                                               "reference": pl.String, "distortion": pl.String, "level": pl.Int32})
+    facts = dict(
+        dataset="demo", settings={"demo": demo}, mos_is_synthetic=True,
         fr_metric={"name": "skimage.metrics.structural_similarity", "version": skimage.__version__,
                    "params": SSIM_SETTINGS, "mos_formula": "100 * clip(ssim(image, reference), 0, 1)"},
         distortion_parameters=parameters, skipped=skipped,
-        references={name: f"skimage/data/{BUNDLED_PHOTOS[name]}" for name in demo["references"]},
-        split_references={split: sorted(n for n, sp in splits.items() if sp == split) for split in ("train", "test")})
-    write_parquet(df, out, provenance)
-    log.info("demo dataset: %d images (%d photos, %d test; %d references) -> %s; MOS is SYNTHETIC (SSIM-based)",
-             df.height, len(demo["references"]), sum(v == "test" for v in splits.values()), len(tiles), out)
-    return df
+        references={name: f"skimage/data/{BUNDLED_PHOTOS[name]}" for name in demo["references"]})
+    log.info("demo dataset: %d images (%d photos; %d references) in %s; MOS is SYNTHETIC (SSIM-based)",
+             image_list.height, len(demo["references"]), len(tiles), images_dir)
+    return image_list, label_table, facts
+
+
+def write_demo_manifest(image_list: pl.DataFrame, labels: pl.DataFrame, split: dict[str, Any], out: Path,
+                        facts: dict[str, Any]) -> pl.DataFrame:
+    """The manifest: the images with their labels and the split by photo (:mod:`leaf_steps.datasets.demo`)."""
+    split = resolve_split(split)
+    manifest, splits = demo_manifest(image_list, labels, split["split_seed"], split["test_fraction"])
+    write_parquet(manifest, out, make_provenance(
+        "make_demo_dataset", **facts, split=split,
+        split_references={part: sorted(n for n, sp in splits.items() if sp == part) for part in ("train", "test")}))
+    log.info("demo manifest: %d images, %d of %d photos in test -> %s", manifest.height,
+             sum(v == "test" for v in splits.values()), len(splits), out)
+    return manifest
+
+
+def build_demo_dataset(settings: dict[str, Any], images_dir: Path, references_dir: Path, out: Path) -> pl.DataFrame:
+    """Images, labels and split in one go: the manifest at ``out`` (scripts and tests; the workflow splits apart)."""
+    image_list, labels, facts = build_demo_images(settings, images_dir, references_dir)
+    return write_demo_manifest(image_list, labels, settings, Path(out), facts)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -285,9 +302,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--settings", type=json_arg, required=True, help="the config's dataset block as JSON")
     ap.add_argument("--images-dir", type=Path, required=True)
     ap.add_argument("--references-dir", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True, help="manifest (Parquet)")
+    out = ap.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", type=Path, help="the manifest (images, labels and split)")
+    out.add_argument("--out-image-list", type=Path, help="the split-free image list (needs --out-labels)")
+    ap.add_argument("--out-labels", type=Path, help="the synthetic labels (image_id, mos, photo, ...)")
     a = ap.parse_args(argv)
-    build_demo_dataset(a.settings, a.images_dir, a.references_dir, a.out)
+    if a.out is not None:
+        build_demo_dataset(a.settings, a.images_dir, a.references_dir, a.out)
+        return
+    if a.out_labels is None:
+        raise ConfigError("--out-image-list needs --out-labels")
+    image_list, labels, facts = build_demo_images(a.settings, a.images_dir, a.references_dir)
+    write_parquet(image_list, a.out_image_list, make_provenance("list_images", **facts, n_images=image_list.height,
+                                                                distinct_contents=image_list["sha256"].n_unique()))
+    write_parquet(labels, a.out_labels, make_provenance("make_demo_dataset", **facts))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,13 @@ so fixing a file later does not move the other images between splits. SPAQ image
 are then resized (short side 512 by default) into ``--images-dir``, resumably. The provenance
 records the dataset, the label files' sha256, the protocol and the image check.
 
+With ``--out-image-list`` instead of ``--out`` the step writes the split-free image list instead
+(image_id, path, sha256, width, height: the images the manifest will hold, with the sha256 of each
+file's bytes, cached by fingerprint, :mod:`leaf_steps.images.content_hash`). Teacher scoring reads
+that list, not the manifest, so a new split (``split_seed``, ``test_fraction``; the workflow leaves them
+out of the list's settings) reruns no scoring job. Given ``--image-list``, the manifest step checks
+that it holds exactly the listed images.
+
     python -m leaf_steps.prepare_dataset --dataset spaq --resources-dir resources \\
         --settings '{"name": "spaq", "split_seed": 0, "test_fraction": 0.2}' \\
         --out results/run/dataset/manifest.parquet --bad-images results/run/dataset/bad_images.csv
@@ -34,9 +41,11 @@ from leaf_steps.cli import json_arg, run_step
 from leaf_steps.datasets import DATASETS, dataset_settings, get_dataset
 from leaf_steps.datasets.common import split_counts
 from leaf_steps.images.check import CACHE_NAME, check_images, default_workers
+from leaf_steps.images.content_hash import CACHE_NAME as HASH_CACHE_NAME
+from leaf_steps.images.content_hash import sha256_files
 from leaf_steps.datasets.labels_check import small_test_split_warning
 from leaf_steps.errors import InputError
-from leaf_steps.io import atomic_write_text, make_provenance, write_parquet
+from leaf_steps.io import atomic_write_text, make_provenance, read_parquet, write_parquet
 
 log = logging.getLogger("leaf.prepare_dataset")
 LEGACY_MARKER = ".ready.json"
@@ -49,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--resources-dir", required=True, type=Path, help="the dataset is read from <dir>/<dataset>/")
     parser.add_argument("--settings", type=json_arg, default={}, help="the config's `dataset` block as JSON")
-    parser.add_argument("--out", required=True, type=Path, help="manifest Parquet file")
+    out = parser.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", type=Path, help="manifest Parquet file")
+    out.add_argument("--out-image-list", type=Path, help="write the split-free image list (with sha256) instead")
+    parser.add_argument("--image-list", type=Path, default=None,
+                        help="the image list written by --out-image-list: the manifest must hold exactly its images")
     parser.add_argument("--bad-images", type=Path, default=None,
                         help="CSV of the images left out (default: bad_images.csv next to --out)")
     parser.add_argument("--download-marker", type=Path, default=None,
@@ -87,12 +100,47 @@ def failure_message(rows: list[dict], total: int, report: Path) -> str:
             f"(they are then listed in {report}).")
 
 
+IMAGE_LIST_SCHEMA = {"image_id": pl.String, "path": pl.String, "sha256": pl.String, "width": pl.Int32,
+                     "height": pl.Int32}
+
+
+def write_image_list(frame: pl.DataFrame, out: Path, dataset: str, settings, root: Path, dropped: int,
+                     check) -> pl.DataFrame:
+    """The split-free list of the images the manifest holds, with each file's sha256 (teacher scoring's input)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        cache: Path | None = root / HASH_CACHE_NAME
+    except OSError:
+        cache = None
+    hashes = sha256_files(frame["path"].to_list(), cache=cache)
+    listed = frame.select("image_id", "path", "width", "height").with_columns(
+        pl.Series("sha256", hashes, dtype=pl.String)).select(list(IMAGE_LIST_SCHEMA)).cast(IMAGE_LIST_SCHEMA)
+    provenance = make_provenance("list_images", dataset=dataset, settings=settings.as_dict(), n_images=listed.height,
+                                 distinct_contents=listed["sha256"].n_unique(), dropped=dropped,
+                                 image_check={"decoded": check.decoded, "from_cache": check.cached})
+    write_parquet(listed, out, provenance)
+    log.info("%s: %d images (%d distinct contents) -> %s", dataset, listed.height, listed["sha256"].n_unique(), out)
+    return listed
+
+
+def check_against_image_list(frame: pl.DataFrame, image_list: Path) -> None:
+    """The manifest's images must be the listed ones (files changed between the two steps otherwise)."""
+    listed = read_parquet(image_list, ["image_id", "path"]).select("image_id", "path")
+    mine = frame.select("image_id", "path")
+    extra, lacking = mine.join(listed, on=["image_id", "path"], how="anti"), listed.join(mine, on=["image_id", "path"],
+                                                                                        how="anti")
+    if extra.height or lacking.height:
+        raise InputError(f"{image_list}: the dataset's images changed since the image list was made "
+                         f"({extra.height} not listed, e.g. {extra['path'].head(3).to_list()}; {lacking.height} listed "
+                         f"but gone, e.g. {lacking['path'].head(3).to_list()}); rerun the workflow")
+
+
 def run(argv: Sequence[str] | None = None) -> pl.DataFrame:
     args = build_parser().parse_args(argv)
     settings = dataset_settings(args.dataset, args.settings)
     adapter = get_dataset(args.dataset)
     root = args.resources_dir / args.dataset
-    report = args.bad_images or args.out.parent / "bad_images.csv"
+    report = args.bad_images or (args.out or args.out_image_list).parent / "bad_images.csv"
     prepared = adapter.prepare(root, settings, args.images_dir)
     frame = prepared.frame
     try:  # the verdict cache lives with the dataset's files (for folder: resources/folder/, keyed by full path)
@@ -117,6 +165,10 @@ def run(argv: Sequence[str] | None = None) -> pl.DataFrame:
     derive = getattr(adapter, "derive", None)
     if derive is not None:
         frame = derive(frame, root, settings, args.images_dir)
+    if args.out_image_list is not None:
+        return write_image_list(frame, args.out_image_list, args.dataset, settings, root, len(rows), check)
+    if args.image_list is not None:
+        check_against_image_list(frame, args.image_list)
     protocol = dict(prepared.protocol)
     protocol["counts"] = split_counts(frame["split"].to_list())
     warnings = list(protocol.get("warnings") or [])

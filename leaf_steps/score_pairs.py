@@ -1,117 +1,99 @@
-"""Teacher pair-wise scoring of one shard of the sampled pairs (paper Eq 3-5).
+"""Teacher pair-wise answers for one shard of the sampled pairs (paper Sec. 3.2; Eq 3-5 come at assembly).
 
-The paper shows image a as A and b as B. With ``scoring.both_orders`` the teacher is also
-asked with the order swapped and the two answers are averaged in probability space
-(position debiasing); both answers are kept.
+The paper shows image a as A and b as B: one request per pair, keyed by ``<sha256 of a>:<sha256 of b>``
+(the order shown). With ``--both-orders`` the teacher is also asked with the order swapped, which is
+another request ((b, a), keyed the other way round); the two answers are averaged at assembly. Answers
+already in the teacher score store are reused (a pair sampled again, or a swapped pair asked before,
+costs nothing); only the misses are sent, and the teacher is set up only when there is one.
 
-Output rows: pair_id, a_id, b_id, ll_a, ll_b (forward order), p_a (P(a better)), t_ab (Eq 4),
-confidence (Eq 5), token_mass (the smaller of the orders'), missing_tokens, image_bytes_a,
-image_bytes_b (how each image reached the model: original / png / jpeg / pixels), error; with
-both orders also ll_a_rev, ll_b_rev (b shown as A), p_a_forward, p_a_reverse.
+Output rows (one per request): pair_id, a_id, b_id, order ("forward": a shown as A; "reverse"), then the
+answer (:data:`leaf_steps.teachers.answers.ANSWER_SCHEMA`) and ``error`` for a request that failed.
+``leaf_steps.assemble_scores`` turns them into pairs.parquet. The provenance records ``requests``: rows
+reused from the store, rows scored now, rows failed, requests sent.
+
+Settings on the command line: :mod:`leaf_steps.teachers.run_args` (tracked ``--teacher-spec``,
+``--prompt`` and ``--both-orders``; untracked ``--run``).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from leaf_steps.cli import json_arg, run_step
+from leaf_steps.cli import run_step
 from leaf_steps.errors import InputError
-from leaf_steps.io import make_provenance, read_parquet, stable_hash
-from leaf_steps.scoring import answer_advice, run_batches, shard_rows
-from leaf_steps.teacher_math import LabelScores, pair_confidence, pair_probability, preference_label
+from leaf_steps.io import make_provenance, read_parquet, stable_hash, write_parquet
+from leaf_steps.scoring import (FLUSH_ROWS, SHARD_SCHEMA_TAIL, Request, check_failed_requests, collect_answers,
+                                shard_rows)
 from leaf_steps.teachers.base import ImageRef, make_teacher
+from leaf_steps.teachers.run_args import add_arguments, read_image_list, run_settings
+from leaf_steps.teachers.store import TeacherStore, pair_key, request_settings, settings_hash
+
+PAIR_SHARD_SCHEMA: dict[str, pl.DataType] = {"pair_id": pl.Int64, "a_id": pl.String, "b_id": pl.String,
+                                             "order": pl.String, **SHARD_SCHEMA_TAIL}
+ORDERS = ("forward", "reverse")
 
 
-PAIR_SCHEMA: dict[str, pl.DataType] = {
-    "pair_id": pl.Int64, "a_id": pl.String, "b_id": pl.String, "ll_a": pl.Float64, "ll_b": pl.Float64,
-    "p_a": pl.Float64, "t_ab": pl.Int8, "confidence": pl.Float64, "token_mass": pl.Float64,
-    "missing_tokens": pl.List(pl.String), "image_bytes_a": pl.String, "image_bytes_b": pl.String, "error": pl.String,
-}
-BOTH_ORDERS_SCHEMA: dict[str, pl.DataType] = PAIR_SCHEMA | {
-    "ll_a_rev": pl.Float64, "ll_b_rev": pl.Float64, "p_a_forward": pl.Float64, "p_a_reverse": pl.Float64}
-
-
-def _finite(scores: LabelScores) -> bool:
-    return scores.error is None and any(math.isfinite(x) for x in scores.logliks)
-
-
-def pair_row(pair: dict[str, Any], forward: LabelScores, reverse: LabelScores | None) -> dict[str, Any]:
-    row: dict[str, Any] = {"pair_id": pair["pair_id"], "a_id": pair["a_id"], "b_id": pair["b_id"],
-                           "ll_a": float(forward.logliks[0]), "ll_b": float(forward.logliks[1])}
-    errors = [s.error or "no finite log-likelihood" for s in (forward, reverse) if s is not None and not _finite(s)]
-    p_forward = float(pair_probability(forward.logliks[0], forward.logliks[1])) if _finite(forward) else math.nan
-    p_a = p_forward
-    if reverse is not None:
-        # In the swapped prompt b is "A": P(a better) is the probability of "B".
-        p_reverse = float(pair_probability(reverse.logliks[1], reverse.logliks[0])) if _finite(reverse) else math.nan
-        row |= {"ll_a_rev": float(reverse.logliks[0]), "ll_b_rev": float(reverse.logliks[1]),
-                "p_a_forward": p_forward, "p_a_reverse": p_reverse}
-        p_a = 0.5 * (p_forward + p_reverse)
-    ok = not errors
-    row["p_a"] = p_a if ok else None
-    row["t_ab"] = int(preference_label(p_a)) if ok else None
-    row["confidence"] = float(pair_confidence(p_a)) if ok else None
-    masses = [s.mass for s in (forward, reverse) if s is not None and math.isfinite(s.mass)]
-    # Kept on a row refused for its low mass: the shard summary shows the distribution.
-    row["token_mass"] = float(min(masses)) if masses else None
-    row["missing_tokens"] = sorted({m for s in (forward, reverse) if s is not None for m in s.missing})
-    # Forward order: a is the first image. The swapped request sends the same bytes.
-    shown = forward.image_bytes if len(forward.image_bytes) == 2 else [None, None]
-    row["image_bytes_a"], row["image_bytes_b"] = shown
-    row["error"] = "; ".join(errors) if errors else None
-    return row
-
-
-def score_pairs(pairs: Path, manifest: Path, teacher_spec: dict, prompts: dict, scoring: dict, shard: str,
-                out: Path, resume_dir: Path, teacher_name: str = "teacher"):
-    paths = dict(read_parquet(manifest, ["image_id", "path"]).select("image_id", "path").iter_rows())
+def score_pairs(pairs: Path, images: Path, teacher_spec: dict[str, Any], prompts: dict[str, str], shard: str,
+                out: Path, store: Path | str, both_orders: bool = False, batch_size: int = 16,
+                max_error_fraction: float = 0.05, teacher_name: str = "teacher",
+                flush_rows: int = FLUSH_ROWS) -> pl.DataFrame:
+    listed = {image_id: (path, sha) for image_id, path, sha in
+              read_image_list(images).select("image_id", "path", "sha256").iter_rows()}
     table = shard_rows(read_parquet(pairs, ["pair_id", "a_id", "b_id"]), shard, "pair_id")
-    unknown = set(table["a_id"]).union(table["b_id"]) - paths.keys()
+    unknown = set(table["a_id"]).union(table["b_id"]) - listed.keys()
     if unknown:
-        raise InputError(f"{pairs}: image ids not in {manifest}: {sorted(unknown)[:5]}")
-    items = list(table.iter_rows(named=True))
-    both = bool(scoring.get("both_orders", False))
-    with make_teacher(teacher_spec | {"name": teacher_name}, prompts) as teacher:
-        provenance = make_provenance(
-            "score_pairs", teacher=teacher_name, teacher_info=teacher.describe(), prompt=prompts["pair"],
-            prompt_hash=stable_hash(prompts["pair"]), scoring=scoring, shard=shard, pairs=str(pairs),
-            resume_key=stable_hash([teacher_spec, prompts["pair"], scoring, shard]))
-
-        def score_batch(batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-            refs = [(ImageRef(p["a_id"], paths[p["a_id"]]), ImageRef(p["b_id"], paths[p["b_id"]])) for p in batch]
-            forward = teacher.score_pairs(refs)
-            reverse = teacher.score_pairs([(b, a) for a, b in refs]) if both else [None] * len(refs)
-            return [pair_row(p, f, r) for p, f, r in zip(batch, forward, reverse, strict=True)]
-
-        return run_batches(items, score_batch, lambda p: p["pair_id"], "pair_id", out, provenance, resume_dir,
-                           scoring.get("batch_size", 16), scoring.get("max_error_fraction", 0.05),
-                           desc=f"score_pairs[{teacher_name} {shard}]",
-                           schema=BOTH_ORDERS_SCHEMA if both else PAIR_SCHEMA,
-                           min_token_mass=teacher.acceptance().get("min_token_mass"),
-                           answer_advice=answer_advice("pair", teacher_name),
-                           item_images=lambda p: [paths[p["a_id"]], paths[p["b_id"]]])
+        raise InputError(f"{pairs}: image ids not in {images}: {sorted(unknown)[:5]}")
+    teacher_store = TeacherStore(store)
+    teacher = make_teacher(teacher_spec | {"name": teacher_name}, prompts)
+    try:
+        settings = request_settings(teacher.score_settings(), "pair", teacher.prompt_for("pair"))
+        shash = settings_hash(settings)
+        teacher_store.register(shash, settings)
+        items: list[tuple[int, str, str, str, Request]] = []
+        for pair_id, a_id, b_id in table.select("pair_id", "a_id", "b_id").iter_rows():
+            (path_a, sha_a), (path_b, sha_b) = listed[a_id], listed[b_id]
+            ref_a, ref_b = ImageRef(a_id, path_a), ImageRef(b_id, path_b)
+            items.append((pair_id, a_id, b_id, "forward", Request(pair_key(sha_a, sha_b), (ref_a, ref_b))))
+            if both_orders:
+                items.append((pair_id, a_id, b_id, "reverse", Request(pair_key(sha_b, sha_a), (ref_b, ref_a))))
+        job = make_provenance("score_pairs", teacher=teacher_name, shard=shard, pairs=str(pairs))
+        answers = collect_answers(teacher, "pair", [it[-1] for it in items], teacher_store, shash, batch_size, job,
+                                  desc=f"score_pairs[{teacher_name} {shard}]", flush_rows=flush_rows)
+        rows = [{"pair_id": pid, "a_id": a, "b_id": b, "order": order, **answers.records[req.key]}
+                for pid, a, b, order, req in items]
+        df = pl.DataFrame(rows, schema=PAIR_SHARD_SCHEMA)
+        # Each request's images: those an error names are checked for being unusable (they would fail again).
+        request_id = pl.concat_str([pl.col("pair_id").cast(pl.String), pl.col("order")], separator="/")
+        shown = {f"{pid}/{order}": [ref.path for ref in req.images] for pid, _, _, order, req in items}
+        check_failed_requests(df.with_columns(request=request_id), "request", shown, out, teacher_store,
+                              max_error_fraction)
+        counts = answers.counts([req.key for *_, req in items])
+        write_parquet(df, out, make_provenance(
+            "score_pairs", teacher=teacher_name, teacher_info=teacher.describe(), prompt=prompts.get("pair"),
+            prompt_hash=stable_hash(prompts.get("pair")), prompt_read=teacher.reads_prompts, settings_hash=shash,
+            store=str(teacher_store.root), shard=shard, pairs=str(pairs), both_orders=both_orders, requests=counts,
+            teacher_set_up=answers.teacher_set_up, run={"batch_size": batch_size,
+                                                        "max_error_fraction": max_error_fraction}))
+        return df
+    finally:
+        teacher.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=Path, required=True)
-    ap.add_argument("--manifest", type=Path, required=True)
-    ap.add_argument("--teacher-name", default="teacher")
-    ap.add_argument("--teacher-spec", type=json_arg, required=True)
-    ap.add_argument("--prompts", type=json_arg, required=True)
-    ap.add_argument("--scoring", type=json_arg, required=True)
-    ap.add_argument("--shard", default="1-of-1")
-    ap.add_argument("--resume-dir", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--images", type=Path, required=True, help="the image list (image_id, path, sha256)")
+    ap.add_argument("--both-orders", action="store_true", help="also ask with the order swapped")
+    add_arguments(ap)
     a = ap.parse_args(argv)
-    score_pairs(a.pairs, a.manifest, a.teacher_spec, a.prompts, a.scoring, a.shard, a.out, a.resume_dir,
-                a.teacher_name)
+    run = run_settings(a, "pair")
+    score_pairs(a.pairs, a.images, run["teacher"], run["prompts"], a.shard, a.out, run["store"], a.both_orders,
+                run.get("batch_size", 16), run.get("max_error_fraction", 0.05), a.teacher_name)
 
 
 if __name__ == "__main__":

@@ -1,88 +1,80 @@
-"""Teacher point-wise scoring of one manifest shard (paper Eq 1-2).
+"""Teacher point-wise answers for one shard of the image list (paper Sec. 3.2; Eq 1-2 come at assembly).
 
-Output rows (one per image): image_id, ll_<level> (5 log-likelihoods), p_<level>
-(Eq 1 softmax), teacher_score (Eq 2, on 5..1), token_mass (probability the answer
-tokens had; also on the error rows of answers below the teacher's min_token_mass),
-missing_tokens (levels absent from the returned top-K), image_bytes (how the image
-reached the model: original / png / jpeg / pixels), error.
+One request per image, keyed by the sha256 of the image file's bytes (the ``sha256`` column of the
+dataset stage's image list, ``dataset/images.parquet``). Answers already in the teacher score store
+(:mod:`leaf_steps.teachers.store`) are reused; only the misses are sent to the teacher, which is set up
+(model loaded, server launched) only when there is one, and the new answers are added to the store as
+they come (:func:`leaf_steps.scoring.collect_answers`).
+
+Output rows (one per image of the shard): image_id, then the answer (key, logliks, token_mass, missing,
+top_tokens, top_logprobs, image_bytes, answer_error; :data:`leaf_steps.teachers.answers.ANSWER_SCHEMA`)
+and ``error`` for a request that failed. ``leaf_steps.assemble_scores`` turns them into points.parquet.
+The provenance records ``requests``: rows reused from the store, rows scored now, rows failed, requests
+sent.
+
+Settings on the command line: :mod:`leaf_steps.teachers.run_args` (tracked ``--teacher-spec`` and
+``--prompt``; untracked ``--run``).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from leaf_steps.cli import json_arg, run_step
-from leaf_steps.io import make_provenance, read_parquet, stable_hash
-from leaf_steps.scoring import answer_advice, run_batches, shard_rows
-from leaf_steps.teacher_math import LEVELS, LabelScores, expected_score, level_probabilities
+from leaf_steps.cli import run_step
+from leaf_steps.io import make_provenance, stable_hash, write_parquet
+from leaf_steps.scoring import (FLUSH_ROWS, SHARD_SCHEMA_TAIL, Request, check_failed_requests, collect_answers,
+                                shard_rows)
 from leaf_steps.teachers.base import ImageRef, make_teacher
+from leaf_steps.teachers.run_args import IMAGE_LIST_COLUMNS, add_arguments, read_image_list, run_settings
+from leaf_steps.teachers.store import TeacherStore, request_settings, settings_hash
 
-LEVEL_COLUMNS = [level.lower() for level in LEVELS]
-POINT_SCHEMA: dict[str, pl.DataType] = {
-    "image_id": pl.String,
-    **{f"ll_{c}": pl.Float64 for c in LEVEL_COLUMNS},
-    **{f"p_{c}": pl.Float64 for c in LEVEL_COLUMNS},
-    "teacher_score": pl.Float64, "token_mass": pl.Float64, "missing_tokens": pl.List(pl.String),
-    "image_bytes": pl.String, "error": pl.String,
-}
+POINT_SHARD_SCHEMA: dict[str, pl.DataType] = {"image_id": pl.String, **SHARD_SCHEMA_TAIL}
 
 
-def point_row(image_id: str, scores: LabelScores) -> dict[str, Any]:
-    row: dict[str, Any] = {"image_id": image_id}
-    ok = scores.error is None and any(math.isfinite(x) for x in scores.logliks)
-    probs = level_probabilities(np.asarray(scores.logliks)) if ok else np.full(len(LEVELS), np.nan)
-    for name, ll, p in zip(LEVEL_COLUMNS, scores.logliks, probs, strict=True):
-        row[f"ll_{name}"] = float(ll)
-        row[f"p_{name}"] = float(p)
-    row["teacher_score"] = float(expected_score(probs)) if ok else None
-    # A row refused for its low mass keeps the mass: the shard summary shows the distribution.
-    row["token_mass"] = float(scores.mass) if math.isfinite(scores.mass) else None
-    row["missing_tokens"] = list(scores.missing)
-    row["image_bytes"] = scores.image_bytes[0] if scores.image_bytes else None
-    row["error"] = scores.error if scores.error is not None else (None if ok else "no finite log-likelihood")
-    return row
-
-
-def score_points(manifest: Path, teacher_spec: dict, prompts: dict, scoring: dict, shard: str, out: Path,
-                 resume_dir: Path, teacher_name: str = "teacher"):
-    rows = shard_rows(read_parquet(manifest, ["image_id", "path"]), shard, "image_id")
-    refs = [ImageRef(r["image_id"], r["path"]) for r in rows.iter_rows(named=True)]
-    with make_teacher(teacher_spec | {"name": teacher_name}, prompts) as teacher:
-        provenance = make_provenance(
-            "score_points", teacher=teacher_name, teacher_info=teacher.describe(), prompt=prompts["point"],
-            prompt_hash=stable_hash(prompts["point"]), scoring=scoring, shard=shard, manifest=str(manifest),
-            resume_key=stable_hash([teacher_spec, prompts["point"], scoring, shard]))
-
-        def score_batch(batch: Sequence[ImageRef]) -> list[dict[str, Any]]:
-            return [point_row(ref.image_id, s) for ref, s in zip(batch, teacher.score_points(batch), strict=True)]
-
-        return run_batches(refs, score_batch, lambda r: r.image_id, "image_id", out, provenance, resume_dir,
-                           scoring.get("batch_size", 16), scoring.get("max_error_fraction", 0.05),
-                           desc=f"score_points[{teacher_name} {shard}]", schema=POINT_SCHEMA,
-                           min_token_mass=teacher.acceptance().get("min_token_mass"),
-                           answer_advice=answer_advice("point", teacher_name),
-                           item_images=lambda r: [r.path])
+def score_points(images: Path, teacher_spec: dict[str, Any], prompts: dict[str, str], shard: str, out: Path,
+                 store: Path | str, batch_size: int = 16, max_error_fraction: float = 0.05,
+                 teacher_name: str = "teacher", flush_rows: int = FLUSH_ROWS) -> pl.DataFrame:
+    table = shard_rows(read_image_list(images), shard, "image_id")
+    teacher_store = TeacherStore(store)
+    teacher = make_teacher(teacher_spec | {"name": teacher_name}, prompts)
+    try:
+        settings = request_settings(teacher.score_settings(), "point", teacher.prompt_for("point"))
+        shash = settings_hash(settings)
+        teacher_store.register(shash, settings)
+        items = list(table.select(IMAGE_LIST_COLUMNS).iter_rows())
+        requests = [Request(sha, (ImageRef(image_id, path),)) for image_id, path, sha in items]
+        job = make_provenance("score_points", teacher=teacher_name, shard=shard, images=str(images))
+        answers = collect_answers(teacher, "point", requests, teacher_store, shash, batch_size, job,
+                                  desc=f"score_points[{teacher_name} {shard}]", flush_rows=flush_rows)
+        rows = [{"image_id": image_id, **answers.records[sha]} for image_id, _, sha in items]
+        df = pl.DataFrame(rows, schema=POINT_SHARD_SCHEMA)
+        check_failed_requests(df, "image_id", {image_id: [path] for image_id, path, _ in items}, out, teacher_store,
+                              max_error_fraction)
+        counts = answers.counts([sha for _, _, sha in items])
+        write_parquet(df, out, make_provenance(
+            "score_points", teacher=teacher_name, teacher_info=teacher.describe(), prompt=prompts.get("point"),
+            prompt_hash=stable_hash(prompts.get("point")), prompt_read=teacher.reads_prompts, settings_hash=shash,
+            store=str(teacher_store.root), shard=shard, images=str(images), requests=counts,
+            teacher_set_up=answers.teacher_set_up, run={"batch_size": batch_size,
+                                                        "max_error_fraction": max_error_fraction}))
+        return df
+    finally:
+        teacher.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--manifest", type=Path, required=True)
-    ap.add_argument("--teacher-name", default="teacher")
-    ap.add_argument("--teacher-spec", type=json_arg, required=True, help="teachers.<name> block as JSON")
-    ap.add_argument("--prompts", type=json_arg, required=True, help="prompts block as JSON")
-    ap.add_argument("--scoring", type=json_arg, required=True, help="scoring block as JSON")
-    ap.add_argument("--shard", default="1-of-1")
-    ap.add_argument("--resume-dir", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=Path, required=True, help="the image list (image_id, path, sha256)")
+    add_arguments(ap)
     a = ap.parse_args(argv)
-    score_points(a.manifest, a.teacher_spec, a.prompts, a.scoring, a.shard, a.out, a.resume_dir, a.teacher_name)
+    run = run_settings(a, "point")
+    score_points(a.images, run["teacher"], run["prompts"], a.shard, a.out, run["store"],
+                 run.get("batch_size", 16), run.get("max_error_fraction", 0.05), a.teacher_name)
 
 
 if __name__ == "__main__":

@@ -1,38 +1,49 @@
-"""The batch driver shared by teacher point and pair scoring.
+"""The request driver shared by teacher point and pair scoring, and the assembly of their rows.
 
-Resumable: every batch of rows is written atomically to ``<resume_dir>/batch-NNNNNN.parquet``
-as soon as it is scored, so a killed job loses at most the batch in flight. On a rerun,
-finished batches are loaded and only their failed requests are scored again: a row whose
-answer was not a label (:data:`leaf_steps.teacher_math.NOT_ANSWERED`) is kept, since the
-same settings give the same answer. Per-item failures are rows with a non-null ``error``;
-the shard is written only if the failure fraction is within ``max_error_fraction``
-(otherwise a TeacherError says how many failed and why, and the rows stay in the resume
-folder for the next attempt). When most failures are answers that were not a label, the
-message says what to change (prompt, thinking mode, model), since rerunning cannot help.
+A scoring shard is a list of requests, each with a content key (:mod:`leaf_steps.teachers.store`).
+:func:`collect_answers` takes every answer the score store already holds, sends only the misses to
+the teacher (in batches of ``batch_size``; the teacher is only set up when there is a miss) and adds
+the new answers to the store as it goes (a new part file at least every :data:`FLUSH_ROWS` answers or
+:data:`FLUSH_SECONDS`, and when the job ends or is interrupted), so a killed job keeps what it paid
+for and its rerun asks only for the rest. A request that failed (timeout, HTTP error, unreadable
+image) is a row with ``error`` set and is never stored; the shard is written only if such rows are
+within ``max_error_fraction`` (otherwise a TeacherError names them, and images that will fail again).
 
-The shard's provenance ``summary`` holds the row counts and the distribution of
-``token_mass`` (quantiles, a 10-bin histogram on [0, 1], the rows below ``min_token_mass``).
+:func:`assemble` turns the shards' answers into the artifact's rows (Eq 1-5 with the acceptance check,
+``min_token_mass``, applied then): a threshold change re-assembles, it never asks the teacher again.
+When most rows fail because the teacher answered something else than a label, the message says what
+to change (prompt, thinking mode, model), since asking again cannot help.
+
+Provenance: each shard records ``requests`` (rows reused from the store, rows scored now, rows failed,
+requests sent); the assembled artifact adds them up, with the distribution of ``token_mass``
+(quantiles, a 10-bin histogram on [0, 1], the rows below ``min_token_mass``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from leaf_steps.errors import TeacherError
-from leaf_steps.io import read_parquet, write_json, write_parquet
 from leaf_steps.progress import progress
-from leaf_steps.teacher_math import NOT_ANSWERED
+from leaf_steps.teacher_math import LEVELS, NOT_ANSWERED, PAIR_LABELS
+from leaf_steps.teachers.answers import ANSWER_SCHEMA, answer_record, failed_record, is_answer
+from leaf_steps.teachers.base import ImageRef, Teacher
+from leaf_steps.teachers.store import TeacherStore
 
-T = TypeVar("T")
 log = logging.getLogger("leaf.scoring")
+
+# New answers reach the store at least this often (rows, seconds): what a killed job can lose.
+FLUSH_ROWS = 1024
+FLUSH_SECONDS = 60.0
+SHARD_SCHEMA_TAIL: dict[str, pl.DataType] = {**ANSWER_SCHEMA, "error": pl.String}
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -54,15 +65,158 @@ def shard_rows(df: pl.DataFrame, shard: str, key: str) -> pl.DataFrame:
     return df.filter(pl.col("_row") % n == k - 1).drop("_row")
 
 
+@dataclass(frozen=True)
+class Request:
+    """One question to the teacher: its content key and the image(s) shown (A first for a pair)."""
+
+    key: str
+    images: tuple[ImageRef, ...]
+
+
+@dataclass
+class Answers:
+    """What :func:`collect_answers` found: ``records`` by key (answers, and failures with ``error``)."""
+
+    records: dict[str, dict[str, Any]]
+    reused_keys: set[str]
+    requests_sent: int
+    parts_written: list[str] = field(default_factory=list)
+    parts_read: int = 0
+    teacher_set_up: bool = False
+
+    def counts(self, keys: Sequence[str]) -> dict[str, int]:
+        """Rows of a shard (one key each) reused from the store, scored now, failed; requests sent."""
+        failed = sum(1 for k in keys if self.records[k].get("error") is not None)
+        reused = sum(1 for k in keys if k in self.reused_keys)
+        return {"rows": len(keys), "reused": reused, "scored": len(keys) - reused - failed, "failed": failed,
+                "requests_sent": self.requests_sent, "parts_read": self.parts_read,
+                "parts_written": len(self.parts_written)}
+
+
+def collect_answers(teacher: Teacher, kind: str, requests: Sequence[Request], store: TeacherStore, shash: str,
+                    batch_size: int, provenance: dict[str, Any], desc: str, flush_rows: int = FLUSH_ROWS,
+                    flush_seconds: float = FLUSH_SECONDS) -> Answers:
+    """Answers to ``requests`` from the store, and from the teacher for the misses (added to the store)."""
+    unique: dict[str, Request] = {}
+    for request in requests:
+        unique.setdefault(request.key, request)
+    found = store.lookup(shash, kind, unique)
+    records: dict[str, dict[str, Any]] = {row["key"]: row | {"error": None}
+                                          for row in found.answers.iter_rows(named=True)}
+    reused = set(records)
+    misses = [request for key, request in unique.items() if key not in records]
+    result = Answers(records, reused, 0, parts_read=found.parts_read)
+    log.info("%s: %d request(s), %d distinct; %d answered from the store (%s), %d to ask the teacher", desc,
+             len(requests), len(unique), len(reused), store.root, len(misses))
+    if not misses:
+        return result
+    labels = LEVELS if kind == "point" else PAIR_LABELS
+    pending: list[dict[str, Any]] = []
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last_flush
+        if pending:
+            part = store.add(shash, kind, pl.DataFrame(pending, schema=ANSWER_SCHEMA),
+                             provenance | {"teacher_info": teacher.describe()})
+            result.parts_written.append(str(part))
+            pending.clear()
+        last_flush = time.monotonic()
+
+    batches = [misses[i:i + batch_size] for i in range(0, len(misses), batch_size)]
+    try:
+        for batch in progress(batches, total=len(batches), desc=desc):
+            if kind == "point":
+                scores = teacher.answer_points([r.images[0] for r in batch])
+            else:
+                scores = teacher.answer_pairs([(r.images[0], r.images[1]) for r in batch])
+            result.teacher_set_up = True
+            result.requests_sent += len(batch)
+            for request, answer in zip(batch, scores, strict=True):
+                if is_answer(answer):
+                    record = answer_record(request.key, answer)
+                    pending.append(record)
+                    records[request.key] = record | {"error": None}
+                else:
+                    records[request.key] = failed_record(request.key, answer, len(labels))
+            if len(pending) >= flush_rows or time.monotonic() - last_flush >= flush_seconds:
+                flush()
+    finally:
+        flush()  # also when interrupted: what was paid for is kept
+    return result
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def _retryable(error: pl.Expr) -> pl.Expr:
+    """Failed rows worth asking again: not those the teacher answered with something else."""
+    return error.is_not_null() & ~error.str.starts_with(NOT_ANSWERED)
+
+
+def unusable_images(failed: pl.DataFrame, by_key: dict[Any, Sequence[str]], row_key: str) -> tuple[dict[str, str],
+                                                                                                      set[Any]]:
+    """Images of failed rows that cannot be used at all, so their rows would fail again: (path -> problem,
+    keys of the rows they sank). Only images the error text names are decoded again (cheap: a server
+    outage names no image)."""
+    from leaf_steps.images import DEFAULT_MAX_PIXELS
+    from leaf_steps.images.verdict import decode_one
+
+    problems: dict[str, str | None] = {}
+    sunk = set()
+    for key, error in failed.select(row_key, "error").iter_rows():
+        for path in by_key.get(key, ()):
+            if path not in str(error):
+                continue
+            if path not in problems:
+                problems[path] = decode_one(path, DEFAULT_MAX_PIXELS)[2]
+            if problems[path] is not None:
+                sunk.add(key)
+    return {p: why for p, why in problems.items() if why is not None}, sunk
+
+
+def check_failed_requests(rows: pl.DataFrame, row_key: str, images_of: dict[Any, Sequence[str]], out: Path,
+                          store: TeacherStore, max_error_fraction: float) -> None:
+    """TeacherError when more than ``max_error_fraction`` of a shard's rows are failed requests: which ones,
+    which of them will fail again (unusable images, named), and that the answers received are kept."""
+    failed = rows.filter(pl.col("error").is_not_null())
+    if not rows.height or failed.height / rows.height <= max_error_fraction:
+        if failed.height:
+            log.warning("%s: %d of %d rows are failed requests, kept as error rows (asked again next time)", out,
+                        failed.height, rows.height)
+        return
+    head = (f"{out}: {failed.height} of {rows.height} rows failed (> scoring.max_error_fraction="
+            f"{max_error_fraction}).")
+    bad, sunk = unusable_images(failed, images_of, row_key)
+    others = failed.filter(~pl.col(row_key).is_in(list(sunk)))
+    parts = [head]
+    if bad:
+        listing = "\n".join(f"    {why}" for why in bad.values())
+        parts.append(f"  {len(sunk)} row(s) failed because {len(bad)} image(s) cannot be used, and will fail again on "
+                     f"a rerun:\n{listing}\n  Fix or remove these files and rerun the dataset stage (with "
+                     "dataset.on_bad_image: drop it leaves unusable images out and lists them), or raise "
+                     "scoring.max_error_fraction.")
+    if others.height:
+        first = others["error"].head(3).to_list()
+        parts.append(f"  {others.height} row(s) failed otherwise; first errors: {first}. The answers received are "
+                     f"kept in the teacher score store ({store.root}); rerun to ask only for the failed requests.")
+    else:
+        parts.append(f"  The answers received are kept in the teacher score store ({store.root}).")
+    raise TeacherError("\n".join(parts))
+
+
+# ----------------------------------------------------------------------------- assembly
+
 MASS_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 def answer_advice(kind: str, teacher: str) -> str:
     """What to change when the teacher does not answer with a label (the kind's prompt, the thinking
-    mode, the model or the threshold): rerunning with the same settings gives the same answers."""
+    mode, the model or the threshold): asking again with the same settings gives the same answers."""
     return (f"Rerunning will not change these answers: change prompts.{kind} (ask for the label as the first word), "
             f"teachers.{teacher}.enable_thinking (false: the chat template's non-thinking mode) or the model; or, if "
-            f"a low mass is expected, lower teachers.{teacher}.min_token_mass (default: scoring.min_token_mass).")
+            f"a low mass is expected, lower teachers.{teacher}.min_token_mass (default: scoring.min_token_mass): the "
+            "stored answers are then re-assembled without asking the teacher again.")
 
 
 def mass_summary(mass: pl.Series, min_token_mass: float | None) -> dict[str, Any]:
@@ -80,135 +234,39 @@ def mass_summary(mass: pl.Series, min_token_mass: float | None) -> dict[str, Any
     return out
 
 
-def _retryable(error: pl.Expr) -> pl.Expr:
-    """Failed rows worth asking again: not those the teacher answered with something else."""
-    return error.is_not_null() & ~error.str.starts_with(NOT_ANSWERED)
-
-
-def run_batches(
-    items: Sequence[T],
-    score_batch: Callable[[Sequence[T]], list[dict[str, Any]]],
-    item_key: Callable[[T], Any],
-    row_key: str,
-    out: Path,
-    provenance: dict[str, Any],
-    resume_dir: Path,
-    batch_size: int,
-    max_error_fraction: float,
-    desc: str,
-    schema: dict[str, pl.DataType],
-    min_token_mass: float | None = None,
-    answer_advice: str = "",
-    item_images: Callable[[T], Sequence[str]] | None = None,
-) -> pl.DataFrame:
-    out, resume_dir = Path(out), Path(resume_dir)
-    stamp = resume_dir / "provenance.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("resume_key") != provenance.get("resume_key"):
-        # Parts from a run with other settings (teacher, prompt, sharding) must not be reused.
-        log.info("%s: discarding stale partial results in %s", desc, resume_dir)
-        shutil.rmtree(resume_dir)
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    write_json(stamp, provenance)
-    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-    frames = []
-    resumed = 0
-    for b, batch in enumerate(progress(batches, total=len(batches), desc=desc)):
-        part = resume_dir / f"batch-{b:06d}.parquet"
-        previous = read_parquet(part) if part.exists() else None
-        if previous is not None and previous.columns != list(schema):
-            previous = None  # written by a version with other columns: score the batch again
-        if previous is not None and previous.height == len(batch) and not previous.select(
-                _retryable(pl.col("error")).any()).item():
-            frames.append(previous)
-            resumed += 1
-            continue
-        if previous is not None and previous.height == len(batch):
-            # Keep what succeeded (and answers that were not a label); ask again only failed requests.
-            ok = previous.filter(~_retryable(pl.col("error")))
-            done = set(ok[row_key].to_list())
-            todo = [it for it in batch if item_key(it) not in done]
-            fresh = pl.DataFrame(score_batch(todo), schema=schema)
-            frame = pl.concat([ok, fresh], how="vertical_relaxed")
-        else:
-            frame = pl.DataFrame(score_batch(batch), schema=schema)
-        write_parquet(frame, part, provenance | {"batch": b})
-        frames.append(frame)
-    if resumed:
-        log.info("%s: resumed %d finished batch(es) from %s", desc, resumed, resume_dir)
-    result = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=schema)
-    n_err = result["error"].drop_nulls().len() if result.height else 0
-    n_unanswered = int(result["error"].str.starts_with(NOT_ANSWERED).sum()) if result.height else 0
-    summary = {"rows": result.height, "failed_rows": int(n_err), "not_answered_rows": n_unanswered,
-               "token_mass": mass_summary(result["token_mass"], min_token_mass) if result.height else {}}
-    if result.height and n_err / result.height > max_error_fraction:
-        failed = result.filter(pl.col("error").is_not_null())
-        head = (f"{out}: {n_err} of {result.height} rows failed (> scoring.max_error_fraction={max_error_fraction})")
+def assemble(rows: list[dict[str, Any]], schema: dict[str, pl.DataType], out: Path, min_token_mass: float | None,
+             max_error_fraction: float, advice: str, key: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The artifact's table (sorted by ``key``) and its summary; TeacherError when more than
+    ``max_error_fraction`` of the rows failed, saying why (answers that were not labels, or requests)."""
+    table = pl.DataFrame(rows, schema=schema).sort(key) if rows else pl.DataFrame(schema=schema)
+    n_err = int(table["error"].is_not_null().sum()) if table.height else 0
+    n_unanswered = int(table["error"].str.starts_with(NOT_ANSWERED).sum()) if table.height else 0
+    summary = {"rows": table.height, "failed_rows": n_err, "not_answered_rows": n_unanswered,
+               "token_mass": mass_summary(table["token_mass"], min_token_mass) if table.height else {}}
+    if table.height and n_err / table.height > max_error_fraction:
+        head = f"{out}: {n_err} of {table.height} rows failed (> scoring.max_error_fraction={max_error_fraction})"
         if n_unanswered * 2 >= n_err:
             m = summary["token_mass"]
-            first = failed.filter(pl.col("error").str.starts_with(NOT_ANSWERED))["error"].head(2).to_list()
+            first = table.filter(pl.col("error").str.starts_with(NOT_ANSWERED))["error"].head(2).to_list()
             raise TeacherError(
                 f"{head}; {n_unanswered} of them because {NOT_ANSWERED} first (median answer-token mass "
                 f"{m.get('quantiles', {}).get('0.5', float('nan')):.3g}, threshold {min_token_mass}). First: {first}. "
-                f"{answer_advice}")
-        raise TeacherError(too_many_failures(result, items, item_key, row_key, item_images, out, resume_dir,
-                                             max_error_fraction))
+                f"{advice}")
+        first = table.filter(_retryable(pl.col("error")))["error"].head(3).to_list()
+        raise TeacherError(f"{head}; first errors: {first}. Rerun to ask the teacher again for the failed requests "
+                           "(the answers received are in the teacher score store).")
     if n_err:
-        log.warning("%s: %d of %d rows failed and are kept as error rows", desc, n_err, result.height)
-    write_parquet(result, out, provenance | {"summary": summary})
-    shutil.rmtree(resume_dir, ignore_errors=True)
-    log.info("%s: wrote %s (%d rows, %d failed)", desc, out, result.height, n_err)
-    return result
+        log.warning("%s: %d of %d rows are error rows (%d answers that were not a label)", out, n_err, table.height,
+                    n_unanswered)
+    return table, summary
 
 
-def unusable_images(failed: pl.DataFrame, items: Sequence[T], item_key: Callable[[T], Any], row_key: str,
-                    item_images: Callable[[T], Sequence[str]]) -> tuple[dict[str, str], set[Any]]:
-    """Images of failed rows that cannot be used at all, so their rows would fail again: (path -> problem,
-    keys of the rows they sank). Only images the error text names are decoded again (cheap: a server
-    outage names no image)."""
-    from leaf_steps.images.verdict import decode_one
-    from leaf_steps.images import DEFAULT_MAX_PIXELS
-
-    by_key = {item_key(it): it for it in items}
-    problems: dict[str, str | None] = {}
-    sunk = set()
-    for key, error in failed.select(row_key, "error").iter_rows():
-        item = by_key.get(key)
-        if item is None:
-            continue
-        for path in item_images(item):
-            if path not in str(error):
-                continue
-            if path not in problems:
-                problems[path] = decode_one(path, DEFAULT_MAX_PIXELS)[2]
-            if problems[path] is not None:
-                sunk.add(key)
-    return {p: why for p, why in problems.items() if why is not None}, sunk
+def add_counts(counts: Sequence[dict[str, int]]) -> dict[str, int]:
+    """The shards' request counts added up."""
+    keys = ("rows", "reused", "scored", "failed", "requests_sent", "parts_written")
+    return {k: sum(int(c.get(k, 0)) for c in counts) for k in keys}
 
 
-def too_many_failures(result: pl.DataFrame, items: Sequence[T], item_key: Callable[[T], Any], row_key: str,
-                      item_images: Callable[[T], Sequence[str]] | None, out: Path, resume_dir: Path,
-                      max_error_fraction: float) -> str:
-    """Why the shard fails: failures that will fail again (unusable images, named) apart from those a rerun may fix."""
-    failed = result.filter(pl.col("error").is_not_null())
-    head = (f"{out}: {failed.height} of {result.height} rows failed (> scoring.max_error_fraction="
-            f"{max_error_fraction})")
-    bad, sunk = unusable_images(failed, items, item_key, row_key, item_images) if item_images else ({}, set())
-    others = failed.filter(~pl.col(row_key).is_in(list(sunk)))
-    retryable = others.filter(_retryable(pl.col("error")))
-    unanswered = others.height - retryable.height
-    parts = [head + "."]
-    if bad:
-        listing = "\n".join(f"    {why}" for why in bad.values())
-        parts.append(f"  {len(sunk)} row(s) failed because {len(bad)} image(s) cannot be used, and will fail again on "
-                     f"a rerun:\n{listing}\n  Fix or remove these files and rerun the dataset stage (with "
-                     "dataset.on_bad_image: drop it leaves unusable images out and lists them), or raise "
-                     "scoring.max_error_fraction.")
-    if unanswered:
-        parts.append(f"  {unanswered} row(s): {NOT_ANSWERED} first (see the rows' errors); a rerun gives the same answers.")
-    if retryable.height:
-        first = retryable["error"].head(3).to_list()
-        parts.append(f"  {retryable.height} row(s) failed otherwise; first errors: {first}. Successful rows are kept "
-                     f"in {resume_dir}; rerun to retry the failed requests.")
-    else:
-        parts.append(f"  Successful rows are kept in {resume_dir}.")
-    return "\n".join(parts)
+def images_by_row(items: Sequence[Any], row_key: Callable[[Any], Any],
+                  paths: Callable[[Any], Sequence[str]]) -> dict[Any, Sequence[str]]:
+    return {row_key(it): paths(it) for it in items}

@@ -24,7 +24,7 @@ class FakeTeacher(Teacher):
         if FakeTeacher.kill_after_calls is not None and len(FakeTeacher.calls) > FakeTeacher.kill_after_calls:
             raise KeyboardInterrupt("simulated kill")
 
-    def score_points(self, images):
+    def answer_points(self, images):
         self._tick([im.image_id for im in images])
         out = []
         for im in images:
@@ -35,7 +35,7 @@ class FakeTeacher(Teacher):
             out.append(LabelScores([-(q - c) ** 2 for c in (4, 3, 2, 1, 0)], mass=0.9))
         return out
 
-    def score_pairs(self, pairs):
+    def answer_pairs(self, pairs):
         self._tick([f"{a.image_id}|{b.image_id}" for a, b in pairs])
         out = []
         for a, b in pairs:

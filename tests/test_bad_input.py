@@ -26,7 +26,7 @@ from leaf_steps.config_checks import config_warnings, resolved_min_side
 from leaf_steps.errors import ConfigError, InputError, LeafError, TeacherError
 from leaf_steps.inspect_artifacts import inspect
 from leaf_steps.io import make_provenance, write_parquet
-from leaf_steps.score_points import score_points
+from scoring_helpers import points_rows, write_image_list
 from leaf_steps.teachers import base
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def test_block_checks_stay_out_of_the_steps_code_hash():
     """Steps that read the schema (student) must not rerun when a teacher backend's code changes."""
     from leaf_steps.codehash import module_closure
 
-    for step in ("distill", "calibrate", "prepare_dataset", "score_points"):
+    for step in ("distill", "calibrate", "prepare_dataset", "score_points", "score_pairs", "assemble_scores"):
         closure = module_closure(f"leaf_steps.{step}")
         assert not {"leaf_steps.teachers.vllm", "leaf_steps.teachers.hf", "leaf_steps.config_checks"} & set(closure)
 
@@ -284,22 +284,20 @@ def test_scoring_names_images_that_will_fail_again(tmp_path, fake_backend):
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     paths[3].write_bytes(paths[3].read_bytes()[:60])  # truncated: fails in every stage
-    manifest = tmp_path / "manifest.parquet"
-    pl.DataFrame({"image_id": [f"i{i}" for i in range(10)], "path": [str(p) for p in paths]}).write_parquet(manifest)
+    images = write_image_list(pl.DataFrame({"image_id": [f"i{i}" for i in range(10)],
+                                            "path": [str(p) for p in paths]}), tmp_path / "images.parquet")
     FakeTeacher.fail_ids = {"i3", "i7"}  # i3: its file is broken; i7: a transient failure (the file is fine)
     scoring = {"batch_size": 4, "max_error_fraction": 0.05}
     with pytest.raises(TeacherError) as err:
-        score_points(manifest, {"backend": "fake"}, {"point": "?", "pair": "?"}, scoring, "1-of-1",
-                     tmp_path / "out.parquet", tmp_path / "resume")
+        points_rows(images, {"backend": "fake"}, {"point": "?", "pair": "?"}, scoring, tmp_path)
     message = str(err.value)
     assert "1 row(s) failed because 1 image(s) cannot be used, and will fail again on a rerun" in message
     assert f"{paths[3]}: cannot decode image" in message and "Fix or remove these files" in message
-    assert "1 row(s) failed otherwise" in message and "rerun to retry the failed requests" in message
+    assert "1 row(s) failed otherwise" in message and "rerun to ask only for the failed requests" in message
     FakeTeacher.fail_ids = {"i3"}  # only the broken file: nothing a rerun could fix
     with pytest.raises(TeacherError) as err:
-        score_points(manifest, {"backend": "fake"}, {"point": "?", "pair": "?"}, scoring, "1-of-1",
-                     tmp_path / "out.parquet", tmp_path / "resume")
-    assert "rerun to retry" not in str(err.value) and str(paths[3]) in str(err.value)
+        points_rows(images, {"backend": "fake"}, {"point": "?", "pair": "?"}, scoring, tmp_path)
+    assert "rerun to ask" not in str(err.value) and str(paths[3]) in str(err.value)
 
 
 def test_folder_with_niqe_needs_no_pristine_dir(tmp_path):

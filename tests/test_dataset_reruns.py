@@ -170,3 +170,12 @@ def test_leaf_why_names_the_dataset_files(done):
     reasons = job_block(text, "download_dataset")  # the folder check reads the images; prepare follows it
     # 30 images and mos.csv, then one image more
     assert any(r.startswith("setting dataset_files: '31 files:") and "-> '32 files:" in r for r in reasons), text
+
+
+def test_a_new_split_of_a_folder_rescores_no_point(done, tmp_path):
+    run, _ = done
+    changed = planned(with_config(run, tmp_path, lambda cfg: cfg["dataset"].update(split_seed=7)))
+    rules = {rule for rule, _ in changed}
+    # The image list (teacher scoring's input) does not depend on the split: only the manifest is made again.
+    assert "prepare_dataset" in rules and not rules & {"download_dataset", "list_images", "score_points",
+                                                       "gather_points", "fit_niqe"}

@@ -18,7 +18,7 @@ from PIL import Image
 from leaf_steps import prepare_dataset
 from leaf_steps.errors import LeafError
 from leaf_steps.fit_niqe import fit_niqe
-from leaf_steps.score_points import score_points
+from scoring_helpers import points_rows, write_image_list
 
 SEED = 20260130
 HANG_S = 30
@@ -122,8 +122,9 @@ def niqe_model(tmp_path_factory) -> Path:
 
 def run_scoring(root: Path, manifest: Path, model: Path) -> None:
     spec = {"backend": "niqe", "patch_size": 16, "model_path": str(model)}
-    score_points(manifest, spec, PROMPTS, {"batch_size": 4, "max_error_fraction": 0.0}, "1-of-1",
-                 root / "points.parquet", root / "resume")
+    root.mkdir(parents=True, exist_ok=True)
+    images = write_image_list(pl.read_parquet(manifest), root / "images.parquet")
+    points_rows(images, spec, PROMPTS, {"batch_size": 4, "max_error_fraction": 0.0}, root)
 
 
 # --------------------------------------------------------------------------- the cases

@@ -206,8 +206,12 @@ def test_spec_defaults():
 
 
 def test_unloadable_model_is_teacher_error(env, tmp_path):
+    teacher = make_teacher(SPEC | {"model": str(tmp_path / "no-such-model")}, PROMPTS)  # loads nothing yet
+    assert teacher.describe()["score_settings"]["model"].endswith("no-such-model")  # the store key needs no model
     with pytest.raises(TeacherError, match="no-such-model"):
-        make_teacher(SPEC | {"model": str(tmp_path / "no-such-model")}, PROMPTS)
+        teacher.setup()
+    with pytest.raises(TeacherError, match="no-such-model"), teacher:
+        pass
     with pytest.raises(ConfigError, match="prompts.pair"):
         make_teacher(SPEC, {"point": PROMPTS["point"]})
 
@@ -263,15 +267,16 @@ def test_visual_budget_reaches_the_processor_and_cuts_image_tokens(env, images, 
         # The cut view is what the model is scored on: its answer differs from the default view's.
         assert not np.allclose(default.score_points(images[:1])[0].logliks, cut.score_points(images[:1])[0].logliks,
                                atol=1e-4)
-        assert cut.describe()["score_settings"]["processor_images_kwargs"] == (
+        assert cut.describe()["processor_images_kwargs"] == (
             {"max_patches": 1} if arch == "internvl" else {"size": {"longest_edge": 3136, "shortest_edge": 784}})
 
 
 def test_budget_of_the_wrong_kind_is_a_config_error(env):
+    # The processor decides which budget fits: checked when the model is set up.
     with pytest.raises(ConfigError, match=r"teachers\.q\.visual_budget\.max_tiles: .*Qwen2VLImageProcessor.*max_pixels"):
-        make_teacher(SPEC | {"name": "q", "visual_budget": {"max_tiles": 2}}, PROMPTS)
+        make_teacher(SPEC | {"name": "q", "visual_budget": {"max_tiles": 2}}, PROMPTS).setup()
     with pytest.raises(ConfigError, match=r"teachers\.i\.visual_budget\.max_pixels: .*GotOcr2ImageProcessor.*max_tiles"):
-        make_teacher(SPEC | {"name": "i", "model": "tiny:internvl", "visual_budget": {"max_pixels": 5000}}, PROMPTS)
+        make_teacher(SPEC | {"name": "i", "model": "tiny:internvl", "visual_budget": {"max_pixels": 5000}}, PROMPTS).setup()
 
 
 QWEN3_STYLE_TEMPLATE = (  # the part of Qwen3's chat template that implements the non-thinking mode

@@ -132,7 +132,7 @@ def test_paper_run_everything_else_is_cpu_only(paper_jobs):
         assert job.resources["slurm_partition"] == "cpu_t", job
         assert job.resources["slurm_account"] == "acct_t", job
         # The dataset stage decodes every image in worker processes (its threads).
-        assert job.threads == (8 if job.rule == "prepare_dataset" else 1), job
+        assert job.threads == (8 if job.rule in ("list_images", "prepare_dataset") else 1), job
     assert by_rule(paper_jobs, "download_dataset")[0].resources["runtime"] == "240"
     assert by_rule(paper_jobs, "aggregate")[0].resources["mem_mb"] == "8000"
     assert by_rule(paper_jobs, "evaluate")[0].resources["mem_mb"] == "8000"

@@ -173,19 +173,56 @@ def test_tau_refilters_pairs_without_rescoring(done, tmp_path):
                        | PAIR_FIGURE)
 
 
-def test_point_prompt_rescores_points_only(done, tmp_path):
-    changed = planned(with_config(done, tmp_path, set_point_prompt))
-    assert changed == teacher_jobs(POINT_SCORING) | POINT_READERS | LEAF_STUDENT | SUMMARY | CURVES
+def test_prompts_rerun_nothing_for_a_teacher_that_reads_none(done, tmp_path):
+    # The NIQE stand-in answers from pixels alone: its store key and its rules carry no prompt.
+    assert planned(with_config(done, tmp_path, set_point_prompt)) == set()
+    assert planned(with_config(done, tmp_path, set_pair_prompt)) == set()
 
 
-def test_pair_prompt_rescores_pairs_only(done, tmp_path):
-    changed = planned(with_config(done, tmp_path, set_pair_prompt))
-    assert changed == teacher_jobs(PAIR_SCORING) | LEAF_STUDENT | SUMMARY | CURVES | PAIR_FIGURE
+def test_point_prompt_rescores_points_only(tmp_path_factory, tmp_path):
+    changed = planned(with_config(hf_touched_run(tmp_path_factory), tmp_path, set_point_prompt))
+    assert changed == teacher_jobs(POINT_SCORING, "tiny") | POINT_READERS | LEAF_STUDENT | SUMMARY | CURVES
+
+
+def test_pair_prompt_rescores_pairs_only(tmp_path_factory, tmp_path):
+    changed = planned(with_config(hf_touched_run(tmp_path_factory), tmp_path, set_pair_prompt))
+    assert changed == teacher_jobs(PAIR_SCORING, "tiny") | LEAF_STUDENT | SUMMARY | CURVES | PAIR_FIGURE
 
 
 def test_both_orders_rescores_pairs_only(done, tmp_path):
     changed = planned(with_config(done, tmp_path, lambda cfg: cfg["scoring"].update(both_orders=True)))
     assert changed == teacher_jobs(PAIR_SCORING) | LEAF_STUDENT | SUMMARY | CURVES | PAIR_FIGURE
+
+
+@pytest.mark.parametrize("edit", [
+    {"scoring": {"batch_size": 3}}, {"scoring": {"max_error_fraction": 0.5}}, {"teacher_store": "elsewhere/store"},
+    {"teachers": {"standin": {"gpus": 2}}},
+], ids=["batch_size", "max_error_fraction", "store_folder", "gpus"])
+def test_settings_that_cannot_change_a_score_rerun_nothing(done, tmp_path, edit):
+    from snakemake.utils import update_config
+
+    assert planned(with_config(done, tmp_path, lambda cfg: update_config(cfg, copy.deepcopy(edit)))) == set()
+
+
+def test_shard_count_reruns_only_the_sharded_jobs_and_after(done, tmp_path):
+    # New shard files are new jobs (they answer from the score store: tests/test_store_runs.py counts 0 requests);
+    # the assembled points and pairs get the same rows, but Snakemake reruns what reads a rewritten file.
+    changed = planned(with_config(done, tmp_path, lambda cfg: cfg["scoring"].update(shards=3)))
+    shards = {(rule, f"teacher/standin/{kind}/{k}-of-3.parquet") for rule, kind in (("score_points", "points"),
+                                                                                      ("score_pairs", "pairs"))
+              for k in (1, 2, 3)}
+    assembled = {("gather_points", "teacher/standin/points.parquet"), ("gather_pairs", "teacher/standin/pairs.parquet"),
+                 ("filter_pairs", "teacher/standin/pairs_tau0.1.parquet")}
+    assert changed == shards | assembled | POINT_READERS | LEAF_STUDENT | SUMMARY | CURVES | PAIR_FIGURE
+
+
+def test_new_split_rescores_no_point(done, tmp_path):
+    # Point scoring reads the split-free image list: a new split reruns the manifest's rule and what reads it.
+    # Pairs are drawn from the new training split: their scoring reruns (new pairs are the only new requests).
+    changed = planned(with_config(done, tmp_path, lambda cfg: cfg["dataset"].update(split_seed=5)))
+    rules = {rule for rule, _ in changed}
+    assert "split_demo_dataset" in rules and "sample_pairs" in rules and "score_pairs" in rules
+    assert not rules & {"make_demo_dataset", "fit_niqe", "score_points", "gather_points"}
 
 
 def test_step_code_change_reruns_that_step_and_after(done, tmp_path):
@@ -232,7 +269,7 @@ def hf_touched_run(tmp_path_factory) -> Run:
     return touched_tiny_run(tmp_path_factory, "tiny_touched_hf", cfg)
 
 
-def test_token_checks_rescore_only_teachers_that_read_tokens(done, tmp_path_factory, tmp_path):
+def test_token_checks_reassemble_without_rescoring(done, tmp_path_factory, tmp_path):
     def lower_mass(cfg):
         cfg["scoring"]["min_token_mass"] = 0.2
 
@@ -240,10 +277,44 @@ def test_token_checks_rescore_only_teachers_that_read_tokens(done, tmp_path_fact
     (tmp_path / "niqe").mkdir()
     (tmp_path / "hf").mkdir()
     assert planned(with_config(done, tmp_path / "niqe", lower_mass)) == set()
-    rescored = (teacher_jobs(POINT_SCORING | PAIR_SCORING, "tiny") | POINT_READERS | LEAF_STUDENT | SUMMARY | CURVES
-                | PAIR_FIGURE)
+    # A token-reading teacher: the threshold is checked when answers are assembled; no scoring job reruns.
+    assembled = {("gather_points", "teacher/tiny/points.parquet"), ("gather_pairs", "teacher/tiny/pairs.parquet"),
+                 ("filter_pairs", "teacher/tiny/pairs_tau0.1.parquet")}
     hf = hf_touched_run(tmp_path_factory)
-    assert planned(with_config(hf, tmp_path / "hf", lower_mass)) == rescored
+    assert planned(with_config(hf, tmp_path / "hf", lower_mass)) == (assembled | POINT_READERS | LEAF_STUDENT | SUMMARY
+                                                                      | CURVES | PAIR_FIGURE)
+
+
+@pytest.mark.parametrize("edit", [{"batch_size": 2}, {"device": "auto"}, {"gpus": 1}],
+                         ids=["batch_size", "device", "gpus"])
+def test_how_the_teacher_runs_reruns_nothing(tmp_path_factory, tmp_path, edit):
+    hf = hf_touched_run(tmp_path_factory)
+    assert planned(with_config(hf, tmp_path, lambda cfg: cfg["teachers"]["tiny"].update(edit))) == set()
+
+
+def vllm_touched_run(tmp_path_factory) -> Run:
+    """The tiny demo with a vLLM teacher at an endpoint (never contacted: the run is touched)."""
+    cfg = tiny_rerun_config()
+    cfg["teacher"] = "vlm"
+    cfg["teachers"] = {"vlm": {"backend": "vllm", "model": "fake/vlm", "base_url": "http://127.0.0.1:9/v1"}}
+    return touched_tiny_run(tmp_path_factory, "tiny_touched_vllm", cfg)
+
+
+@pytest.mark.parametrize("edit", [
+    {"max_concurrency": 4}, {"request_timeout_s": 30.0}, {"max_retries": 9}, {"backoff_s": 0.5},
+    {"base_url": "http://gpu-node:8000/v1"}, {"gpus": 4}, {"api_key_env": "MY_KEY"},
+], ids=lambda e: next(iter(e)))
+def test_vllm_run_settings_rerun_nothing(tmp_path_factory, tmp_path, edit):
+    done = vllm_touched_run(tmp_path_factory)
+    assert planned(with_config(done, tmp_path, lambda cfg: cfg["teachers"]["vlm"].update(edit))) == set()
+
+
+@pytest.mark.parametrize("edit", [{"top_logprobs": 5}, {"image_transport": "png"}, {"enable_thinking": True},
+                                  {"extra_body": {"seed": 1}}], ids=lambda e: next(iter(e)))
+def test_vllm_answer_settings_rescore(tmp_path_factory, tmp_path, edit):
+    done = vllm_touched_run(tmp_path_factory)
+    changed = planned(with_config(done, tmp_path, lambda cfg: cfg["teachers"]["vlm"].update(edit)))
+    assert teacher_jobs(POINT_SCORING | PAIR_SCORING, "vlm") <= changed
 
 
 @pytest.mark.parametrize("setting", [{"visual_budget": {"max_pixels": 3136}}, {"enable_thinking": None},

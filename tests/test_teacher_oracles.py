@@ -1,9 +1,9 @@
 """Teacher-side numbers against independent oracles: the tau boundary of the confidence filter,
 failed pairs counted, position debiasing with ``both_orders`` under a teacher that favours the
-image shown first, and stale resume parts thrown away when the settings change.
+image shown first, and stored answers never reused across settings.
 
 Each test pins a behaviour a one-line slip would break silently (``>=`` turned into ``>``, the
-two orders not averaged, the resume-key check skipped); docs/mutation.md lists them.
+two orders not averaged, the prompt left out of the store key); docs/mutation.md lists them.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from leaf_steps import filter_pairs as fp
 from leaf_steps.errors import InputError
 from leaf_steps.io import read_provenance
 from leaf_steps.sample_pairs import sample_pairs
-from leaf_steps.score_pairs import score_pairs
-from leaf_steps.score_points import score_points
+from scoring_helpers import pairs_rows, points_rows, write_image_list
 from leaf_steps.teacher_math import pair_confidence
 from leaf_steps.teachers import base
 
@@ -46,6 +45,11 @@ def manifest(tmp_path):
     path = tmp_path / "manifest.parquet"
     df.write_parquet(path)
     return path
+
+
+@pytest.fixture()
+def images(manifest, tmp_path):
+    return write_image_list(pl.read_parquet(manifest), tmp_path / "images.parquet")
 
 
 # --------------------------------------------------------------------------- confidence filter
@@ -86,13 +90,12 @@ def test_tau_zero_keeps_every_valid_pair_and_an_empty_table_gives_zero_fractions
     assert (all_failed["failed"], all_failed["kept"], all_failed["kept_prefers_a"]) == (1, 0, 0)
 
 
-def test_filter_step_writes_kept_pairs_summary_and_upstream_provenance(manifest, tmp_path):
+def test_filter_step_writes_kept_pairs_summary_and_upstream_provenance(images, tmp_path):
     FakeTeacher.fail_ids = {"img004", "img011"}
     pairs = tmp_path / "pairs.parquet"
     sample_pairs([f"img{i:03d}" for i in range(N_TRAIN)], 120, seed=3).write_parquet(pairs)
-    scored = score_pairs(pairs, manifest, {"backend": "fake"}, PROMPTS,
-                         {"batch_size": 50, "max_error_fraction": 0.5}, "1-of-1", tmp_path / "scored.parquet",
-                         tmp_path / "resume", teacher_name="fk")
+    scored = pairs_rows(pairs, images, {"backend": "fake"}, PROMPTS, {"batch_size": 50, "max_error_fraction": 0.5},
+                        tmp_path, teacher_name="fk", out=tmp_path / "scored.parquet")
     touching = scored["a_id"].is_in(["img004", "img011"]) | scored["b_id"].is_in(["img004", "img011"])
     assert scored.filter(touching)["error"].is_not_null().all() and touching.sum() > 0
     tau = float(np.median(scored.filter(~touching)["confidence"].to_numpy()))  # a value some pairs have exactly
@@ -119,20 +122,19 @@ def quality_gap(scored: pl.DataFrame) -> np.ndarray:
     return 4 * (qa - qb)  # the fake's logit of "a is better", free of position bias
 
 
-def test_both_orders_average_removes_a_position_bias(manifest, tmp_path):
+def test_both_orders_average_removes_a_position_bias(images, tmp_path):
     bias = 1.5
     FakeTeacher.position_bias = bias
     pairs = tmp_path / "pairs.parquet"
     sample_pairs([f"img{i:03d}" for i in range(N_TRAIN)], 60, seed=5).write_parquet(pairs)
 
-    one = score_pairs(pairs, manifest, {"backend": "fake"}, PROMPTS, {"batch_size": 16}, "1-of-1",
-                      tmp_path / "one.parquet", tmp_path / "r1")
+    one = pairs_rows(pairs, images, {"backend": "fake"}, PROMPTS, {"batch_size": 16}, tmp_path / "one")
     d = quality_gap(one)
     np.testing.assert_allclose(one["p_a"], expit(d + bias), rtol=1e-12)  # a shown first: favoured
     assert (one["t_ab"].to_numpy() != (d >= 0)).sum() >= 5  # the bias really flips labels in one order
 
-    both = score_pairs(pairs, manifest, {"backend": "fake"}, PROMPTS, {"batch_size": 16, "both_orders": True},
-                       "1-of-1", tmp_path / "both.parquet", tmp_path / "r2")
+    both = pairs_rows(pairs, images, {"backend": "fake"}, PROMPTS, {"batch_size": 16, "both_orders": True},
+                      tmp_path / "both")
     d = quality_gap(both)
     np.testing.assert_allclose(both["p_a_forward"], expit(d + bias), rtol=1e-12)
     np.testing.assert_allclose(both["p_a_reverse"], expit(d - bias), rtol=1e-12)  # b shown first: b favoured
@@ -147,50 +149,50 @@ def test_both_orders_average_removes_a_position_bias(manifest, tmp_path):
     np.testing.assert_allclose(both["ll_b_rev"], -np.log1p(np.exp(bias - d)), rtol=1e-12)
 
 
-def test_both_orders_a_failed_order_fails_the_pair(manifest, tmp_path):
+def test_both_orders_a_failed_order_fails_the_pair(images, tmp_path):
     FakeTeacher.fail_ids = {"img002"}
     pairs = tmp_path / "pairs.parquet"
     pl.DataFrame({"pair_id": [0, 1], "a_id": ["img001", "img002"], "b_id": ["img003", "img001"]}).write_parquet(pairs)
-    scored = score_pairs(pairs, manifest, {"backend": "fake"}, PROMPTS,
-                         {"batch_size": 8, "both_orders": True, "max_error_fraction": 1.0}, "1-of-1",
-                         tmp_path / "s.parquet", tmp_path / "r")
+    scored = pairs_rows(pairs, images, {"backend": "fake"}, PROMPTS,
+                        {"batch_size": 8, "both_orders": True, "max_error_fraction": 1.0}, tmp_path)
     good, bad = scored.row(0, named=True), scored.row(1, named=True)
     assert good["error"] is None and good["t_ab"] in (0, 1)
     assert "simulated failure" in bad["error"] and "/x/2.png" in bad["error"]
     assert bad["p_a"] is None and bad["t_ab"] is None and bad["confidence"] is None
 
 
-# --------------------------------------------------------------------------- resume
+# --------------------------------------------------------------------------- the score store
 
-def test_resume_parts_from_other_settings_are_discarded(manifest, tmp_path):
-    out, resume = tmp_path / "points.parquet", tmp_path / "resume"
+def test_answers_of_other_settings_are_never_reused(images, tmp_path):
     scoring = {"batch_size": 8, "max_error_fraction": 0.0}
-    FakeTeacher.kill_after_calls = 3  # dies in the 4th of 5 batches, leaving 3 parts
+    FakeTeacher.kill_after_calls = 3  # dies in the 4th of 5 batches: 3 batches of answers are in the store
     with pytest.raises(KeyboardInterrupt):
-        score_points(manifest, {"backend": "fake"}, PROMPTS, scoring, "1-of-1", out, resume)
-    assert len(list(resume.glob("batch-*.parquet"))) == 3
+        points_rows(images, {"backend": "fake"}, PROMPTS, scoring, tmp_path / "a", store=tmp_path / "store",
+                    flush_rows=8)
     FakeTeacher.calls, FakeTeacher.kill_after_calls = [], None
-    # Another prompt is another resume key: the three parts are stale and every batch is scored again.
+    # Another prompt is another key: none of the 24 stored answers is used, every image is asked.
     other = {"point": "Rate the photo.", "pair": PROMPTS["pair"]}
-    df = score_points(manifest, {"backend": "fake"}, other, scoring, "1-of-1", out, resume)
+    df = points_rows(images, {"backend": "fake"}, other, scoring, tmp_path / "b", store=tmp_path / "store")
     assert len(FakeTeacher.calls) == 5 and sorted(sum(FakeTeacher.calls, [])) == sorted(df["image_id"])
-    assert read_provenance(out)["prompt"] == "Rate the photo."
+    assert read_provenance(tmp_path / "b/points.parquet")["prompt"] == "Rate the photo."
+    # The first prompt again: its 24 answers are reused, the other 16 asked.
+    FakeTeacher.calls = []
+    points_rows(images, {"backend": "fake"}, PROMPTS, scoring, tmp_path / "c", store=tmp_path / "store")
+    assert [len(c) for c in FakeTeacher.calls] == [8, 8]
 
 
-def test_resume_parts_of_the_same_settings_are_reused_and_a_short_part_is_rescored(manifest, tmp_path):
-    out, resume = tmp_path / "points.parquet", tmp_path / "resume"
-    scoring = {"batch_size": 8, "max_error_fraction": 0.0}
-    FakeTeacher.kill_after_calls = 2
-    with pytest.raises(KeyboardInterrupt):
-        score_points(manifest, {"backend": "fake"}, PROMPTS, scoring, "1-of-1", out, resume)
-    first = pl.read_parquet(resume / "batch-000000.parquet")
-    # A part with fewer rows than its batch (written by another batch size, say) is not trusted.
-    first.head(5).write_parquet(resume / "batch-000001.parquet")
-    FakeTeacher.calls, FakeTeacher.kill_after_calls = [], None
-    df = score_points(manifest, {"backend": "fake"}, PROMPTS, scoring, "1-of-1", out, resume)
-    assert [len(c) for c in FakeTeacher.calls] == [8, 8, 8, 8]  # batches 2..5: part 1 was reused
-    assert df.height == 40 and df["image_id"].n_unique() == 40
-    assert df.head(8).equals(first)
+def test_store_sees_only_whole_parts_and_names_a_damaged_one(images, tmp_path):
+    store = tmp_path / "store"
+    first = points_rows(images, {"backend": "fake"}, PROMPTS, {"batch_size": 8}, tmp_path / "a", store=store)
+    (kind_dir,) = list(store.glob("*/point"))
+    # A writer killed between creating its temporary file and the rename leaves a hidden file: never read.
+    (kind_dir / ".part-20260101T000000-dead.parquet.1234.tmp").write_bytes(b"PAR1 torn")
+    FakeTeacher.calls = []
+    again = points_rows(images, {"backend": "fake"}, PROMPTS, {"batch_size": 8}, tmp_path / "b", store=store)
+    assert FakeTeacher.calls == [] and again.equals(first)
+    (kind_dir / "part-20260101T000000-bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match=r"part-20260101T000000-bad.parquet: not a readable store part"):
+        points_rows(images, {"backend": "fake"}, PROMPTS, {"batch_size": 8}, tmp_path / "c", store=store)
 
 
 def test_filter_step_names_a_missing_column(tmp_path):

@@ -28,8 +28,7 @@ from leaf_steps.errors import TeacherError
 from leaf_steps.image_encoding import load_image
 from leaf_steps.images.decode import EXIF_ORIENTATION
 from leaf_steps.io import read_provenance
-from leaf_steps.score_pairs import score_pairs
-from leaf_steps.score_points import score_points
+from scoring_helpers import pairs_rows, points_rows, write_image_list
 from leaf_steps.teacher_math import NOT_ANSWERED
 from leaf_steps.teachers.base import ImageRef, make_teacher
 from test_images import png16
@@ -87,9 +86,9 @@ def decoded(data: bytes) -> np.ndarray:
 
 
 def manifest_of(paths: dict[str, Path], tmp_path: Path) -> Path:
+    """The image list (image_id, path, sha256) of ``paths``, as the dataset stage writes it."""
     df = pl.DataFrame({"image_id": list(paths), "path": [str(p) for p in paths.values()]})
-    df.write_parquet(tmp_path / "manifest.parquet")
-    return tmp_path / "manifest.parquet"
+    return write_image_list(df, tmp_path / "images.parquet")
 
 
 # ---------------------------------------------------------------------------
@@ -147,13 +146,11 @@ def test_rows_record_how_each_image_was_sent(photos, tmp_path):
     manifest = manifest_of(photos, tmp_path)
     scoring = {"batch_size": 4, "max_error_fraction": 0.0}
     with fake() as server:
-        points = score_points(manifest, spec(server, max_concurrency=4), PROMPTS, scoring, "1-of-1",
-                              tmp_path / "points.parquet", tmp_path / "rp", teacher_name="t")
+        points = points_rows(manifest, spec(server, max_concurrency=4), PROMPTS, scoring, tmp_path, teacher_name="t")
         pairs_path = tmp_path / "pairs.parquet"
         pl.DataFrame({"pair_id": [0, 1], "a_id": ["small.jpg", "rgba.png"], "b_id": ["big.jpg", "small.webp"]}) \
             .write_parquet(pairs_path)
-        pairs = score_pairs(pairs_path, manifest, spec(server), PROMPTS, scoring, "1-of-1",
-                            tmp_path / "scored.parquet", tmp_path / "rq", teacher_name="t")
+        pairs = pairs_rows(pairs_path, manifest, spec(server), PROMPTS, scoring, tmp_path, teacher_name="t")
     assert dict(points.select("image_id", "image_bytes").iter_rows()) == EXPECTED_KIND
     assert pairs.select("image_bytes_a", "image_bytes_b").rows() == [("original", "png"), ("png", "original")]
     info = read_provenance(tmp_path / "points.parquet")["teacher_info"]
@@ -257,23 +254,27 @@ def test_a_chatty_first_word_is_refused_whatever_the_thinking_mode(photos):
 def test_shard_of_unanswered_prompts_fails_saying_what_to_change(photos, tmp_path):
     manifest = manifest_of(photos, tmp_path)
     scoring = {"batch_size": 4, "max_error_fraction": 0.05}
-    out, resume = tmp_path / "points.parquet", tmp_path / "resume"
+    out = tmp_path / "points.parquet"
     with fake(think_first=True) as server:
         thinking = spec(server, enable_thinking=True)
         with pytest.raises(TeacherError) as err:
-            score_points(manifest, thinking, PROMPTS, scoring, "1-of-1", out, resume, teacher_name="internvl")
+            points_rows(manifest, thinking, PROMPTS, scoring, tmp_path, teacher_name="internvl")
         message = str(err.value)
         assert f"10 of 10 rows failed" in message and f"10 of them because {NOT_ANSWERED}" in message
         assert "prompts.point" in message and "teachers.internvl.enable_thinking" in message
-        assert "Rerunning will not change" in message and "rerun to retry" not in message
+        assert "Rerunning will not change" in message and "rerun to ask" not in message
         assert not out.exists()
-        # Deterministic answers are not asked again by a rerun with the same settings.
+        # The answers are stored (what the teacher said, whatever the threshold): a rerun with the same settings
+        # asks nothing, and a lower threshold only re-assembles them.
         before = server.stats()["chat_requests"]
         with pytest.raises(TeacherError):
-            score_points(manifest, thinking, PROMPTS, scoring, "1-of-1", out, resume, teacher_name="internvl")
-        assert server.stats()["chat_requests"] == before
-        # Turning thinking off is a new setting: the stale rows are discarded and every image answered.
-        df = score_points(manifest, spec(server), PROMPTS, scoring, "1-of-1", out, resume, teacher_name="internvl")
+            points_rows(manifest, thinking, PROMPTS, scoring, tmp_path, teacher_name="internvl")
+        lenient = points_rows(manifest, thinking | {"min_token_mass": 0.0}, PROMPTS, scoring, tmp_path / "lenient",
+                              store=tmp_path / "store", teacher_name="internvl")
+        assert server.stats()["chat_requests"] == before and lenient["error"].null_count() == 10
+        # Turning thinking off is a new setting: another key, every image answered.
+        df = points_rows(manifest, spec(server), PROMPTS, scoring, tmp_path, teacher_name="internvl")
+        assert server.stats()["chat_requests"] == before + 10
     assert df["error"].null_count() == df.height == 10
     mass = read_provenance(out)["summary"]["token_mass"]
     assert mass["rows"] == 10 and mass["below_min"] == 0 and mass["min_token_mass"] == 0.5
@@ -283,9 +284,9 @@ def test_shard_of_unanswered_prompts_fails_saying_what_to_change(photos, tmp_pat
 def test_refused_rows_keep_their_mass_for_the_summary(photos, tmp_path):
     manifest = manifest_of({n: photos[n] for n in ("small.jpg", "big.jpg", "gray.jpg", "rgba.png")}, tmp_path)
     with fake(think_first=True) as server:
-        df = score_points(manifest, spec(server, enable_thinking=True), PROMPTS,
-                          {"batch_size": 4, "max_error_fraction": 1.0}, "1-of-1", tmp_path / "p.parquet",
-                          tmp_path / "r", teacher_name="t")
+        df = points_rows(manifest, spec(server, enable_thinking=True), PROMPTS,
+                         {"batch_size": 4, "max_error_fraction": 1.0}, tmp_path, out=tmp_path / "p.parquet",
+                         teacher_name="t")
     assert df["teacher_score"].is_null().all() and df["error"].str.starts_with(NOT_ANSWERED).all()
     assert (df["token_mass"] < 1e-3).all() and df["ll_good"].is_nan().all()
     summary = read_provenance(tmp_path / "p.parquet")["summary"]

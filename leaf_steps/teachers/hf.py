@@ -40,7 +40,7 @@ from PIL import Image
 
 from leaf_steps.errors import ConfigError, InputError, TeacherError
 from leaf_steps.image_encoding import load_image
-from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, TOP_SHOWN, LabelScores, require_mass
+from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, TOP_SHOWN, LabelScores
 from leaf_steps.teachers.base import ImageRef, Teacher
 from leaf_steps.teachers.visual_budget import parse_budget, transformers_images_kwargs
 
@@ -208,17 +208,24 @@ class TransformersTeacher(Teacher):
                 raise ConfigError(f"prompts.{kind}: required by the transformers teacher")
         self.device = _pick_device(self.settings.device)
         self.dtype = _pick_dtype(self.settings.dtype, self.device)
+        self._where = f"teachers.{spec.get('name') or '*'}.visual_budget"
+        self.budget = parse_budget(self.settings.visual_budget, self._where)
+        self._loaded = False
+
+    def setup(self) -> None:
+        """Load the processor and model, find the label tokens, render the chat prompts (once)."""
+        if self._loaded:
+            return
         self.model_path = resolve_model(self.settings.model)
         self._load()
-        where = f"teachers.{spec.get('name') or '*'}.visual_budget"
-        self.budget = parse_budget(self.settings.visual_budget, where)
         self.images_kwargs = transformers_images_kwargs(self.budget, getattr(self.processor, "image_processor", None),
-                                                        self.settings.model, where)
+                                                        self.settings.model, self._where)
         self.point_ids = label_token_ids(self.processor.tokenizer, LEVELS, self.settings.model)
         self.pair_ids = label_token_ids(self.processor.tokenizer, PAIR_LABELS, self.settings.model)
         self._check_ids_in_vocab()
-        self.point_text = self._chat_text(prompts["point"], n_images=1)
-        self.pair_text = self._chat_text(prompts["pair"], n_images=2)
+        self.point_text = self._chat_text(self.prompts["point"], n_images=1)
+        self.pair_text = self._chat_text(self.prompts["pair"], n_images=2)
+        self._loaded = True
 
     # -- setup -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -264,10 +271,12 @@ class TransformersTeacher(Teacher):
                                f"use an instruction-tuned checkpoint with a chat template") from exc
 
     # -- scoring -----------------------------------------------------------------------
-    def score_points(self, images: Sequence[ImageRef]) -> list[LabelScores]:
+    def answer_points(self, images: Sequence[ImageRef]) -> list[LabelScores]:
+        self.setup()
         return self._score([[ref] for ref in images], self.point_text, self.point_ids)
 
-    def score_pairs(self, pairs: Sequence[tuple[ImageRef, ImageRef]]) -> list[LabelScores]:
+    def answer_pairs(self, pairs: Sequence[tuple[ImageRef, ImageRef]]) -> list[LabelScores]:
+        self.setup()
         return self._score([[a, b] for a, b in pairs], self.pair_text, self.pair_ids)
 
     def _score(self, items: list[list[ImageRef]], text: str, label_ids: dict[str, list[int]]) -> list[LabelScores]:
@@ -327,24 +336,26 @@ class TransformersTeacher(Teacher):
         for row, m, lps, ids, imgs in zip(per_label.cpu().tolist(), mass.cpu().tolist(), top_lp.cpu().tolist(),
                                           top_ids.cpu().tolist(), images):
             top = [(self.processor.tokenizer.decode([i]), lp) for i, lp in zip(ids, lps)]
-            scores = LabelScores(logliks=[float(x) for x in row], mass=float(m), missing=[], top=top,
-                                 image_bytes=["pixels"] * len(imgs))
-            out.append(require_mass(scores, labels, self.settings.min_token_mass))
+            # As answered: the acceptance check (min_token_mass) is the caller's (Teacher.accept).
+            out.append(LabelScores(logliks=[float(x) for x in row], mass=float(m), missing=[], top=top,
+                                   image_bytes=["pixels"] * len(imgs)))
         return out
 
     # -- bookkeeping ---------------------------------------------------------------------
     def score_settings(self) -> dict[str, Any]:
+        """Known without loading the model (the score store's key is looked up before anything is loaded):
+        the processor arguments of a budget follow from (budget, model), the commit from (model, revision);
+        both are recorded in facts() once loaded. Pin ``revision`` to a commit for a hub model: an unpinned
+        id is keyed by its name, whatever the hub serves later."""
         s = self.settings
         return {
             "backend": self.backend,
             "model": s.model,
             "revision": s.revision,
-            "commit": getattr(self.model.config, "_commit_hash", None),
             "dtype": str(self.dtype).removeprefix("torch."),  # resolved: "auto" differs by device
             "image_max_side": s.image_max_side,
             "image_bytes": "pixels",  # decoded by leaf_steps.images, never re-encoded
             "visual_budget": self.budget.describe() if self.budget else None,
-            "processor_images_kwargs": self.images_kwargs,
             "enable_thinking": s.enable_thinking,
             "trust_remote_code": s.trust_remote_code,
         }
@@ -356,6 +367,8 @@ class TransformersTeacher(Teacher):
         return {"device": str(self.device), "batch_size": self.settings.batch_size}
 
     def facts(self) -> dict[str, Any]:
+        if not self._loaded:
+            return {"loaded": False}
         import transformers
 
         tokenizer = self.processor.tokenizer
@@ -368,6 +381,8 @@ class TransformersTeacher(Teacher):
         return {
             "model_path": self.model_path,
             "model_class": type(self.model).__name__,
+            "commit": getattr(self.model.config, "_commit_hash", None),
+            "processor_images_kwargs": self.images_kwargs,
             "label_token_ids": {"point": with_tokens(self.point_ids), "pair": with_tokens(self.pair_ids)},
             # Whether enable_thinking can have any effect: a template that never reads it ignores it.
             "template_reads_enable_thinking": "enable_thinking" in str(template),
@@ -378,6 +393,7 @@ class TransformersTeacher(Teacher):
         for attr in ("model", "processor"):
             if hasattr(self, attr):
                 delattr(self, attr)
+        self._loaded = False
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -105,8 +105,18 @@ def pair_logliks(niqe_a: float, niqe_b: float, temperature: float) -> list[float
     return log_softmax(-np.array([niqe_a, niqe_b]) / temperature).tolist()
 
 
+def fitted_model_hash(model: NiqeModel) -> str:
+    """sha256 of what NIQE scoring reads from a fitted model: the pristine MVG and the patch settings."""
+    digest = hashlib.sha256()
+    for array in (model.mean, model.cov):
+        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+    digest.update(f"|{model.patch_size}|{model.sharpness_threshold!r}".encode())
+    return digest.hexdigest()
+
+
 class NiqeTeacher(Teacher):
     backend = "niqe"
+    reads_prompts = False  # its answers depend on the pixels and the fitted model only
 
     def __init__(self, spec: dict[str, Any], prompts: dict[str, str]):
         super().__init__(validate_spec(dict(spec), f"teachers.{spec.get('name') or '<name>'}"), prompts)
@@ -151,7 +161,7 @@ class NiqeTeacher(Teacher):
             self._cache.popitem(last=False)
         return value
 
-    def score_points(self, images: Sequence[ImageRef]) -> list[LabelScores]:
+    def answer_points(self, images: Sequence[ImageRef]) -> list[LabelScores]:
         out = []
         for ref in images:
             try:
@@ -163,7 +173,7 @@ class NiqeTeacher(Teacher):
                                    image_bytes=["pixels"]))
         return out
 
-    def score_pairs(self, pairs: Sequence[tuple[ImageRef, ImageRef]]) -> list[LabelScores]:
+    def answer_pairs(self, pairs: Sequence[tuple[ImageRef, ImageRef]]) -> list[LabelScores]:
         out = []
         for a, b in pairs:
             try:
@@ -178,7 +188,8 @@ class NiqeTeacher(Teacher):
     def score_settings(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
-            "model_sha256": hashlib.sha256(self.model_path.read_bytes()).hexdigest(),
+            # The fitted arrays scoring reads, not the .npz bytes (its zip container may differ for one fit).
+            "fitted_model_sha256": fitted_model_hash(self.model),
             "patch_size": self.model.patch_size, "sharpness_threshold": self.model.sharpness_threshold,
             "anchor_niqe": self.anchor, "level_scale": self.level_scale, "pair_temperature": self.pair_temperature,
         }

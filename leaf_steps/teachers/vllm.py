@@ -45,9 +45,9 @@ import httpx
 
 from leaf_steps.errors import ConfigError, InputError, TeacherError
 from leaf_steps.image_encoding import TRANSPORTS, EncodingSettings, image_data_url
-from leaf_steps.teacher_math import (LEVELS, PAIR_LABELS, LabelScores, collapse_top_logprobs, label_aliases,
-                                     require_mass)
+from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, LabelScores, collapse_top_logprobs, label_aliases
 from leaf_steps.teachers.base import ImageRef, Teacher
+from leaf_steps.teachers.serve_args import answer_serve_args
 from leaf_steps.teachers.visual_budget import PROCESSOR_KEYS, parse_budget, vllm_processor_kwargs
 from leaf_steps.teachers.vllm_server import VllmServer
 
@@ -458,10 +458,10 @@ class VllmTeacher(Teacher):
         self._label_tokens = {"status": "distinct", "first_tokens": found}
 
     # -- scoring
-    def score_points(self, images: Sequence[ImageRef]) -> list[LabelScores]:
+    def answer_points(self, images: Sequence[ImageRef]) -> list[LabelScores]:
         return self._run([([img.path], self.prompts["point"]) for img in images], LEVELS)
 
-    def score_pairs(self, pairs: Sequence[tuple[ImageRef, ImageRef]]) -> list[LabelScores]:
+    def answer_pairs(self, pairs: Sequence[tuple[ImageRef, ImageRef]]) -> list[LabelScores]:
         return self._run([([a.path, b.path], self.prompts["pair"]) for a, b in pairs], PAIR_LABELS)
 
     def _run(self, items: list[tuple[list[str], str]], labels: tuple[str, ...]) -> list[LabelScores]:
@@ -509,7 +509,7 @@ class VllmTeacher(Teacher):
             return LabelScores.failed(labels, f"unexpected {type(exc).__name__}: {exc}")
         scores = collapse_top_logprobs(top, labels, self._aliases[labels], self.settings["missing_token_policy"])
         scores.image_bytes = [e.kind for e in encoded]
-        return require_mass(scores, labels, self.settings["min_token_mass"])
+        return scores  # as answered: the acceptance check (min_token_mass) is the caller's (Teacher.accept)
 
     async def _post(self, client: httpx.AsyncClient, payload: dict[str, Any]) -> Any:
         """POST with retries; the parsed JSON body of a 200, else RequestFailed with the reason."""
@@ -562,10 +562,9 @@ class VllmTeacher(Teacher):
         return random.uniform(ceiling / 2, ceiling)  # jitter: retries from many items do not line up
 
     # -- provenance and clean-up
-    def __enter__(self) -> VllmTeacher:
+    def setup(self) -> None:
         """Start (launched mode) and check the server now, so that describe() reports the checks."""
         self._ensure_ready()
-        return self
 
     def score_settings(self) -> dict[str, Any]:
         """What changes the answer for an image and a prompt (no endpoint, key or operational knob)."""
@@ -583,6 +582,9 @@ class VllmTeacher(Teacher):
             "request_extras": request_extras(s),
             "missing_token_policy": s["missing_token_policy"],
             "check_label_tokens": s["check_label_tokens"],
+            # A launched server's arguments that may change answers (--dtype, --quantization, ...); an
+            # endpoint's are not known here (docs/teacher_vllm.md: one model id, one set of weights).
+            **({"serve_args": args} if (args := answer_serve_args(s["launch"].get("args") or [])) else {}),
         }
 
     def acceptance(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from leaf_steps.config import validate_config, variant_settings
 from leaf_steps.config_checks import config_warnings, resolved_min_side
 from leaf_steps.datasets.fingerprint import dataset_fingerprint
 from leaf_steps.errors import ConfigError, LeafError
-from leaf_steps.teachers.base import BACKENDS
+from leaf_steps.teachers.base import BACKENDS, backend_class, split_spec
 from leaf_steps.training.epochs import candidate_epochs
 
 
@@ -27,6 +27,11 @@ RES = config["resources_dir"]
 LOGS = f"{R}/logs"
 BENCH = f"{R}/benchmarks"
 MANIFEST = f"{R}/dataset/manifest.parquet"
+# The split-free image list (image_id, path, sha256): teacher scoring's input, so a new split rescores nothing.
+IMAGES = f"{R}/dataset/images.parquet"
+# Every teacher answer, keyed by image bytes and score settings, shared by all runs and configs
+# (leaf_steps/teachers/store.py).
+TEACHER_STORE = config.get("teacher_store") or f"{RES}/teacher_store"
 # Steps (`python -m leaf_steps.<step>`) always import leaf_steps from this checkout: the code that
 # runs is the code that is hashed into params. A shell prefix rather than a variable in each command:
 # it also applies inside conda envs (which drop an inherited PYTHONPATH; the prefix runs after the
@@ -68,6 +73,22 @@ def teacher_env(teacher):
 def jq(obj):
     """A JSON value quoted for the shell: settings reach the step as one argument."""
     return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+class Untracked:
+    """A params value Snakemake does not track: it records and compares only builtin values (strings,
+    numbers, containers; snakemake/persistence), so changing this one reruns no job. For settings that
+    change how a job runs, never what it writes (batch size, concurrency, timeouts, endpoint, error
+    threshold, the score store's folder). It reaches the shell as quoted JSON."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self):
+        return jq(self.value)
+
+    def __repr__(self):
+        return f"Untracked({self.value!r})"
 
 
 def step_code(*modules):
@@ -131,25 +152,13 @@ def teacher_inputs(teacher):
     return {}
 
 
-def step_prompts(kind):
-    """The prompt a scoring step uses ("point" or "pair"), the other one replaced by a placeholder:
-    backends check at setup that both are set, but only the step's own prompt may reach its params,
-    so that editing the point prompt rescores no pairs (and the reverse)."""
-    return {k: (p if k == kind else f"(not used by the {kind} scoring step)") for k, p in config["prompts"].items()}
-
-
 # scoring.* defaults of token-reading teachers: they reach a scoring step through teacher_spec only,
 # so that a stand-in teacher, which reads no tokens, is not rescored when they change.
 TOKEN_DEFAULTS = ("missing_token_policy", "min_token_mass")
 
 
-def step_scoring(kind):
-    """The scoring settings a step depends on: asking pairs in both orders concerns pair scoring only."""
-    return {k: v for k, v in config["scoring"].items()
-            if (kind == "pair" or k != "both_orders") and k not in TOKEN_DEFAULTS}
-
-
 def teacher_spec(teacher):
+    """teachers.<name> as the scoring steps run it: token defaults from scoring.*, the NIQE model's path."""
     spec = dict(config["teachers"][teacher])
     if spec["backend"] in ("vllm", "transformers"):  # only token-reading backends impute or check label tokens
         for key in TOKEN_DEFAULTS:
@@ -157,6 +166,26 @@ def teacher_spec(teacher):
     if spec["backend"] == "niqe":
         spec["model_path"] = teacher_inputs(teacher)["niqe_model"]
     return spec
+
+
+def teacher_part(teacher, part):
+    """One part of the teacher block (leaf_steps.teachers.base.split_spec): "score" (what changes an
+    answer: the scoring rules' tracked params), "acceptance" (min_token_mass: the assembling rules')."""
+    return split_spec(teacher_spec(teacher))[part]
+
+
+def scoring_prompt(teacher, kind):
+    """The kind's prompt, for a teacher that reads prompts (None for the NIQE stand-in: editing the
+    prompts reruns none of its jobs)."""
+    return config["prompts"][kind] if backend_class(config["teachers"][teacher]["backend"]).reads_prompts else None
+
+
+def scoring_run(teacher):
+    """How a scoring job runs (Untracked: none of it changes an answer): the whole teacher block, both
+    prompts (backends check both are set), batch size, error threshold, the score store's folder."""
+    return Untracked({"teacher": teacher_spec(teacher), "prompts": config["prompts"],
+                      "batch_size": config["scoring"]["batch_size"],
+                      "max_error_fraction": config["scoring"]["max_error_fraction"], "store": TEACHER_STORE})
 
 
 def pair_tau(variant):
