@@ -10,10 +10,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from leaf_steps.cli import run_step
-from leaf_steps.errors import InputError
-from leaf_steps.io import make_provenance, read_provenance, read_shards, write_parquet
-from leaf_steps.scoring import mass_summary
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import make_provenance, read_provenance, read_shards, write_parquet
+from leaf_steps.teachers.scoring import mass_summary
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -30,13 +30,13 @@ from pathlib import Path
 
 import polars as pl
 
-from leaf_steps.cli import json_arg, run_step
+from leaf_steps.core.cli import json_arg, run_step
 from leaf_steps.datasets import DATASETS, dataset_settings, get_dataset
 from leaf_steps.datasets.common import split_counts
 from leaf_steps.images.check import CACHE_NAME, check_images, default_workers
 from leaf_steps.datasets.labels_check import small_test_split_warning
-from leaf_steps.errors import InputError
-from leaf_steps.io import atomic_write_text, make_provenance, write_parquet
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import atomic_write_text, make_provenance, write_parquet
 
 log = logging.getLogger("leaf.prepare_dataset")
 LEGACY_MARKER = ".ready.json"

@@ -20,11 +20,11 @@ from typing import Any
 
 import polars as pl
 
-from leaf_steps.cli import json_arg, run_step
-from leaf_steps.errors import InputError
-from leaf_steps.io import make_provenance, read_parquet, stable_hash
-from leaf_steps.scoring import answer_advice, run_batches, shard_rows
-from leaf_steps.teacher_math import LabelScores, pair_confidence, pair_probability, preference_label
+from leaf_steps.core.cli import json_arg, run_step
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import make_provenance, read_parquet, stable_hash
+from leaf_steps.teachers.scoring import answer_advice, run_batches, shard_rows
+from leaf_steps.teachers.teacher_math import LabelScores, pair_confidence, pair_probability, preference_label
 from leaf_steps.teachers.base import ImageRef, make_teacher
 
 

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from leaf_steps.evaluation.common_set import Run, evaluate_runs, labelled_test_images
-from leaf_steps.metrics import iqa_metrics, logistic4
+from leaf_steps.evaluation.metrics import iqa_metrics, logistic4
 
 
 def test_metrics_by_hand_three_points():

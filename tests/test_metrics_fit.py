@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from leaf_steps.metrics import fit_logistic4, iqa_metrics, logistic4
+from leaf_steps.evaluation.metrics import fit_logistic4, iqa_metrics, logistic4
 
 
 def closed_form(x, b1, b2, b3, b4):

@@ -19,8 +19,8 @@ from hypothesis.extra import numpy as hnp
 from scipy import stats
 from scipy.special import expit, log_softmax
 
-from leaf_steps import losses
-from leaf_steps import teacher_math as tm
+from leaf_steps.training import losses
+from leaf_steps.teachers import teacher_math as tm
 
 VALUES = np.array(tm.LEVEL_VALUES)
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from fake_vllm_server import Behaviour, FakeVllmServer
 from leaf_steps.datasets.common import extract_archive
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-leaf-test-7f3a9c1e5b2d4f60a8e1"

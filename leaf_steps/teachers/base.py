@@ -5,10 +5,10 @@ A teacher answers two questions through token log-likelihoods at one answer posi
 * point: log-likelihoods of the five level words (``teacher_math.LEVELS``) for one image;
 * pair: log-likelihoods of "A" and "B" for two images shown as A (first) then B.
 
-Backends return :class:`~leaf_steps.teacher_math.LabelScores` per item, one per input,
+Backends return :class:`~leaf_steps.teachers.teacher_math.LabelScores` per item, one per input,
 in order. A failure for one item is a ``LabelScores`` with ``error`` set, never an
 exception that loses the batch; only a failure to set the backend up at all raises
-:class:`~leaf_steps.errors.TeacherError`.
+:class:`~leaf_steps.core.errors.TeacherError`.
 
 Backends are picked by ``teachers.<name>.backend`` in the config and imported lazily
 so that the base install needs neither vLLM nor a GPU.
@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from leaf_steps.errors import ConfigError
-from leaf_steps.io import stable_hash
-from leaf_steps.teacher_math import LabelScores
+from leaf_steps.core.errors import ConfigError
+from leaf_steps.core.io import stable_hash
+from leaf_steps.teachers.teacher_math import LabelScores
 
 BACKENDS: dict[str, str] = {
-    "niqe": "leaf_steps.teachers.niqe:NiqeTeacher",
+    "niqe": "leaf_steps.teachers.standin:NiqeTeacher",
     "transformers": "leaf_steps.teachers.hf:TransformersTeacher",
     "vllm": "leaf_steps.teachers.vllm:VllmTeacher",
 }

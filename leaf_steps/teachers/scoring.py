@@ -3,7 +3,7 @@
 Resumable: every batch of rows is written atomically to ``<resume_dir>/batch-NNNNNN.parquet``
 as soon as it is scored, so a killed job loses at most the batch in flight. On a rerun,
 finished batches are loaded and only their failed requests are scored again: a row whose
-answer was not a label (:data:`leaf_steps.teacher_math.NOT_ANSWERED`) is kept, since the
+answer was not a label (:data:`leaf_steps.teachers.teacher_math.NOT_ANSWERED`) is kept, since the
 same settings give the same answer. Per-item failures are rows with a non-null ``error``;
 the shard is written only if the failure fraction is within ``max_error_fraction``
 (otherwise a TeacherError says how many failed and why, and the rows stay in the resume
@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 import numpy as np
 import polars as pl
 
-from leaf_steps.errors import TeacherError
-from leaf_steps.io import read_parquet, write_json, write_parquet
-from leaf_steps.progress import progress
-from leaf_steps.teacher_math import NOT_ANSWERED
+from leaf_steps.core.errors import TeacherError
+from leaf_steps.core.io import read_parquet, write_json, write_parquet
+from leaf_steps.core.progress import progress
+from leaf_steps.teachers.teacher_math import NOT_ANSWERED
 
 T = TypeVar("T")
 log = logging.getLogger("leaf.scoring")
