@@ -19,6 +19,7 @@ from PIL import Image
 from leaf_steps import calibrate, distill
 from leaf_steps.tools import estimate_cost
 from leaf_steps.teachers import cost as teacher_cost
+from leaf_steps.training import models as student_models
 from leaf_steps.training.models import build_model as models_build_model
 from leaf_steps.core.config import load_config
 from leaf_steps.core.errors import ConfigError, InputError
@@ -232,7 +233,9 @@ def test_calibrate_work_matches_what_calibrate_runs(small, tmp_path, monkeypatch
                       *out_args(tmp_path / "s1"), "--settings", json.dumps(settings)])
         init = ["--init", str(tmp_path / "s1" / "m.safetensors")]
     counter = Counter()
-    monkeypatch.setattr(calibrate, "build_model", counter.build(models_build_model))
+    counted = counter.build(models_build_model)
+    monkeypatch.setattr(calibrate, "build_model", counted)
+    monkeypatch.setattr(student_models, "build_model", counted)  # load_checkpoint builds the stage-1 model
     settings = {"student": STUDENT, "calibration": config["calibration"], "student_model": None, "device": "cpu",
                 "seed": 0}
     calibrate.main(["--manifest", str(root / "manifest.parquet"), "--subset", str(tmp_path / "subset.parquet"),

@@ -20,6 +20,7 @@ from scipy import stats
 
 from leaf_steps import calibrate, distill
 from leaf_steps.training.data import image_rows, make_loader as data_make_loader, read_manifest
+from leaf_steps.training import models as student_models
 from leaf_steps.training.models import build_model as models_build_model, load_checkpoint
 from leaf_steps.training.scoring import predict
 from leaf_steps.core.io import read_provenance
@@ -81,6 +82,7 @@ class Recorder:
         for step in (distill, calibrate):  # the stages import both by name
             monkeypatch.setattr(step, "make_loader", make_loader)
             monkeypatch.setattr(step, "build_model", build_model)
+        monkeypatch.setattr(student_models, "build_model", build_model)  # load_checkpoint's stage-1 model
 
 
 class _PinCheck:
