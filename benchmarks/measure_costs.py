@@ -107,7 +107,7 @@ def forward_flops(model: torch.nn.Module, crop: int) -> float:
 def measure_startup(name: str, device: torch.device, repeats: int = 2) -> float:
     """Seconds a student job spends before its first batch: a fresh interpreter importing the
     step, building the model and moving it to the device (CUDA context included)."""
-    code = ("import torch; from leaf_steps import calibrate, distill; from leaf_steps import student as st; "
+    code = ("import torch; from leaf_steps import calibrate, distill; from leaf_steps.training.models import build_model; "
             f"m = build_model({name!r}, False).to({str(device)!r}); "
             "torch.cuda.synchronize() if torch.cuda.is_available() else None")
     times = []

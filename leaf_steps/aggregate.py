@@ -68,7 +68,11 @@ def markdown_table(summary: pl.DataFrame, method_order: Sequence[str], headline:
                     row.append("-")
                 else:
                     n = f" (n={c['n_images']})" if per_cell_n else ""
-                    row.append(f"{c[f'{m}_mean']:.3f} ± {c[f'{m}_std']:.3f}{n}")
+                    mean, std = c[f"{m}_mean"], c[f"{m}_std"]
+                    if mean is None or mean != mean:  # NaN: some seed predicted a constant (correlation undefined)
+                        row.append(f"undefined (a run predicted a constant){n}")
+                    else:
+                        row.append(f"{mean:.3f} ± {std:.3f}{n}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

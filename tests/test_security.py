@@ -205,5 +205,5 @@ def test_nothing_unpickles_a_file():
                 if keywords.get("use_safetensors") != "True":
                     offences.append(f"{where} without use_safetensors=True")
     assert offences == []
-    student = (ROOT / "leaf_steps/student.py").read_text()
+    student = (ROOT / "leaf_steps/training/models.py").read_text()
     assert "from safetensors.torch import load_file" in student
