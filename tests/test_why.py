@@ -43,8 +43,14 @@ def test_nothing_changed(done):
 
 
 def test_a_setting_is_named_with_its_old_and_new_value(done, tmp_path):
-    out = leaf_why(with_config(done, tmp_path, lambda cfg: cfg["distill"].update(lr=1.0e-3)))
-    assert job_block(out, "distill (variant=leaf)") == ["setting distill.lr: 0.002 -> 0.001"]
+    old = {}
+
+    def set_lr(cfg):
+        old["lr"] = cfg["distill"]["lr"]
+        cfg["distill"].update(lr=old["lr"] * 2)
+
+    out = leaf_why(with_config(done, tmp_path, set_lr))
+    assert job_block(out, "distill (variant=leaf)") == [f"setting distill.lr: {old['lr']} -> {old['lr'] * 2}"]
     # Few-shot calibrations start from the stage-1 epoch chosen on their subset (distill.selection: mos_subset).
     stage1 = "results/tiny/students/leaf/stage1"
     assert job_block(out, "calibrate (variant=leaf, ratio=0.3, seed=0)") == [
