@@ -1,4 +1,4 @@
-"""Speed of the NIQE stand-in teacher (leaf_steps.niqe), side by side with decoding the same image.
+"""Speed of the NIQE stand-in teacher (leaf_steps.teachers.niqe_model), side by side with decoding the same image.
 
 The stand-in scores every demo image and every pair, so it should cost about as much as reading
 the image, not orders of magnitude more. For each size the script prints the best of N timings of
@@ -23,7 +23,7 @@ from PIL import Image
 
 from leaf_steps.images import load_rgb
 from leaf_steps.make_demo_dataset import load_reference
-from leaf_steps.niqe import fit_pristine_model, niqe_score
+from leaf_steps.teachers.niqe_model import fit_pristine_model, niqe_score
 
 FIT_REFS = ["rocket", "motorcycle_left", "hubble_deep_field", "moon", "coins", "grass", "gravel", "brick"]
 

@@ -46,8 +46,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from measure_costs import photo_like
 
-from leaf_steps import predict
-from leaf_steps import student as st
+from leaf_steps.tools import predict
+from leaf_steps.training.models import build_model, load_checkpoint, save_checkpoint
+from leaf_steps.training.transforms import EvalTransform
 from leaf_steps.images import load_rgb
 from leaf_steps.inference import batches, inputs
 from leaf_steps.inference.export import save_onnx
@@ -73,10 +74,10 @@ def make_folder(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:
 
 def make_checkpoint(name: str, folder: Path) -> Path:
     torch.manual_seed(0)
-    model = st.build_model(name, pretrained=False)
+    model = build_model(name, pretrained=False)
     path = folder / f"{name}.safetensors"
     settings = {"student": {"model": name, "pretrained": False, "resize": RESIZE, "crop": CROP}}
-    st.save_checkpoint(model, path, model_name=name, stage="distill", settings=settings, output_units="teacher_score")
+    save_checkpoint(model, path, model_name=name, stage="distill", settings=settings, output_units="teacher_score")
     return path
 
 
@@ -99,7 +100,7 @@ def timed_rate(fn, batches_: list[torch.Tensor], device: torch.device, warmup: i
     return n / (time.perf_counter() - start)
 
 
-class FullDecode(st.EvalTransform):
+class FullDecode(EvalTransform):
     """The eval transform with JPEGs decoded in full (what the loader cost before the reduced-scale decode)."""
 
     def load(self, path, max_pixels=None):
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = Path(tmp)
         folder = tmp / "images"
         paths = make_folder(folder, n_images, (w, h))
-        transform = st.EvalTransform(RESIZE, CROP)
+        transform = EvalTransform(RESIZE, CROP)
         premade = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths[:batch]])
         rate_loader = loader_rate(paths, transform, batch, workers, device)
         rate_full = loader_rate(paths, FullDecode(RESIZE, CROP), batch, workers, device)
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  limit: the {limit} (loader alone {rate_loader:.1f} vs forward {bound:.1f} images/s)")
             if not gpu and not args.no_onnx:
                 onnx_path = tmp / f"{name}.onnx"
-                model, _ = st.load_checkpoint(ckpt)
+                model, _ = load_checkpoint(ckpt)
                 leaf = {"model_id": predictor.model_id, "units": predictor.units,
                         "transform": transform.describe()}
                 save_onnx(model, normalize(premade[:2]), onnx_path, leaf)

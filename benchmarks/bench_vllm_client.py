@@ -39,7 +39,7 @@ from skimage import data as skdata
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from leaf_steps import image_encoding  # noqa: E402
+from leaf_steps.teachers import image_encoding  # noqa: E402
 from leaf_steps.teachers.base import ImageRef, make_teacher  # noqa: E402
 
 PROMPTS = {"point": "Rate the quality: Excellent, Good, Fair, Poor, or Bad.", "pair": "Which is better, A or B?"}

@@ -1,7 +1,7 @@
 """Measure the per-image costs that `leaf estimate-cost` turns into GPU-hours, on this machine.
 
     python benchmarks/measure_costs.py [--device auto|cpu|cuda] [--models convnext_base ...]
-        [--base benchmarks/costs/h100.json] [--out costs.json] [--quick]
+        [--base benchmarks/costs/h100_teacher_assumed_rtx3090_students_published.json] [--out costs.json] [--quick]
 
 What it measures, side by side in one run:
 
@@ -43,7 +43,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from leaf_steps import student as st  # noqa: E402
+from leaf_steps.training.data import ImageDataset, ImageRow  # noqa: E402
+from leaf_steps.training.models import build_model  # noqa: E402
+from leaf_steps.training.runtime import autocast, choose_device, use_amp  # noqa: E402
+from leaf_steps.training.transforms import train_transform  # noqa: E402
 
 SIZES = [(256, 256), (512, 384), (512, 512), (683, 512), (1024, 768), (1024, 1024)]
 MODELS = ["resnet18", "resnet50", "convnext_tiny", "convnext_base", "convnext_large"]
@@ -71,8 +74,8 @@ def measure_loader(folder: Path, repeats: int, resize: int, crop: int) -> dict[s
             photo_like(w, h, k).save(buf, "JPEG", quality=92)
             p.write_bytes(buf.getvalue())
             paths.append(p)
-        rows = [st.ImageRow(image_id=p.stem, path=p, row=i, manifest="benchmark") for i, p in enumerate(paths)]
-        ds = st.ImageDataset(rows, st.train_transform(crop), resize, cache=None)
+        rows = [ImageRow(image_id=p.stem, path=p, row=i, manifest="benchmark") for i, p in enumerate(paths)]
+        ds = ImageDataset(rows, train_transform(crop), resize, cache=None)
         ds[0]  # warm-up (imports, allocator)
         times = []
         for _ in range(repeats):
@@ -104,8 +107,8 @@ def forward_flops(model: torch.nn.Module, crop: int) -> float:
 def measure_startup(name: str, device: torch.device, repeats: int = 2) -> float:
     """Seconds a student job spends before its first batch: a fresh interpreter importing the
     step, building the model and moving it to the device (CUDA context included)."""
-    code = ("import torch; from leaf_steps import calibrate, distill; from leaf_steps import student as st; "
-            f"m = st.build_model({name!r}, False).to({str(device)!r}); "
+    code = ("import torch; from leaf_steps import calibrate, distill; from leaf_steps.training.models import build_model; "
+            f"m = build_model({name!r}, False).to({str(device)!r}); "
             "torch.cuda.synchronize() if torch.cuda.is_available() else None")
     times = []
     for _ in range(repeats):
@@ -116,10 +119,10 @@ def measure_startup(name: str, device: torch.device, repeats: int = 2) -> float:
 
 
 def measure_student(name: str, device: torch.device, batch: int, steps: int, warmup: int, crop: int) -> dict[str, float]:
-    model = st.build_model(name, pretrained=False)
+    model = build_model(name, pretrained=False)
     fwd_flops = forward_flops(model, crop)
     model = model.to(device)
-    amp = st.use_amp(device, True)
+    amp = use_amp(device, True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, crop, crop, device=device)
 
@@ -132,7 +135,7 @@ def measure_student(name: str, device: torch.device, batch: int, steps: int, war
         if k == warmup:
             sync()
             start = time.perf_counter()
-        with st.autocast(device, amp):
+        with autocast(device, amp):
             loss = model(x).float().square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -145,7 +148,7 @@ def measure_student(name: str, device: torch.device, batch: int, steps: int, war
             if k == warmup:
                 sync()
                 start = time.perf_counter()
-            with st.autocast(device, amp):
+            with autocast(device, amp):
                 model(x)
         sync()
     eval_rate = steps * batch / (time.perf_counter() - start)
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--models", nargs="+", default=MODELS)
-    ap.add_argument("--base", default=str(ROOT / "benchmarks" / "costs" / "h100.json"))
+    ap.add_argument("--base", default=str(ROOT / "benchmarks" / "costs" / "h100_teacher_assumed_rtx3090_students_published.json"))
     ap.add_argument("--out", help="write the costs JSON here")
     ap.add_argument("--resize", type=int, default=256, help="student.resize (default %(default)s)")
     ap.add_argument("--crop", type=int, default=224, help="student.crop (default %(default)s)")
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="few steps, small CPU batches (a smoke run)")
     args = ap.parse_args(argv)
 
-    device = st.choose_device(args.device)
+    device = choose_device(args.device)
     gpu = device.type == "cuda"
     batch = args.batch or (96 if gpu else (4 if args.quick else 16))
     steps, warmup = (30, 10) if gpu and not args.quick else ((2, 1) if args.quick else (4, 1))

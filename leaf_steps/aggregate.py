@@ -20,18 +20,13 @@ from pathlib import Path
 
 import polars as pl
 
-from leaf_steps.cli import run_step
-from leaf_steps.errors import InputError
-from leaf_steps.io import atomic_write_text, make_provenance, read_parquet, write_parquet
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.errors import InputError
+from leaf_steps.evaluation.labels import DISPLAY, PLCC_NOTE, TABLE_PLCC, ratio_label
+from leaf_steps.core.io import atomic_write_text, make_provenance, read_parquet, write_parquet
 
 METRICS = ["srcc", "plcc", "plcc_logistic", "krcc", "rmse", "rmse_logistic"]
 RUN_COLUMNS = ["method", "ratio", "seed", "n", "n_test", "n_missing", *METRICS]
-DISPLAY = {"teacher_zero_shot": "Teacher (zero-shot)", "teacher_linear": "Teacher + linear calibration",
-           "cft_only": "CFT-only (student on MOS subset alone)"}
-TABLE_PLCC = "plcc"  # the table's PLCC columns: raw Pearson correlation (summary.parquet also has plcc_logistic)
-PLCC_NOTE = ("PLCC is the raw Pearson correlation of the predictions with MOS (no fitted mapping); "
-             "`summary.parquet` has it as `plcc_*` beside `plcc_logistic_*`, the PLCC after the VQEG 4-parameter "
-             "logistic fit.")
 RULE_TEXT = {
     "teacher": "teacher rule: the lowest held-out distillation loss, no MOS",
     "mos_subset": "mos_subset rule: the highest SRCC + PLCC of the stage-1 outputs on the subset's own calib_val "
@@ -56,10 +51,6 @@ def summarize(runs: pl.DataFrame) -> pl.DataFrame:
     return runs.group_by("method", "ratio").agg(aggs).sort("method", "ratio")
 
 
-def ratio_label(r: float) -> str:
-    return "label-free" if r == 0 else f"{r * 100:g}% MOS"
-
-
 def markdown_table(summary: pl.DataFrame, method_order: Sequence[str], headline: str | None) -> str:
     """Rows: methods; columns: ratio x (SRCC, raw PLCC). When cells used different numbers of test
     images (runs not evaluated together), each cell says its own count."""
@@ -77,7 +68,11 @@ def markdown_table(summary: pl.DataFrame, method_order: Sequence[str], headline:
                     row.append("-")
                 else:
                     n = f" (n={c['n_images']})" if per_cell_n else ""
-                    row.append(f"{c[f'{m}_mean']:.3f} ± {c[f'{m}_std']:.3f}{n}")
+                    mean, std = c[f"{m}_mean"], c[f"{m}_std"]
+                    if mean is None or mean != mean:  # NaN: some seed predicted a constant (correlation undefined)
+                        row.append(f"undefined (a run predicted a constant){n}")
+                    else:
+                        row.append(f"{mean:.3f} ± {std:.3f}{n}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

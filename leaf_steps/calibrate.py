@@ -62,11 +62,18 @@ import numpy as np
 import polars as pl
 import torch
 
-from leaf_steps import losses
-from leaf_steps import student as st
-from leaf_steps.cli import json_arg, run_step
-from leaf_steps.errors import ConfigError, InputError
-from leaf_steps.io import make_provenance, read_parquet, read_provenance, stable_hash, write_parquet
+from leaf_steps.training import losses
+from leaf_steps.core.progress import progress
+from leaf_steps.evaluation.correlation import finite_or_none, plcc, srcc
+from leaf_steps.training.data import ImageDataset, check_images_exist, image_rows, make_loader, read_manifest, shared_cache
+from leaf_steps.training.models import build_model, copy_state, fold_affine_into_head, load_checkpoint, read_checkpoint_metadata, save_checkpoint
+from leaf_steps.training.optim import batch_indices, current_lr, make_optimizer, make_scheduler, seed_everything
+from leaf_steps.training.runtime import autocast, choose_device, use_amp
+from leaf_steps.training.scoring import predict
+from leaf_steps.training.settings import settings_block, settings_model_name, settings_seed, student_block, student_train_transform
+from leaf_steps.core.cli import json_arg, run_step
+from leaf_steps.core.errors import ConfigError, InputError
+from leaf_steps.core.io import make_provenance, read_parquet, read_provenance, stable_hash, write_parquet
 from leaf_steps.training.selection import calib_val_hash, correlation_score, find_epoch_checkpoint
 
 log = logging.getLogger("leaf.calibrate")
@@ -91,11 +98,11 @@ class CalibrationSettings:
 
     @classmethod
     def parse(cls, settings: Any) -> CalibrationSettings:
-        student = st.student_block(settings)
-        calibration = st.settings_block(settings, "calibration")
+        student = student_block(settings)
+        calibration = settings_block(settings, "calibration")
         return cls(raw=settings, student=student, calibration=calibration,
-                   model_name=st.settings_model_name(settings, student),
-                   device=settings.get("device") or "auto", seed=st.settings_seed(settings, 0))
+                   model_name=settings_model_name(settings, student),
+                   device=settings.get("device") or "auto", seed=settings_seed(settings, 0))
 
 
 def load_subset(path: str, manifest: pl.DataFrame) -> pl.DataFrame:
@@ -153,7 +160,7 @@ def stage1_start(init: str | None, selection: str | None, checkpoints: Sequence[
     if bool(selection) != bool(checkpoints):
         raise ConfigError("--stage1-selection and --stage1-checkpoints go together")
     if init:
-        return Stage1Start(init, _epoch_of(st.read_checkpoint_metadata(init), init), "teacher")
+        return Stage1Start(init, _epoch_of(read_checkpoint_metadata(init), init), "teacher")
     if not selection:
         return None
     table = read_parquet(selection, ["epoch", "selected"])
@@ -166,7 +173,7 @@ def stage1_start(init: str | None, selection: str | None, checkpoints: Sequence[
         raise InputError(f"{selection}: made on other calib_val images than this MOS subset's "
                          f"(subset recorded there: {prov.get('subset')})")
     epoch = int(chosen["epoch"][0])
-    found = [(str(c), _epoch_of(st.read_checkpoint_metadata(c), str(c))) for c in checkpoints]
+    found = [(str(c), _epoch_of(read_checkpoint_metadata(c), str(c))) for c in checkpoints]
     return Stage1Start(find_epoch_checkpoint(found, epoch), epoch, prov.get("rule", "mos_subset"),
                        prov.get("reason"), selection)
 
@@ -176,18 +183,18 @@ def evaluate(model, rows, mos: np.ndarray, mean: float, std: float, cfg: Calibra
     if not rows:
         return {"val_srcc": None, "val_plcc": None, "val_rmse": None}
     scfg = cfg.student
-    pred = st.predict(model, rows, resize=scfg["resize"], crop=scfg["crop"], device=device,
+    pred = predict(model, rows, resize=scfg["resize"], crop=scfg["crop"], device=device,
                       batch_size=cfg.calibration["batch_size"], amp=scfg["amp"],
                       num_workers=scfg["num_workers"], cache=cache, desc=desc) * std + mean
-    return {"val_srcc": st.finite_or_none(st.spearman(pred, mos)),
-            "val_plcc": st.finite_or_none(st.pearson(pred, mos)),
+    return {"val_srcc": finite_or_none(srcc(pred, mos)),
+            "val_plcc": finite_or_none(plcc(pred, mos)),
             "val_rmse": float(np.sqrt(np.mean((pred - mos) ** 2)))}
 
 
 def affine_init(model, rows, z: np.ndarray, cfg: CalibrationSettings, device, cache) -> dict[str, float] | None:
     """Least-squares fit z ~ a * s + c of standardised MOS on the stage-1 outputs, folded into the head."""
     scfg = cfg.student
-    s = st.predict(model, rows, resize=scfg["resize"], crop=scfg["crop"], device=device,
+    s = predict(model, rows, resize=scfg["resize"], crop=scfg["crop"], device=device,
                    batch_size=cfg.calibration["batch_size"], amp=scfg["amp"],
                    num_workers=scfg["num_workers"], cache=cache, desc="calibrate init")
     if np.ptp(s) == 0:
@@ -195,9 +202,9 @@ def affine_init(model, rows, z: np.ndarray, cfg: CalibrationSettings, device, ca
                     "skipping the affine initialisation of the output layer")
         return None
     a, c = np.polyfit(s, z, 1)
-    st.fold_affine_into_head(model, float(a), float(c))
+    fold_affine_into_head(model, float(a), float(c))
     log.info("calibrate: output layer initialised as %.4f * stage1 + %.4f (standardised MOS)", a, c)
-    return {"scale": float(a), "shift": float(c), "stage1_srcc_train": st.finite_or_none(st.spearman(s, z))}
+    return {"scale": float(a), "shift": float(c), "stage1_srcc_train": finite_or_none(srcc(s, z))}
 
 
 def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, subset: pl.DataFrame,
@@ -213,27 +220,27 @@ def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, 
         raise InputError(f"all {tr.height} calib_train MOS equal {mean}; nothing to calibrate against")
     z_train = torch.from_numpy((y_train - mean) / std).float()
     y_val = va["mos"].to_numpy()
-    train_rows = st.image_rows(manifest, manifest_path, tr["image_id"])
-    val_rows = st.image_rows(manifest, manifest_path, va["image_id"])
-    st.check_images_exist(train_rows + val_rows)
+    train_rows = image_rows(manifest, manifest_path, tr["image_id"])
+    val_rows = image_rows(manifest, manifest_path, va["image_id"])
+    check_images_exist(train_rows + val_rows)
     init = stage1.path if stage1 else None
     info: dict[str, Any] = {"calib_train": tr.height, "calib_val": va.height, "mos_mean": mean, "mos_std": std,
                             "init": init}
 
-    st.seed_everything(cfg.seed)
-    cache = st.shared_cache(scfg["num_workers"])
+    seed_everything(cfg.seed)
+    cache = shared_cache(scfg["num_workers"])
     if init:
-        model, meta = st.load_checkpoint(init, device)
+        model, meta = load_checkpoint(init, device)
         if meta["model"] != cfg.model_name:
             raise ConfigError(f"settings.student_model: {cfg.model_name!r} but the stage-1 checkpoint {init} holds a "
                               f"{meta['model']!r} student")
         info["affine_init"] = affine_init(model, train_rows, z_train.numpy(), cfg, device, cache)
     else:
-        model = st.build_model(cfg.model_name, scfg["pretrained"]).to(device)
-    optimizer = st.make_optimizer(model, ccfg["lr"], ccfg["weight_decay"])
-    scheduler = st.make_scheduler(optimizer, ccfg["epochs"])
-    train_ds = st.ImageDataset(train_rows, st.student_train_transform(scfg), scfg["resize"], cache)
-    amp = st.use_amp(device, scfg["amp"])
+        model = build_model(cfg.model_name, scfg["pretrained"]).to(device)
+    optimizer = make_optimizer(model, ccfg["lr"], ccfg["weight_decay"])
+    scheduler = make_scheduler(optimizer, ccfg["epochs"])
+    train_ds = ImageDataset(train_rows, student_train_transform(scfg), scfg["resize"], cache)
+    amp = use_amp(device, scfg["amp"])
 
     records: list[dict[str, Any]] = []
     best_score, best_state, best_epoch = -math.inf, None, None
@@ -242,18 +249,18 @@ def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, 
         val = evaluate(model, val_rows, y_val, mean, std, cfg, device, cache, "calibrate val 0")
         records.append({"epoch": 0, **val, "lr": None, "seconds": time.monotonic() - start})
         if selection_score(val["val_srcc"], val["val_plcc"]) > best_score:
-            best_score, best_state, best_epoch = selection_score(val["val_srcc"], val["val_plcc"]), st.copy_state(model), 0
+            best_score, best_state, best_epoch = selection_score(val["val_srcc"], val["val_plcc"]), copy_state(model), 0
 
     for epoch in range(1, ccfg["epochs"] + 1):
         start = time.monotonic()
-        lr = st.current_lr(optimizer)
+        lr = current_lr(optimizer)
         order = np.random.default_rng([cfg.seed, 4, epoch]).permutation(tr.height).tolist()
-        batches = st.batch_indices(order, ccfg["batch_size"])
-        loader = st.make_loader(train_ds, batches, scfg["num_workers"], cfg.seed * 1000 + epoch, device)
+        batches = batch_indices(order, ccfg["batch_size"])
+        loader = make_loader(train_ds, batches, scfg["num_workers"], cfg.seed * 1000 + epoch, device)
         model.train()
         sums = np.zeros(3)
-        for k, (images, idx) in enumerate(st.progress(loader, total=len(batches), desc=f"calibrate epoch {epoch}")):
-            with st.autocast(device, amp):
+        for k, (images, idx) in enumerate(progress(loader, total=len(batches), desc=f"calibrate epoch {epoch}")):
+            with autocast(device, amp):
                 out = model(images.to(device, non_blocking=True)).reshape(-1)
             terms = losses.calibration_loss(out.float(), z_train[idx].to(device), ccfg["lambda_cal"])
             if not torch.isfinite(terms.total):
@@ -272,14 +279,14 @@ def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, 
                  val["val_srcc"], val["val_plcc"])
         score = selection_score(val["val_srcc"], val["val_plcc"])
         if score > best_score:
-            best_score, best_state, best_epoch = score, st.copy_state(model), epoch
+            best_score, best_state, best_epoch = score, copy_state(model), epoch
     if best_state is None:
         log.warning("calibrate: no calib_val rows with defined SRCC/PLCC; keeping the last epoch")
         best_epoch = ccfg["epochs"]
     else:
         model.load_state_dict(best_state)
     # Standardised -> MOS units, inside the output layer, so the checkpoint predicts MOS directly.
-    st.fold_affine_into_head(model, std, mean)
+    fold_affine_into_head(model, std, mean)
     for r in records:
         r["selected"] = r["epoch"] == best_epoch
         r["stage1_epoch"] = stage1.epoch if stage1 else None
@@ -305,19 +312,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = CalibrationSettings.parse(args.settings)
-    device = st.choose_device(cfg.device)
-    manifest = st.read_manifest(args.manifest)
+    device = choose_device(cfg.device)
+    manifest = read_manifest(args.manifest)
     subset = load_subset(args.subset, manifest)
     # Resolved (and every checkpoint's metadata read) before touching any image.
     start = stage1_start(args.init, args.stage1_selection, args.stage1_checkpoints, subset)
     if start:
         log.info("calibrate: starting from stage-1 epoch %s (%s rule%s): %s", start.epoch, start.rule,
                  f"; fallback: {start.reason}" if start.reason else "", start.path)
-    test_rows = st.image_rows(manifest, args.manifest, manifest.filter(pl.col("split") == "test")["image_id"])
-    st.check_images_exist(test_rows)
+    test_rows = image_rows(manifest, args.manifest, manifest.filter(pl.col("split") == "test")["image_id"])
+    check_images_exist(test_rows)
 
     model, loss_df, info = train(cfg, args.manifest, manifest, subset, start, device)
-    preds = st.predict(model, test_rows, resize=cfg.student["resize"], crop=cfg.student["crop"], device=device,
+    preds = predict(model, test_rows, resize=cfg.student["resize"], crop=cfg.student["crop"], device=device,
                        batch_size=cfg.calibration["batch_size"], amp=cfg.student["amp"],
                        num_workers=cfg.student["num_workers"], desc="calibrate predict test")
 
@@ -328,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         counts={**info, "test_images": len(test_rows)}, selected_epoch=info["selected_epoch"],
         stage1_epoch=start.epoch if start else None, stage1_selection=start.rule if start else None,
         stage1_selection_reason=start.reason if start else None)
-    st.save_checkpoint(model, args.out_model, model_name=cfg.model_name, stage="calibrate", settings=cfg.raw,
+    save_checkpoint(model, args.out_model, model_name=cfg.model_name, stage="calibrate", settings=cfg.raw,
                        output_units="mos", extra={"selected_epoch": str(info["selected_epoch"]),
                                                   "provenance": provenance})
     write_parquet(loss_df, args.out_losses, provenance)

@@ -66,12 +66,52 @@ import numpy as np
 import polars as pl
 import torch
 
-from leaf_steps import losses
-from leaf_steps import student as st
-from leaf_steps.cli import json_arg, run_step
-from leaf_steps.errors import ConfigError, InputError
-from leaf_steps.io import make_provenance, parquet_files, read_shards, stable_hash, write_parquet
-from leaf_steps.training.epochs import EPOCH_PREDICTION_SCHEMA, candidate_epochs, labelled_training_ids
+from leaf_steps.core.cli import json_arg, run_step
+from leaf_steps.core.errors import ConfigError, InputError
+from leaf_steps.core.io import (
+    make_provenance,
+    parquet_files,
+    read_shards,
+    stable_hash,
+    write_parquet,
+)
+from leaf_steps.core.progress import progress
+from leaf_steps.evaluation.correlation import finite_or_none
+from leaf_steps.evaluation.correlation import srcc as correlation_srcc
+from leaf_steps.training import losses
+from leaf_steps.training.data import (
+    ImageDataset,
+    ImageRow,
+    check_images_exist,
+    image_rows,
+    make_loader,
+    read_manifest,
+    shared_cache,
+)
+from leaf_steps.training.epochs import (
+    EPOCH_PREDICTION_SCHEMA,
+    candidate_epochs,
+    labelled_training_ids,
+)
+from leaf_steps.training.holdout import holdout_ids
+from leaf_steps.training.models import build_model, copy_state, save_checkpoint
+from leaf_steps.training.optim import (
+    batch_indices,
+    current_lr,
+    make_optimizer,
+    make_scheduler,
+    seed_everything,
+)
+from leaf_steps.training.runtime import autocast, choose_device, use_amp
+from leaf_steps.training.scoring import predict
+from leaf_steps.training.settings import (
+    settings_block,
+    settings_flag,
+    settings_model_name,
+    settings_seed,
+    student_block,
+    student_train_transform,
+)
 
 log = logging.getLogger("leaf.distill")
 
@@ -98,16 +138,16 @@ class DistillSettings:
 
     @classmethod
     def parse(cls, settings: Any) -> DistillSettings:
-        student = st.student_block(settings)
-        distill = st.settings_block(settings, "distill")
+        student = student_block(settings)
+        distill = settings_block(settings, "distill")
         out = cls(
             raw=settings, student=student, distill=distill,
-            model_name=st.settings_model_name(settings, student),
-            use_point=st.settings_flag(settings, "use_point", True),
-            use_pair=st.settings_flag(settings, "use_pair", True),
-            use_confidence=st.settings_flag(settings, "use_confidence", True),
+            model_name=settings_model_name(settings, student),
+            use_point=settings_flag(settings, "use_point", True),
+            use_pair=settings_flag(settings, "use_pair", True),
+            use_confidence=settings_flag(settings, "use_confidence", True),
             device=settings.get("device") or "auto",
-            seed=st.settings_seed(settings, distill["seed"]),
+            seed=settings_seed(settings, distill["seed"]),
         )
         if not (out.use_point or out.use_pair):
             raise ConfigError("settings: use_point and use_pair are both false; distillation needs at least one")
@@ -180,24 +220,6 @@ def load_pairs(paths: Sequence[str], manifest: pl.DataFrame, train_ids: set[str]
     return train.select("a_id", "b_id", "t_ab", "confidence"), counts
 
 
-def holdout_count(n: int, fraction: float) -> int:
-    """How many of ``n`` candidates are held out: round(fraction * n), at least one when
-    fraction > 0, never more than n - 2; none below three candidates."""
-    if fraction <= 0 or n < 3:
-        return 0
-    return min(n - 2, max(1, round(fraction * n)))
-
-
-def holdout_ids(candidates: Sequence[str], fraction: float, seed: int) -> set[str]:
-    """A seeded ``holdout_count`` of ``candidates``."""
-    ids = sorted(candidates)
-    n = holdout_count(len(ids), fraction)
-    if n == 0:
-        return set()
-    perm = np.random.default_rng([seed, 1]).permutation(len(ids))
-    return {ids[i] for i in perm[:n]}
-
-
 # --------------------------------------------------------------------------- training
 
 @dataclass
@@ -206,16 +228,16 @@ class EpochKeeper:
 
     cfg: DistillSettings
     paths: dict[int, Path]          # candidate epoch -> checkpoint path
-    pool: list[st.ImageRow]         # labelled training images
+    pool: list[ImageRow]         # labelled training images
     frames: list[pl.DataFrame] = field(default_factory=list)
 
     def keep(self, epoch: int, model: torch.nn.Module, device: torch.device, cache) -> None:
         if epoch not in self.paths:
             return
         cfg = self.cfg
-        st.save_checkpoint(model, self.paths[epoch], model_name=cfg.model_name, stage="distill_epoch",
+        save_checkpoint(model, self.paths[epoch], model_name=cfg.model_name, stage="distill_epoch",
                            settings=cfg.raw, output_units="teacher_score", extra={"epoch": str(epoch)})
-        scores = st.predict(model, self.pool, resize=cfg.student["resize"], crop=cfg.student["crop"], device=device,
+        scores = predict(model, self.pool, resize=cfg.student["resize"], crop=cfg.student["crop"], device=device,
                             batch_size=cfg.distill["batch_size"], amp=cfg.student["amp"],
                             num_workers=cfg.student["num_workers"], cache=cache, desc=f"distill labelled {epoch}")
         self.frames.append(pl.DataFrame({"image_id": [r.image_id for r in self.pool], "epoch": epoch,
@@ -257,7 +279,7 @@ def val_terms(scores: dict[str, float], val_points: pl.DataFrame, val_pairs: pl.
         s = np.array([scores[i] for i in val_points["image_id"]])
         y = val_points["teacher_score"].to_numpy()
         reg = float(losses.point_loss(torch.tensor(s), torch.tensor(y)))
-        srcc = st.finite_or_none(st.spearman(s, y))
+        srcc = finite_or_none(correlation_srcc(s, y))
     if val_pairs.height:
         sa = torch.tensor([scores[i] for i in val_pairs["a_id"]])
         sb = torch.tensor([scores[i] for i in val_pairs["b_id"]])
@@ -293,8 +315,8 @@ def train(cfg: DistillSettings, manifest_path: str, manifest: pl.DataFrame, poin
     # One image table for everything the loaders touch; batches index into it.
     train_ids = sorted(set(train_points["image_id"]) | set(train_pairs["a_id"]) | set(train_pairs["b_id"]))
     val_ids = sorted(set(val_points["image_id"]) | set(val_pairs["a_id"]) | set(val_pairs["b_id"]))
-    all_rows = st.image_rows(manifest, manifest_path, sorted(set(train_ids) | set(val_ids)))
-    st.check_images_exist(all_rows)
+    all_rows = image_rows(manifest, manifest_path, sorted(set(train_ids) | set(val_ids)))
+    check_images_exist(all_rows)
     index = {r.image_id: i for i, r in enumerate(all_rows)}
     val_rows = [all_rows[index[i]] for i in val_ids]
 
@@ -305,34 +327,34 @@ def train(cfg: DistillSettings, manifest_path: str, manifest: pl.DataFrame, poin
     pair_t = torch.tensor(train_pairs["t_ab"].to_numpy(), dtype=torch.float32)
     pair_w = torch.tensor(train_pairs["confidence"].to_numpy(), dtype=torch.float32)
 
-    st.seed_everything(cfg.seed)
-    model = st.build_model(cfg.model_name, scfg["pretrained"]).to(device)
-    optimizer = st.make_optimizer(model, dcfg["lr"], dcfg["weight_decay"])
-    scheduler = st.make_scheduler(optimizer, dcfg["epochs"])
-    cache = st.shared_cache(scfg["num_workers"])
-    train_ds = st.ImageDataset(all_rows, st.student_train_transform(scfg), scfg["resize"], cache)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model_name, scfg["pretrained"]).to(device)
+    optimizer = make_optimizer(model, dcfg["lr"], dcfg["weight_decay"])
+    scheduler = make_scheduler(optimizer, dcfg["epochs"])
+    cache = shared_cache(scfg["num_workers"])
+    train_ds = ImageDataset(all_rows, student_train_transform(scfg), scfg["resize"], cache)
     pair_stream = PairStream(train_pairs.height, cfg.seed)
     n_step_images = train_points.height if cfg.use_point else len(train_ids)
-    amp = st.use_amp(device, scfg["amp"])
+    amp = use_amp(device, scfg["amp"])
     if scfg["amp"] and not amp:
         log.info("student.amp ignored on %s (bf16 autocast is used on CUDA only)", device)
 
     records, best_state, best_loss = [], None, math.inf
     for epoch in range(1, dcfg["epochs"] + 1):
         start = time.monotonic()
-        lr = st.current_lr(optimizer)
+        lr = current_lr(optimizer)
         order = np.random.default_rng([cfg.seed, 3, epoch]).permutation(n_step_images).tolist()
         steps = [Step(points=b if cfg.use_point else [],
                       pairs=pair_stream.take(dcfg["pair_batch_size"]) if cfg.use_pair else [])
-                 for b in st.batch_indices(order, dcfg["batch_size"])]
+                 for b in batch_indices(order, dcfg["batch_size"])]
         batches = [[int(point_img[i]) for i in s.points] + [pair_a[j] for j in s.pairs] + [pair_b[j] for j in s.pairs]
                    for s in steps]
-        loader = st.make_loader(train_ds, batches, scfg["num_workers"], cfg.seed * 1000 + epoch, device)
+        loader = make_loader(train_ds, batches, scfg["num_workers"], cfg.seed * 1000 + epoch, device)
         model.train()
         sums = {"loss": 0.0, "reg": 0.0, "rank": 0.0}
-        for k, (step, (images, _)) in enumerate(zip(steps, st.progress(loader, total=len(steps),
+        for k, (step, (images, _)) in enumerate(zip(steps, progress(loader, total=len(steps),
                                                                         desc=f"distill epoch {epoch}"))):
-            with st.autocast(device, amp):
+            with autocast(device, amp):
                 out = model(images.to(device, non_blocking=True)).reshape(-1)
             out = out.float()
             n_p, n_q = len(step.points), len(step.pairs)
@@ -353,7 +375,7 @@ def train(cfg: DistillSettings, manifest_path: str, manifest: pl.DataFrame, poin
             sums["rank"] += terms.rank.item() if terms.rank is not None else 0.0
         scheduler.step()
         n = len(steps)
-        scores = st.predict(model, val_rows, resize=scfg["resize"], crop=scfg["crop"], device=device,
+        scores = predict(model, val_rows, resize=scfg["resize"], crop=scfg["crop"], device=device,
                             batch_size=dcfg["batch_size"], amp=scfg["amp"], num_workers=scfg["num_workers"],
                             cache=cache, desc=f"distill val {epoch}")
         val = val_terms(dict(zip(val_ids, scores.tolist())), val_points, val_pairs, cfg)
@@ -367,7 +389,7 @@ def train(cfg: DistillSettings, manifest_path: str, manifest: pl.DataFrame, poin
         log.info("distill epoch %d/%d: train %.4f val %s srcc %s (%.1f s)", epoch, dcfg["epochs"],
                  record["train_loss"], _fmt(val["val_loss"]), _fmt(val["val_teacher_srcc"]), record["seconds"])
         if val["val_loss"] is not None and val["val_loss"] < best_loss:
-            best_loss, best_state, best_epoch = val["val_loss"], st.copy_state(model), epoch
+            best_loss, best_state, best_epoch = val["val_loss"], copy_state(model), epoch
     if best_state is None:
         log.warning("distill: no held-out data for the enabled loss terms; keeping the last epoch")
         best_epoch = dcfg["epochs"]
@@ -416,18 +438,18 @@ def epoch_keeper(args: argparse.Namespace, cfg: DistillSettings, manifest: pl.Da
                           f"{cfg.distill['checkpoint_every']} keeps epochs {epochs}")
     if "mos" not in manifest.columns:
         raise InputError(f"{args.manifest}: no 'mos' column; few-shot selection needs the labelled training images")
-    pool = st.image_rows(manifest, args.manifest, labelled_training_ids(manifest))
+    pool = image_rows(manifest, args.manifest, labelled_training_ids(manifest))
     if not pool:
         log.warning("distill: no labelled training image; the epoch predictions will be empty")
-    st.check_images_exist(pool)
+    check_images_exist(pool)
     return EpochKeeper(cfg, {e: Path(p) for e, p in zip(epochs, args.out_epoch_checkpoints, strict=True)}, pool)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = DistillSettings.parse(args.settings)
-    device = st.choose_device(cfg.device)
-    manifest = st.read_manifest(args.manifest)
+    device = choose_device(cfg.device)
+    manifest = read_manifest(args.manifest)
     train_ids = set(manifest.filter(pl.col("split") == "train")["image_id"])
     points, point_counts = load_points(args.points, manifest, train_ids)
     if args.pairs:
@@ -436,15 +458,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise ConfigError("settings.use_pair is true but no --pairs file was given")
     else:
         pairs, pair_counts = pl.DataFrame(schema=PAIR_SCHEMA), {"pair_rows": 0}
-    test_rows = st.image_rows(manifest, args.manifest, manifest.filter(pl.col("split") == "test")["image_id"])
-    st.check_images_exist(test_rows)
+    test_rows = image_rows(manifest, args.manifest, manifest.filter(pl.col("split") == "test")["image_id"])
+    check_images_exist(test_rows)
     keeper = epoch_keeper(args, cfg, manifest)
 
     model, loss_df, counts = train(cfg, args.manifest, manifest, points, pairs, device, keeper)
     counts = {**point_counts, **pair_counts, **counts, "test_images": len(test_rows)}
     if keeper is not None:
         counts |= {"epoch_checkpoints": sorted(keeper.paths), "labelled_train_images": len(keeper.pool)}
-    preds = st.predict(model, test_rows, resize=cfg.student["resize"], crop=cfg.student["crop"], device=device,
+    preds = predict(model, test_rows, resize=cfg.student["resize"], crop=cfg.student["crop"], device=device,
                        batch_size=cfg.distill["batch_size"], amp=cfg.student["amp"],
                        num_workers=cfg.student["num_workers"], desc="distill predict test")
 
@@ -453,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         inputs={"manifest": args.manifest, "points": args.points, "pairs": args.pairs},
         counts=counts, selected_epoch=counts["selected_epoch"],
         stage1_epoch=counts["selected_epoch"], stage1_selection="teacher")
-    st.save_checkpoint(model, args.out_model, model_name=cfg.model_name, stage="distill", settings=cfg.raw,
+    save_checkpoint(model, args.out_model, model_name=cfg.model_name, stage="distill", settings=cfg.raw,
                        output_units="teacher_score", extra={"selected_epoch": str(counts["selected_epoch"]),
                                                             "epoch": str(counts["selected_epoch"]),
                                                             "provenance": provenance})

@@ -19,9 +19,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from leaf_steps.cli import json_arg, run_step
+from leaf_steps.core.cli import json_arg, run_step
 from leaf_steps.datasets import DATASETS, dataset_settings, get_dataset
-from leaf_steps.io import make_provenance, write_json
+from leaf_steps.core.io import make_provenance, write_json
 
 log = logging.getLogger("leaf.download_dataset")
 

@@ -27,10 +27,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from leaf_steps.cli import run_step
-from leaf_steps.errors import InputError
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.errors import InputError
 from leaf_steps.evaluation.common_set import Run, evaluate_runs, labelled_test_images
-from leaf_steps.io import make_provenance, read_parquet, read_provenance, write_parquet
+from leaf_steps.core.io import make_provenance, read_parquet, read_provenance, write_parquet
 
 log = logging.getLogger("leaf.evaluate")
 

@@ -37,9 +37,10 @@ import polars as pl
 import torch
 
 from leaf_steps import __version__
-from leaf_steps import student as st
-from leaf_steps.cli import json_arg, run_step
-from leaf_steps.errors import ConfigError, InputError
+from leaf_steps.training.data import check_images_exist, image_rows, read_manifest
+from leaf_steps.training.models import load_checkpoint
+from leaf_steps.core.cli import json_arg, run_step
+from leaf_steps.core.errors import ConfigError, InputError
 from leaf_steps.inference import card
 from leaf_steps.inference.export import (
     ONNX_FILE,
@@ -48,7 +49,7 @@ from leaf_steps.inference.export import (
     save_timm_folder,
 )
 from leaf_steps.inference.models import checkpoint_facts
-from leaf_steps.io import atomic_write_text, library_versions, read_parquet, write_json
+from leaf_steps.core.io import atomic_write_text, library_versions, read_parquet, write_json
 from leaf_steps.training.transforms import normalize
 
 log = logging.getLogger("leaf.export")
@@ -97,15 +98,15 @@ def export(checkpoint: str, manifest_path: str, runs: str | None, subset: str | 
     if missing:
         raise ConfigError(f"--settings: missing key(s) {missing}")
     facts = checkpoint_facts(checkpoint)
-    model, meta = st.load_checkpoint(checkpoint, "cpu")
+    model, meta = load_checkpoint(checkpoint, "cpu")
     model.eval()
     transform = facts["transform"]
-    manifest = st.read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path)
     test_ids = sorted(manifest.filter(pl.col("split") == "test")["image_id"].to_list())
     if not test_ids:
         raise InputError(f"{manifest_path}: no test images to check the exports on")
-    check_rows = st.image_rows(manifest, manifest_path, test_ids[:CHECK_IMAGES])
-    st.check_images_exist(check_rows)
+    check_rows = image_rows(manifest, manifest_path, test_ids[:CHECK_IMAGES])
+    check_images_exist(check_rows)
     check_paths = [r.path for r in check_rows]
 
     leaf = {"model_id": facts["model_id"], "architecture": facts["architecture"], "stage": facts["stage"],

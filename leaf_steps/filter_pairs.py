@@ -12,8 +12,8 @@ from pathlib import Path
 
 import polars as pl
 
-from leaf_steps.cli import run_step
-from leaf_steps.io import make_provenance, read_provenance, read_parquet, write_json, write_parquet
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.io import make_provenance, read_provenance, read_parquet, write_json, write_parquet
 
 
 def filter_pairs(scored: pl.DataFrame, tau: float) -> tuple[pl.DataFrame, dict[str, int | float]]:

@@ -1,7 +1,7 @@
 """Fit the pristine NIQE model for the stand-in teacher on the reference photos only.
 
 Reads every image in ``--references-dir`` (the pristine photos; never a manifest, never
-MOS), fits the NIQE multivariate Gaussian (:func:`leaf_steps.niqe.fit_pristine_model`)
+MOS), fits the NIQE multivariate Gaussian (:func:`leaf_steps.teachers.niqe_model.fit_pristine_model`)
 and writes it atomically as ``.npz``. It also stores one *anchor* NIQE score per
 reference photo, which the teacher uses to place NIQE on its quality-level axis:
 each photo is scored by a model fitted on all the *other* photos (leave-one-out), so
@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from leaf_steps.cli import json_arg, run_step
-from leaf_steps.errors import InputError
+from leaf_steps.core.cli import json_arg, run_step
+from leaf_steps.core.errors import InputError
 from leaf_steps.images.bundled import PRISTINE_PHOTOS, photo_path
-from leaf_steps.niqe import (DEFAULT_PATCH_SIZE, DEFAULT_SHARPNESS_THRESHOLD, NiqeModel, model_from_features,
+from leaf_steps.teachers.niqe_model import (DEFAULT_PATCH_SIZE, DEFAULT_SHARPNESS_THRESHOLD, NiqeModel, model_from_features,
                              patch_features, read_luminance, save_model, score_features, sharp_patches)
-from leaf_steps.teachers.niqe import validate_spec
+from leaf_steps.teachers.standin import validate_spec
 
 log = logging.getLogger("leaf.fit_niqe")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

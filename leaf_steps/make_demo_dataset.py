@@ -56,11 +56,11 @@ from PIL import Image, ImageOps
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from leaf_steps.cli import json_arg, run_step
+from leaf_steps.core.cli import json_arg, run_step
 from leaf_steps.datasets.demo import demo_manifest, resolve_split, split_references  # noqa: F401 (re-exported)
-from leaf_steps.errors import ConfigError, InputError
+from leaf_steps.core.errors import ConfigError, InputError
 from leaf_steps.images.bundled import BUNDLED_PHOTOS, SKIMAGE_DATA_DIR
-from leaf_steps.io import atomic_write_bytes, make_provenance, stable_hash, write_parquet
+from leaf_steps.core.io import atomic_write_bytes, make_provenance, stable_hash, write_parquet
 
 log = logging.getLogger("leaf.make_demo_dataset")
 

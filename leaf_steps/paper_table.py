@@ -4,7 +4,7 @@
         --out-markdown paper_table1.md --out-parquet paper_table1.parquet
 
 ``--summary`` is ``aggregate``'s summary (method, ratio, n_runs, srcc_mean, srcc_std, plcc_mean,
-plcc_std, ...). The paper's rows (``leaf_steps.paper_figures``) come in the paper's order and
+plcc_std, ...). The paper's rows (``leaf_steps.evaluation.paper_numbers``) come in the paper's order and
 sections; a row the pipeline reproduces gets this run's mean ± std over seeds and the difference
 ours − paper; competitor rows keep the paper's numbers only. Runs the paper does not report
 (teacher baselines, CFT-only, extra ratios) follow in a last section, so nothing the run computed
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import polars as pl
 
-from leaf_steps.aggregate import DISPLAY, ratio_label
-from leaf_steps.cli import run_step
-from leaf_steps.errors import InputError
-from leaf_steps.io import atomic_write_text, make_provenance, read_parquet, write_parquet
-from leaf_steps.paper_figures import HEADLINE, PaperRow, check_target, paper_rows, target_notes
+from leaf_steps.evaluation.labels import DISPLAY, ratio_label
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import atomic_write_text, make_provenance, read_parquet, write_parquet
+from leaf_steps.evaluation.paper_numbers import HEADLINE, PaperRow, check_target, paper_rows, target_notes
 
 EXTRA_SECTION = "Not in the paper (this run only)"
 SUMMARY_COLUMNS = ["method", "ratio", "n_runs", "srcc_mean", "srcc_std", "plcc_mean", "plcc_std"]

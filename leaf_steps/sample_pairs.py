@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from leaf_steps.cli import json_arg, run_step
-from leaf_steps.errors import InputError
-from leaf_steps.io import make_provenance, read_parquet, write_parquet
+from leaf_steps.core.cli import json_arg, run_step
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import make_provenance, read_parquet, write_parquet
 
 
 def sample_pairs(image_ids: Sequence[str], count: int | None, seed: int) -> pl.DataFrame:

@@ -8,7 +8,7 @@ costs nothing); only the misses are sent, and the teacher is set up only when th
 
 Output rows (one per request): pair_id, a_id, b_id, order ("forward": a shown as A; "reverse"), then the
 answer (:data:`leaf_steps.teachers.answers.ANSWER_SCHEMA`) and ``error`` for a request that failed.
-``leaf_steps.assemble_scores`` turns them into pairs.parquet. The provenance records ``requests``: rows
+``leaf_steps.gather_pairs`` turns them into pairs.parquet. The provenance records ``requests``: rows
 reused from the store, rows scored now, rows failed, requests sent.
 
 Settings on the command line: :mod:`leaf_steps.teachers.run_args` (tracked ``--teacher-spec``,
@@ -24,10 +24,10 @@ from typing import Any
 
 import polars as pl
 
-from leaf_steps.cli import run_step
-from leaf_steps.errors import InputError
-from leaf_steps.io import make_provenance, read_parquet, stable_hash, write_parquet
-from leaf_steps.scoring import (FLUSH_ROWS, SHARD_SCHEMA_TAIL, Request, check_failed_requests, collect_answers,
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import make_provenance, read_parquet, stable_hash, write_parquet
+from leaf_steps.teachers.scoring import (FLUSH_ROWS, SHARD_SCHEMA_TAIL, Request, check_failed_requests, collect_answers,
                                 shard_rows)
 from leaf_steps.teachers.base import ImageRef, make_teacher
 from leaf_steps.teachers.run_args import add_arguments, read_image_list, run_settings

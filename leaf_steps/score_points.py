@@ -4,11 +4,11 @@ One request per image, keyed by the sha256 of the image file's bytes (the ``sha2
 dataset stage's image list, ``dataset/images.parquet``). Answers already in the teacher score store
 (:mod:`leaf_steps.teachers.store`) are reused; only the misses are sent to the teacher, which is set up
 (model loaded, server launched) only when there is one, and the new answers are added to the store as
-they come (:func:`leaf_steps.scoring.collect_answers`).
+they come (:func:`leaf_steps.teachers.scoring.collect_answers`).
 
 Output rows (one per image of the shard): image_id, then the answer (key, logliks, token_mass, missing,
 top_tokens, top_logprobs, image_bytes, answer_error; :data:`leaf_steps.teachers.answers.ANSWER_SCHEMA`)
-and ``error`` for a request that failed. ``leaf_steps.assemble_scores`` turns them into points.parquet.
+and ``error`` for a request that failed. ``leaf_steps.gather_points`` turns them into points.parquet.
 The provenance records ``requests``: rows reused from the store, rows scored now, rows failed, requests
 sent.
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import polars as pl
 
-from leaf_steps.cli import run_step
-from leaf_steps.io import make_provenance, stable_hash, write_parquet
-from leaf_steps.scoring import (FLUSH_ROWS, SHARD_SCHEMA_TAIL, Request, check_failed_requests, collect_answers,
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.io import make_provenance, stable_hash, write_parquet
+from leaf_steps.teachers.scoring import (FLUSH_ROWS, SHARD_SCHEMA_TAIL, Request, check_failed_requests, collect_answers,
                                 shard_rows)
 from leaf_steps.teachers.base import ImageRef, make_teacher
 from leaf_steps.teachers.run_args import IMAGE_LIST_COLUMNS, add_arguments, read_image_list, run_settings

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import polars as pl
 
-from leaf_steps.cli import run_step
-from leaf_steps.errors import InputError
-from leaf_steps.io import make_provenance, read_parquet, write_parquet
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import make_provenance, read_parquet, write_parquet
 from leaf_steps.training.selection import calib_val_hash, select_on_calib_val
 
 log = logging.getLogger("leaf.select_stage1")

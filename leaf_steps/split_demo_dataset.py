@@ -15,9 +15,9 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from leaf_steps.cli import json_arg, run_step
+from leaf_steps.core.cli import json_arg, run_step
 from leaf_steps.datasets.demo import demo_manifest, resolve_split
-from leaf_steps.io import make_provenance, read_parquet, read_provenance, write_parquet
+from leaf_steps.core.io import make_provenance, read_parquet, read_provenance, write_parquet
 
 
 def main(argv: Sequence[str] | None = None) -> None:

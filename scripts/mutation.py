@@ -8,7 +8,7 @@ What is mutated and which tests run is configured in pyproject.toml:
 * ``[tool.mutmut]``: mutmut's own settings: ``only_mutate`` (the files mutmut makes mutants of) and
   ``pytest_add_cli_args_test_selection`` (the test files it runs against them);
 * ``[tool.leaf.mutation] targets``: the mutants that count, as globs over mutmut's mutant names
-  (``leaf_steps.<module>.x_<function>__mutmut_<n>``). A whole module is ``leaf_steps.losses.*``; part of
+  (``leaf_steps.<module>.x_<function>__mutmut_<n>``). A whole module is ``leaf_steps.training.losses.*``; part of
   one is a glob per function, e.g. ``leaf_steps.distill.x_holdout_*``. Adding a target is one line.
 
 The report gives, per module, the mutants that ran, how many the tests killed (a timeout counts as killed:

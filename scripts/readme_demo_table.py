@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from leaf_steps.errors import LeafError  # noqa: E402
+from leaf_steps.core.errors import LeafError  # noqa: E402
 from leaf_steps.evaluation.readme_table import compare, update  # noqa: E402
 
 

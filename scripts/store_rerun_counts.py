@@ -25,8 +25,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from leaf_steps.io import read_provenance  # noqa: E402
-from leaf_steps.scoring import add_counts  # noqa: E402
+from leaf_steps.core.io import read_provenance  # noqa: E402
+from leaf_steps.teachers.scoring import add_counts  # noqa: E402
 
 KINDS = ("point", "pair")
 

@@ -3,7 +3,7 @@
 import math
 import zlib
 
-from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, LabelScores
+from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS, LabelScores
 from leaf_steps.teachers.base import Teacher
 
 

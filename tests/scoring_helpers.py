@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from leaf_steps.assemble_scores import assemble_scores
+from leaf_steps.teachers.assembly import assemble_scores
 from leaf_steps.score_pairs import score_pairs
 from leaf_steps.score_points import score_points
 from leaf_steps.teachers.base import make_teacher

@@ -21,11 +21,11 @@ from PIL import Image
 
 from fake_teacher import FakeTeacher
 from leaf_steps import download_dataset, prepare_dataset
-from leaf_steps.config import validate_config
-from leaf_steps.config_checks import config_warnings, resolved_min_side
-from leaf_steps.errors import ConfigError, InputError, LeafError, TeacherError
-from leaf_steps.inspect_artifacts import inspect
-from leaf_steps.io import make_provenance, write_parquet
+from leaf_steps.core.config import validate_config
+from leaf_steps.core.config_checks import config_warnings, resolved_min_side
+from leaf_steps.core.errors import ConfigError, InputError, LeafError, TeacherError
+from leaf_steps.tools.inspect_artifacts import inspect
+from leaf_steps.core.io import make_provenance, write_parquet
 from scoring_helpers import points_rows, write_image_list
 from leaf_steps.teachers import base
 
@@ -37,7 +37,7 @@ def config(name: str = "config/demo.yaml") -> dict:
 
 
 def leaf(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "leaf_steps.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
 
 
@@ -103,7 +103,7 @@ def test_adapters_read_only_declared_options():
 
 
 def test_validation_does_not_import_torch():
-    code = ("import sys, yaml; from leaf_steps.config import validate_config; "
+    code = ("import sys, yaml; from leaf_steps.core.config import validate_config; "
             "validate_config(yaml.safe_load(open('config/demo.yaml'))); print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
@@ -112,11 +112,12 @@ def test_validation_does_not_import_torch():
 
 def test_block_checks_stay_out_of_the_steps_code_hash():
     """Steps that read the schema (student) must not rerun when a teacher backend's code changes."""
-    from leaf_steps.codehash import module_closure
+    from leaf_steps.core.codehash import module_closure
 
-    for step in ("distill", "calibrate", "prepare_dataset", "score_points", "score_pairs", "assemble_scores"):
+    for step in ("distill", "calibrate", "prepare_dataset", "list_images", "score_points", "score_pairs", "gather_points",
+                 "gather_pairs"):
         closure = module_closure(f"leaf_steps.{step}")
-        assert not {"leaf_steps.teachers.vllm", "leaf_steps.teachers.hf", "leaf_steps.config_checks"} & set(closure)
+        assert not {"leaf_steps.teachers.vllm", "leaf_steps.teachers.hf", "leaf_steps.core.config_checks"} & set(closure)
 
 
 def write_folder(root: Path, n: int, labelled: int) -> Path:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leaf_steps.config import load_config, validate_config
-from leaf_steps.errors import ConfigError
+from leaf_steps.core.config import load_config, validate_config
+from leaf_steps.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,8 +25,8 @@ from PIL import Image
 from leaf_steps import prepare_dataset
 from leaf_steps.images.check import Limits, check_images, decode_all
 from leaf_steps.images.verdict import decode_chunk
-from leaf_steps.errors import ConfigError
-from leaf_steps.io import read_provenance, write_json, write_parquet
+from leaf_steps.core.errors import ConfigError
+from leaf_steps.core.io import read_provenance, write_json, write_parquet
 
 REPO = Path(__file__).resolve().parent.parent
 

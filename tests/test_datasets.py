@@ -30,8 +30,8 @@ from PIL import Image
 
 from leaf_steps import download_dataset, prepare_dataset
 from leaf_steps.datasets.common import download, random_split, sha256_file
-from leaf_steps.errors import ConfigError, InputError, LeafError
-from leaf_steps.io import read_provenance
+from leaf_steps.core.errors import ConfigError, InputError, LeafError
+from leaf_steps.core.io import read_provenance
 
 REPO = Path(__file__).resolve().parent.parent
 

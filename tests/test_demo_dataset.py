@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from leaf_steps.cli import run_step
-from leaf_steps.errors import ConfigError
-from leaf_steps.io import read_provenance
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.errors import ConfigError
+from leaf_steps.core.io import read_provenance
 from leaf_steps.make_demo_dataset import build_demo_dataset, main, split_references
 
 SETTINGS = {

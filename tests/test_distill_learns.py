@@ -20,7 +20,7 @@ from PIL import Image
 from scipy import stats
 
 from leaf_steps import distill
-from leaf_steps.io import read_provenance
+from leaf_steps.core.io import read_provenance
 
 SIDE = 24
 STUDENT = {"model": "resnet10t", "pretrained": False, "resize": SIDE, "crop": 20, "num_workers": 0, "amp": False}

@@ -16,10 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from leaf_steps import calibrate, distill, estimate_cost, teacher_cost
-from leaf_steps import student as st
-from leaf_steps.config import load_config
-from leaf_steps.errors import ConfigError, InputError
+from leaf_steps import calibrate, distill
+from leaf_steps.tools import estimate_cost
+from leaf_steps.teachers import cost as teacher_cost
+from leaf_steps.training import models as student_models
+from leaf_steps.training.models import build_model as models_build_model
+from leaf_steps.core.config import load_config
+from leaf_steps.core.errors import ConfigError, InputError
 from leaf_steps.sample_pairs import sample_pairs
 from leaf_steps.teachers.visual_budget import VisualBudget
 from leaf_steps.training.epochs import candidate_epochs
@@ -201,7 +204,7 @@ def test_distill_work_matches_what_distill_runs(small, tmp_path, monkeypatch, us
         per_epoch = ["--out-epoch-checkpoints", *(str(tmp_path / f"e{e}.safetensors") for e in epochs),
                      "--out-epoch-predictions", str(tmp_path / "epoch_predictions.parquet")]
     counter = Counter()
-    monkeypatch.setattr(st, "build_model", counter.build(st.build_model))
+    monkeypatch.setattr(distill, "build_model", counter.build(models_build_model))
     settings = {"student": STUDENT, "distill": config["distill"], "use_point": True, "use_pair": use_pair,
                 "use_confidence": True, "student_model": None, "device": "cpu", "seed": 0}
     distill.main(["--manifest", str(root / "manifest.parquet"), "--points", str(root / "points.parquet"),
@@ -215,7 +218,7 @@ def test_distill_work_matches_what_distill_runs(small, tmp_path, monkeypatch, us
 
 @pytest.mark.parametrize("with_init", [False, True])
 def test_calibrate_work_matches_what_calibrate_runs(small, tmp_path, monkeypatch, with_init):
-    from leaf_steps.sample_mos_subsets import sample_subset
+    from leaf_steps.sample_mos_subset import sample_subset
 
     root, manifest = small
     config = paper_like_config()
@@ -230,7 +233,9 @@ def test_calibrate_work_matches_what_calibrate_runs(small, tmp_path, monkeypatch
                       *out_args(tmp_path / "s1"), "--settings", json.dumps(settings)])
         init = ["--init", str(tmp_path / "s1" / "m.safetensors")]
     counter = Counter()
-    monkeypatch.setattr(st, "build_model", counter.build(st.build_model))
+    counted = counter.build(models_build_model)
+    monkeypatch.setattr(calibrate, "build_model", counted)
+    monkeypatch.setattr(student_models, "build_model", counted)  # load_checkpoint builds the stage-1 model
     settings = {"student": STUDENT, "calibration": config["calibration"], "student_model": None, "device": "cpu",
                 "seed": 0}
     calibrate.main(["--manifest", str(root / "manifest.parquet"), "--subset", str(tmp_path / "subset.parquet"),

@@ -6,11 +6,12 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from leaf_steps import aggregate, evaluate, teacher_baselines
-from leaf_steps.errors import InputError
+from leaf_steps import aggregate, evaluate
+from leaf_steps.evaluation import teacher_baselines
+from leaf_steps.core.errors import InputError
 from leaf_steps.evaluation.common_set import NO_PREDICTION, NOT_FINITE, Run, evaluate_runs, labelled_test_images
-from leaf_steps.io import read_provenance, write_parquet
-from leaf_steps.metrics import iqa_metrics
+from leaf_steps.core.io import read_provenance, write_parquet
+from leaf_steps.evaluation.metrics import iqa_metrics
 
 N_TEST = 12
 

@@ -11,8 +11,9 @@ import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from leaf_steps import plot_results, plot_training  # noqa: E402
-from leaf_steps.errors import InputError  # noqa: E402
+from leaf_steps import plot_teacher_scatter  # noqa: E402
+from leaf_steps.evaluation import result_figures, training_figures  # noqa: E402
+from leaf_steps.core.errors import InputError  # noqa: E402
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def captured(monkeypatch):
         figures.append(fig)
         fig.savefig(path, format="png")  # also draws the canvas, so extents can be measured
 
-    for module in (plot_results, plot_training):
+    for module in (result_figures, training_figures):
         monkeypatch.setattr(module, "_save", save)
     return figures
 
@@ -44,7 +45,7 @@ def test_teacher_scatter_states_units_and_the_subset_of_its_fit(captured, tmp_pa
                            "error": [None] * 30}, schema_overrides={"error": pl.String})
     linear = pl.DataFrame({"image_id": ids, "prediction": points["teacher_score"] * 25 - 20})
     out = tmp_path / "scatter.png"
-    plot_results.teacher_scatter(points, manifest, linear, out, "T", "30% MOS, seed 2",
+    result_figures.teacher_scatter(points, manifest, linear, out, "T", "30% MOS, seed 2",
                                  {"slope": 25.0, "intercept": -20.0})
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     left, right = captured[0].axes
@@ -59,9 +60,9 @@ def test_teacher_scatter_cli_needs_the_subset_of_the_linear_fit(tmp_path):
         for name in ("p", "m", "l"):
             pl.DataFrame({"image_id": ["a"], "teacher_score": [1.0], "error": [None], "split": ["test"],
                           "mos": [1.0], "prediction": [1.0]}).write_parquet(tmp_path / f"{name}.parquet")
-        plot_results.main(["teacher-scatter", "--points", str(tmp_path / "p.parquet"), "--manifest",
-                           str(tmp_path / "m.parquet"), "--linear", str(tmp_path / "l.parquet"), "--out",
-                           str(tmp_path / "x.png")])
+        plot_teacher_scatter.main(["--points", str(tmp_path / "p.parquet"), "--manifest",
+                                   str(tmp_path / "m.parquet"), "--linear", str(tmp_path / "l.parquet"), "--out",
+                                   str(tmp_path / "x.png")])
 
 
 def test_label_efficiency_legend_covers_no_axes(captured, tmp_path):
@@ -72,7 +73,7 @@ def test_label_efficiency_legend_covers_no_axes(captured, tmp_path):
             v = {"teacher_zero_shot": 0.82, "teacher_linear": 0.82, "leaf": 0.4 + r, "cft_only": r}[method]
             rows.append({"method": method, "ratio": r, "n_runs": 5, "n_images": 208, "srcc_mean": v, "srcc_std": 0.05,
                          "plcc_mean": v, "plcc_std": 0.05})
-    plot_results.label_efficiency(pl.DataFrame(rows), tmp_path / "le.png", "T")
+    result_figures.label_efficiency(pl.DataFrame(rows), tmp_path / "le.png", "T")
     fig = captured[0]
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
     renderer = fig.canvas.get_renderer()
@@ -105,7 +106,7 @@ def test_training_curves_mark_selections_on_the_criteria_they_were_made_on(captu
     stage2 = [("leaf", "0.1", "0", _stage2(1)), ("leaf", "0.1", "1", _stage2(0)),
               ("cft_only", "0.1", "0", _stage2(1, start=False))]
     selections = [("leaf", "0.1", "0", _selection(2)), ("leaf", "0.1", "1", _selection(1))]
-    plot_training.training_curves([("leaf", _stage1())], stage2, tmp_path / "tc.png", "T", selections)
+    training_figures.training_curves([("leaf", _stage1())], stage2, tmp_path / "tc.png", "T", selections)
     visible = [ax for ax in captured[0].axes if ax.get_visible()]
     loss1, held1, few1, loss_leaf, val_leaf, loss_cft, val_cft = visible
     # Training losses carry no selection marks.

@@ -38,7 +38,7 @@ def snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_example_validates_and_builds(workdir):
-    proc = subprocess.run([sys.executable, "-m", "leaf_steps.cli", "validate-config",
+    proc = subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", "validate-config",
                            str(ROOT / "config/folder_example.yaml")], capture_output=True, text=True, env=env(),
                           cwd=workdir, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("folder_example.yaml: ok"), proc.stderr

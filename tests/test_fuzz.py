@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from leaf_steps import prepare_dataset
-from leaf_steps.errors import LeafError
+from leaf_steps.core.errors import LeafError
 from leaf_steps.fit_niqe import fit_niqe
 from scoring_helpers import points_rows, write_image_list
 

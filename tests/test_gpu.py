@@ -19,8 +19,11 @@ from PIL import Image
 from scipy import stats
 
 from leaf_steps import calibrate, distill
-from leaf_steps import student as st
-from leaf_steps.io import read_provenance
+from leaf_steps.training.data import image_rows, make_loader as data_make_loader, read_manifest
+from leaf_steps.training import models as student_models
+from leaf_steps.training.models import build_model as models_build_model, load_checkpoint
+from leaf_steps.training.scoring import predict
+from leaf_steps.core.io import read_provenance
 
 pytestmark = pytest.mark.gpu
 
@@ -66,7 +69,7 @@ class Recorder:
     def __init__(self, monkeypatch):
         self.pinned: list[bool] = []
         self.dtypes: dict[bool, set[torch.dtype]] = {True: set(), False: set()}
-        real_loader, real_build = st.make_loader, st.build_model
+        real_loader, real_build = data_make_loader, models_build_model
 
         def make_loader(*args, **kwargs):
             return _PinCheck(real_loader(*args, **kwargs), self.pinned)
@@ -76,8 +79,10 @@ class Recorder:
             model.register_forward_hook(lambda m, inp, out: self.dtypes[m.training].add(out.dtype))
             return model
 
-        monkeypatch.setattr(st, "make_loader", make_loader)
-        monkeypatch.setattr(st, "build_model", build_model)
+        for step in (distill, calibrate):  # the stages import both by name
+            monkeypatch.setattr(step, "make_loader", make_loader)
+            monkeypatch.setattr(step, "build_model", build_model)
+        monkeypatch.setattr(student_models, "build_model", build_model)  # load_checkpoint's stage-1 model
 
 
 class _PinCheck:
@@ -113,7 +118,7 @@ def test_distill_on_cuda_trains_in_bf16_autocast_from_pinned_batches(data, tmp_p
     assert rec.dtypes[True] == {torch.bfloat16} and rec.dtypes[False] == {torch.bfloat16}
     assert read_provenance(out / "l.parquet")["device"].startswith("cuda")
     # The weights stay float32 under autocast, and the checkpoint reloads on the CPU.
-    model, meta = st.load_checkpoint(out / "m.safetensors")
+    model, meta = load_checkpoint(out / "m.safetensors")
     assert all(p.dtype == torch.float32 for p in model.parameters()) and meta["stage"] == "distill"
     losses = pl.read_parquet(out / "l.parquet")
     assert losses["train_loss"].is_finite().all() and losses["val_loss"].is_finite().all()
@@ -121,20 +126,20 @@ def test_distill_on_cuda_trains_in_bf16_autocast_from_pinned_batches(data, tmp_p
 
 def test_cuda_bf16_predictions_match_cpu_float32(data, tmp_path):
     out = run_distill(data, tmp_path / "s1")
-    model, _ = st.load_checkpoint(out / "m.safetensors")
-    manifest = st.read_manifest(data / "manifest.parquet")
-    rows = st.image_rows(manifest, data / "manifest.parquet")
-    cpu = st.predict(model, rows, resize=40, crop=32, device="cpu", amp=False)
-    gpu = st.predict(model.to(CUDA), rows, resize=40, crop=32, device=CUDA, amp=True)
-    gpu32 = st.predict(model, rows, resize=40, crop=32, device=CUDA, amp=False)
+    model, _ = load_checkpoint(out / "m.safetensors")
+    manifest = read_manifest(data / "manifest.parquet")
+    rows = image_rows(manifest, data / "manifest.parquet")
+    cpu = predict(model, rows, resize=40, crop=32, device="cpu", amp=False)
+    gpu = predict(model.to(CUDA), rows, resize=40, crop=32, device=CUDA, amp=True)
+    gpu32 = predict(model, rows, resize=40, crop=32, device=CUDA, amp=False)
     np.testing.assert_allclose(gpu32, cpu, atol=1e-3 * (1 + np.abs(cpu).max()))
     # bf16 keeps about 3 significant digits: close, and the same ranking.
     assert np.abs(gpu - cpu).max() < 0.05 * (np.ptp(cpu) + 1e-6) + 1e-2
     assert stats.spearmanr(gpu, cpu).statistic > 0.98
     # The file written by distill on the GPU is those bf16 predictions of the test split.
     written = pl.read_parquet(out / "p.parquet")
-    test_rows = st.image_rows(manifest, data / "manifest.parquet", written["image_id"])
-    cpu_test = st.predict(model.cpu(), test_rows, resize=40, crop=32, device="cpu")
+    test_rows = image_rows(manifest, data / "manifest.parquet", written["image_id"])
+    cpu_test = predict(model.cpu(), test_rows, resize=40, crop=32, device="cpu")
     assert np.abs(written["prediction"].to_numpy() - cpu_test).max() < 0.05 * (np.ptp(cpu_test) + 1e-6) + 1e-2
 
 
@@ -152,11 +157,11 @@ def test_calibrate_on_cuda_uses_autocast_and_pinned_batches(data, tmp_path, monk
     assert rec.dtypes[True] == {torch.bfloat16}
     preds = pl.read_parquet(out / "p.parquet")["prediction"].to_numpy()
     assert np.isfinite(preds).all()
-    model, meta = st.load_checkpoint(out / "m.safetensors")
+    model, meta = load_checkpoint(out / "m.safetensors")
     assert meta["output_units"] == "mos"
-    manifest = st.read_manifest(data / "manifest.parquet")
+    manifest = read_manifest(data / "manifest.parquet")
     ids = pl.read_parquet(out / "p.parquet")["image_id"]
-    cpu = st.predict(model, st.image_rows(manifest, data / "manifest.parquet", ids), resize=40, crop=32)
+    cpu = predict(model, image_rows(manifest, data / "manifest.parquet", ids), resize=40, crop=32)
     assert np.abs(preds - cpu).max() < 0.05 * (np.ptp(cpu) + 1e-6) + 0.5  # MOS units (0..100)
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from leaf_steps.teacher_math import LEVELS
+from leaf_steps.teachers.teacher_math import LEVELS
 from leaf_steps.teachers import ImageRef, make_teacher
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

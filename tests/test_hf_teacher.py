@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leaf_steps.errors import ConfigError, TeacherError
-from leaf_steps.image_encoding import load_image as load_rgb_image
-from leaf_steps.teacher_math import LEVELS, NOT_ANSWERED
+from leaf_steps.core.errors import ConfigError, TeacherError
+from leaf_steps.teachers.image_encoding import load_image as load_rgb_image
+from leaf_steps.teachers.teacher_math import LEVELS, NOT_ANSWERED
 from leaf_steps.teachers import ImageRef, make_teacher
 from leaf_steps.teachers.hf import label_token_ids, parse_spec
 

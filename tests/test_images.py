@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leaf_steps import student as st
+from leaf_steps.training.data import ImageRow, load_image
 from leaf_steps.datasets.common import image_size, list_images
-from leaf_steps.errors import InputError
-from leaf_steps.image_encoding import load_image as teacher_view
+from leaf_steps.core.errors import InputError
+from leaf_steps.teachers.image_encoding import load_image as teacher_view
 from leaf_steps.images import load_rgb, probe, sendable_as_is
-from leaf_steps.niqe import read_luminance
+from leaf_steps.teachers.niqe_model import read_luminance
 
 RNG = np.random.default_rng(7)
 PIXELS = RNG.integers(0, 256, size=(12, 20, 3), dtype=np.uint8)  # 20 wide, 12 high
@@ -88,11 +88,11 @@ def files(tmp_path_factory) -> dict[str, tuple[Path, np.ndarray]]:
 
 def stage_views(path: Path, tmp_path: Path) -> dict[str, np.ndarray]:
     """The RGB pixels each stage decodes from ``path`` (no resizing)."""
-    row = st.ImageRow("x", path, 0, str(tmp_path / "manifest.parquet"))
+    row = ImageRow("x", path, 0, str(tmp_path / "manifest.parquet"))
     views = {
         "images.load_rgb": np.asarray(load_rgb(path)),
         "mllm teachers (vLLM encoding, transformers)": np.asarray(teacher_view(path, max_side=4096)),
-        "student": np.asarray(st.load_image(row)),
+        "student": np.asarray(load_image(row)),
     }
     return views
 

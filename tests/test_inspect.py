@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from leaf_steps.inspect_artifacts import inspect
-from leaf_steps.io import make_provenance, write_parquet
-from leaf_steps.scoring import mass_summary
-from leaf_steps.teacher_math import NOT_ANSWERED, expected_score, level_probabilities, pair_confidence
+from leaf_steps.tools.inspect_artifacts import inspect
+from leaf_steps.core.io import make_provenance, write_parquet
+from leaf_steps.teachers.scoring import mass_summary
+from leaf_steps.teachers.teacher_math import NOT_ANSWERED, expected_score, level_probabilities, pair_confidence
 
 
 @pytest.fixture()
@@ -67,18 +67,18 @@ def test_pairs_and_manifest(artifacts):
 
 
 def test_cli_json_and_text(artifacts):
-    out = subprocess.run([sys.executable, "-m", "leaf_steps.cli", "inspect", str(artifacts / "points"), "--json"],
+    out = subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", "inspect", str(artifacts / "points"), "--json"],
                          capture_output=True, text=True, check=True).stdout
     assert json.loads(out)["rows"] == 12
-    text = subprocess.run([sys.executable, "-m", "leaf_steps.cli", "inspect", str(artifacts / "pairs.parquet")],
+    text = subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", "inspect", str(artifacts / "pairs.parquet")],
                           capture_output=True, text=True, check=True).stdout
     assert "20 rows" in text and "confidence" in text and "score_pairs" in text
-    text = subprocess.run([sys.executable, "-m", "leaf_steps.cli", "inspect", str(artifacts / "points")],
+    text = subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", "inspect", str(artifacts / "points")],
                           capture_output=True, text=True, check=True).stdout
     assert "answer-token mass" in text and "1 (< 0.5)" in text and "1-of-2.parquet" in text
 
 
 def test_missing_path_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "leaf_steps.cli", "inspect", str(tmp_path / "nope.parquet")],
+    proc = subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", "inspect", str(tmp_path / "nope.parquet")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "nope.parquet: file not found" in proc.stderr

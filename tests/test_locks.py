@@ -14,7 +14,7 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from leaf_steps.io import library_versions, make_provenance, read_provenance, write_parquet
+from leaf_steps.core.io import library_versions, make_provenance, read_provenance, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "lock.txt"

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from leaf_steps import losses
+from leaf_steps.training import losses
 
 
 def t(*values):

@@ -1,11 +1,14 @@
 """Evaluation metrics against hand-computed values."""
 
+import math
+
 import numpy as np
 import polars as pl
 import pytest
 
 from leaf_steps.evaluation.common_set import Run, evaluate_runs, labelled_test_images
-from leaf_steps.metrics import iqa_metrics, logistic4
+from leaf_steps.evaluation.correlation import plcc, srcc
+from leaf_steps.evaluation.metrics import iqa_metrics, logistic4
 
 
 def test_metrics_by_hand_three_points():
@@ -37,9 +40,25 @@ def test_logistic_fit_recovers_monotone_nonlinearity():
     assert m["rmse_logistic"] < 1e-3
 
 
-def test_constant_prediction_gives_zero_not_nan():
+def test_constant_prediction_has_undefined_correlations_not_zero():
+    # One implementation for the table, the epoch choices and the validation (evaluation.correlation):
+    # a constant predictor's correlations are undefined (NaN), never reported as "no correlation".
     m = iqa_metrics(np.ones(5), np.arange(5.0))
-    assert m["srcc"] == 0 and m["plcc"] == 0
+    assert all(math.isnan(m[k]) for k in ("srcc", "plcc", "krcc", "plcc_logistic"))
+    assert srcc(np.ones(5), np.arange(5.0)) != srcc(np.ones(5), np.arange(5.0))  # NaN
+    assert math.isnan(plcc(np.arange(5.0), np.full(5, 3.0))) and math.isnan(srcc([1.0], [2.0]))
+    assert srcc([1, 2, 3], [3, 2, 1]) == -1.0 and plcc([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+
+
+def test_an_undefined_correlation_reaches_the_table_as_words_not_a_number():
+    from leaf_steps.aggregate import markdown_table, summarize
+
+    runs = pl.DataFrame({"method": ["leaf", "leaf"], "ratio": [0.1, 0.1], "seed": [0, 1], "n": [9, 9],
+                         "srcc": [0.5, float("nan")], "plcc": [0.4, 0.6], "plcc_logistic": [0.4, 0.6],
+                         "krcc": [0.3, 0.3], "rmse": [1.0, 1.0], "rmse_logistic": [1.0, 1.0]})
+    table = markdown_table(summarize(runs), ["leaf"], None)
+    assert "undefined (a run predicted a constant)" in table and "0.500 ± 0.141" in table  # PLCC cell still a number
+    assert "nan" not in table.lower().replace("undefined", "")
 
 
 def test_evaluate_uses_only_test_images_with_mos():

@@ -12,13 +12,13 @@ from PIL import Image
 from scipy import stats
 from scipy.special import logsumexp
 
-from leaf_steps.cli import run_step
-from leaf_steps.errors import ConfigError, InputError
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.errors import ConfigError, InputError
 from leaf_steps.fit_niqe import fit_niqe
 from leaf_steps.fit_niqe import main as fit_main
 from leaf_steps.make_demo_dataset import DISTORTIONS, load_reference
-from leaf_steps.niqe import fit_aggd, fit_pristine_model, load_model, niqe_score, save_model
-from leaf_steps.teacher_math import LEVELS, expected_score, level_probabilities, pair_probability
+from leaf_steps.teachers.niqe_model import fit_aggd, fit_pristine_model, load_model, niqe_score, save_model
+from leaf_steps.teachers.teacher_math import LEVELS, expected_score, level_probabilities, pair_probability
 from leaf_steps.teachers.base import ImageRef, make_teacher
 
 SIZE, PATCH = 160, 32

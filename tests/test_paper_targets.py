@@ -16,9 +16,9 @@ import polars as pl
 import pytest
 import yaml
 
-from leaf_steps.config import load_config
-from leaf_steps.errors import ConfigError
-from leaf_steps.paper_figures import TARGETS, missing_runs, paper_rows
+from leaf_steps.core.config import load_config
+from leaf_steps.core.errors import ConfigError
+from leaf_steps.evaluation.paper_numbers import TARGETS, missing_runs, paper_rows
 from leaf_steps.paper_table import EXTRA_SECTION
 from leaf_steps.paper_table import main as paper_table_main
 from leaf_steps.teachers.vllm import validate_spec

@@ -31,15 +31,18 @@ import torch
 from PIL import Image, ImageFilter
 from skimage import data as skdata
 
-from leaf_steps import export_model, predict
-from leaf_steps import student as st
+from leaf_steps import export_model
+from leaf_steps.tools import predict
+from leaf_steps.training.data import ImageRow
+from leaf_steps.training.models import build_model, load_checkpoint, save_checkpoint
+from leaf_steps.training.scoring import predict as scoring_predict
 from leaf_steps.datasets.common import list_images
-from leaf_steps.errors import ConfigError, InputError
+from leaf_steps.core.errors import ConfigError, InputError
 from leaf_steps.images import load_rgb
 from leaf_steps.inference import batches, inputs
 from leaf_steps.inference.models import file_sha256
 from leaf_steps.inference.resume import partial_dir
-from leaf_steps.io import read_provenance
+from leaf_steps.core.io import read_provenance
 from leaf_steps.training import scoring
 from leaf_steps.training.transforms import EvalTransform, crop_pct_for, normalize
 
@@ -94,7 +97,7 @@ BROKEN = {"anim.gif": "GIF image with 2 frames", "cut.png": "cannot decode image
 
 def _random_student() -> torch.nn.Module:
     torch.manual_seed(0)
-    model = st.build_model(STUDENT["model"], pretrained=False)
+    model = build_model(STUDENT["model"], pretrained=False)
     with torch.no_grad():  # statistics as after training, so eval-mode outputs spread out
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -108,7 +111,7 @@ def _random_student() -> torch.nn.Module:
 def checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
     settings = {"student": STUDENT, "calibration": {"epochs": 3}, "seed": 0}
-    st.save_checkpoint(_random_student(), path, model_name=STUDENT["model"], stage="calibrate", settings=settings,
+    save_checkpoint(_random_student(), path, model_name=STUDENT["model"], stage="calibrate", settings=settings,
                        output_units="mos", extra={"selected_epoch": "2"})
     return path
 
@@ -167,10 +170,10 @@ def test_predict_provenance_and_partial_cleanup(photos, checkpoint, tmp_path):
 
 
 def test_predict_scores_what_training_evaluates(photos, checkpoint, folder_scores):
-    """`leaf predict` and the stages' own evaluation (st.predict on manifest rows) give the same scores."""
-    model, _ = st.load_checkpoint(checkpoint)
-    rows = [st.ImageRow(n, photos / n, i, "test") for i, n in enumerate(GOOD)]
-    trained_view = st.predict(model, rows, resize=40, crop=32, batch_size=3)
+    """`leaf predict` and the stages' own evaluation (scoring_predict on manifest rows) give the same scores."""
+    model, _ = load_checkpoint(checkpoint)
+    rows = [ImageRow(n, photos / n, i, "test") for i, n in enumerate(GOOD)]
+    trained_view = scoring_predict(model, rows, resize=40, crop=32, batch_size=3)
     good = folder_scores.filter(pl.col("error").is_null())
     np.testing.assert_allclose(good["score"].to_numpy(), trained_view, atol=TORCH_TOLERANCE, rtol=0)
 
@@ -193,8 +196,8 @@ def test_large_jpegs_decode_the_same_reduced_way_in_training_prediction_and_the_
     recipe = create_transform(**transform.timm_data_config(), is_training=False)(image.convert("RGB"))
     assert torch.equal(recipe, normalize(transform(reduced).unsqueeze(0))[0])
 
-    model, _ = st.load_checkpoint(checkpoint)
-    trained_view = st.predict(model, [st.ImageRow("big", path, 0, "test")], resize=40, crop=32)
+    model, _ = load_checkpoint(checkpoint)
+    trained_view = scoring_predict(model, [ImageRow("big", path, 0, "test")], resize=40, crop=32)
     df = run_predict(checkpoint, [path], tmp_path / "s.parquet", "--workers", "0")
     assert df["score"][0] == pytest.approx(trained_view[0], abs=TORCH_TOLERANCE)
 
@@ -358,7 +361,7 @@ def slow(self, images):
     time.sleep(0.4)
     return call(self, images)
 scoring.TorchScorer.__call__ = slow
-from leaf_steps import predict
+from leaf_steps.tools import predict
 predict.main(sys.argv[1:])
 """
 

@@ -19,8 +19,8 @@ from hypothesis.extra import numpy as hnp
 from scipy import stats
 from scipy.special import expit, log_softmax
 
-from leaf_steps import losses
-from leaf_steps import teacher_math as tm
+from leaf_steps.training import losses
+from leaf_steps.teachers import teacher_math as tm
 
 VALUES = np.array(tm.LEVEL_VALUES)
 
@@ -303,6 +303,9 @@ def test_eq11_rho_matches_scipy_and_lies_in_minus_1_1(sy):
 
 @given(varied(), st.floats(min_value=1e-2, max_value=1e2), st.floats(min_value=-1e2, max_value=1e2))
 def test_eq11_is_zero_at_a_perfect_linear_fit(y, a, b):
+    # float32 scores: the spread a * y must stand well above the rounding of the offset b, or centring
+    # a * y + b loses the digits that carry the correlation (y = [1/16, 0, 0], a = 1/64, b = 64 did).
+    assume(a * np.ptp(y) > 1e-3 * (abs(b) + 1))
     assert float(losses.plcc_loss(torch.from_numpy(a * y + b), torch.from_numpy(y))) == pytest.approx(0.0, abs=1e-5)
 
 

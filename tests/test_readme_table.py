@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 from leaf_steps.evaluation.readme_table import END, START, compare, demo_block, readme_block, update
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -236,15 +236,15 @@ def test_step_code_change_reruns_that_step_and_after(done, tmp_path):
 
 def test_comment_docstring_and_formatting_edits_rerun_nothing(done, tmp_path):
     repo = repo_copy(tmp_path)
-    for module in ("io.py", "distill.py", "teachers/niqe.py", "images/decode.py"):
+    for module in ("core/io.py", "distill.py", "teachers/standin.py", "images/decode.py"):
         edit_cosmetics(repo / "leaf_steps" / module)
     assert planned(done, repo) == set()
 
 
 def test_shared_helper_change_reruns_its_importers(done, tmp_path):
-    # leaf_steps.metrics is imported by evaluate and plot_results, not by the training steps.
+    # leaf_steps.evaluation.metrics is imported by evaluate and plot_teacher_scatter, not by the training steps.
     repo = repo_copy(tmp_path)
-    edit_code(repo / "leaf_steps/metrics.py")
+    edit_code(repo / "leaf_steps/evaluation/metrics.py")
     changed = planned(done, repo)
     assert changed == SUMMARY | {("plot_teacher_scatter", "figures/teacher_vs_mos.png")}
 
@@ -356,7 +356,7 @@ CODE_VERSIONS = {
 
 
 def test_code_hash_ignores_comments_docstrings_and_formatting_but_not_code(tmp_path, monkeypatch):
-    from leaf_steps import codehash
+    from leaf_steps.core import codehash
 
     pkg = tmp_path / "leaf_steps"
     pkg.mkdir()
@@ -376,8 +376,8 @@ def test_code_hash_ignores_comments_docstrings_and_formatting_but_not_code(tmp_p
 
 
 def test_code_hash_covers_lazy_imports_and_parent_packages():
-    from leaf_steps.codehash import module_closure
+    from leaf_steps.core.codehash import module_closure
 
     closure = module_closure("leaf_steps.teachers.hf")
-    assert "leaf_steps.tiny_models" in closure  # imported inside a function
+    assert "leaf_steps.teachers.tiny_models" in closure  # imported inside a function
     assert {"leaf_steps", "leaf_steps.teachers"} <= set(closure)  # their __init__ runs on import

@@ -13,10 +13,11 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from leaf_steps import sample_mos_subsets as sms
+from leaf_steps import sample_mos_subset as sms
 from leaf_steps import sample_pairs as sp
-from leaf_steps.errors import InputError
-from leaf_steps.io import read_provenance
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import read_provenance
+from leaf_steps.training.mos_subsets import subset_sizes
 
 
 # --------------------------------------------------------------------------- pairs
@@ -69,7 +70,7 @@ def train_table(n: int) -> pl.DataFrame:
     (10, 1.0, 0.25, (10, 3)),  # ceil: the validation part is never rounded away
 ])
 def test_subset_sizes(n, ratio, val_fraction, sizes):
-    assert sms.subset_sizes(n, ratio, val_fraction) == sizes
+    assert subset_sizes(n, ratio, val_fraction) == sizes
 
 
 def test_subset_boundaries_two_train_and_two_val_are_enough():
@@ -89,7 +90,7 @@ def test_subset_boundaries_two_train_and_two_val_are_enough():
 def test_subset_roles_sizes_and_mos_come_from_the_manifest():
     train = train_table(50).with_columns(mos=pl.when(pl.col("image_id") == "t007").then(None).otherwise("mos"))
     s = sms.sample_subset(train, 0.2, seed=4, val_fraction=0.2)
-    k, n_val = sms.subset_sizes(49, 0.2, 0.2)  # 49 images have a MOS
+    k, n_val = subset_sizes(49, 0.2, 0.2)  # 49 images have a MOS
     assert s.columns == ["image_id", "role", "mos"] and s.height == k
     assert Counter(s["role"]) == {"calib_train": k - n_val, "calib_val": n_val}
     assert "t007" not in s["image_id"].to_list()  # no MOS: never in a subset

@@ -20,7 +20,7 @@ from PIL import Image
 
 from fake_vllm_server import Behaviour, FakeVllmServer
 from leaf_steps.datasets.common import extract_archive
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-leaf-test-7f3a9c1e5b2d4f60a8e1"
@@ -205,5 +205,5 @@ def test_nothing_unpickles_a_file():
                 if keywords.get("use_safetensors") != "True":
                     offences.append(f"{where} without use_safetensors=True")
     assert offences == []
-    student = (ROOT / "leaf_steps/student.py").read_text()
+    student = (ROOT / "leaf_steps/training/models.py").read_text()
     assert "from safetensors.torch import load_file" in student

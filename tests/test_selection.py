@@ -12,8 +12,8 @@ from polars.testing import assert_frame_equal
 from scipy import stats
 
 from leaf_steps import select_stage1
-from leaf_steps.errors import InputError
-from leaf_steps.io import read_provenance, write_parquet
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import read_provenance, write_parquet
 from leaf_steps.training.epochs import EPOCH_PREDICTION_SCHEMA, candidate_epochs
 from leaf_steps.training.selection import calib_val_hash, find_epoch_checkpoint, select_on_calib_val
 

@@ -18,8 +18,8 @@ import polars as pl
 import pytest
 
 from fake_teacher import FakeTeacher
-from leaf_steps.errors import InputError, TeacherError
-from leaf_steps.io import read_provenance
+from leaf_steps.core.errors import InputError, TeacherError
+from leaf_steps.core.io import read_provenance
 from leaf_steps.teachers import base
 from leaf_steps.teachers.base import make_teacher, split_spec
 from leaf_steps.teachers.serve_args import answer_serve_args
@@ -222,15 +222,15 @@ def _code_hash(ref: str) -> str:
 # ANSWER_FORMAT_VERSION in leaf_steps/teachers/store.py (every answer is then asked again); either way update
 # the hashes here.
 ANSWER_CODE_HASHES = {
-    "leaf_steps.teacher_math:collapse_top_logprobs": "f7cd390b4674f545",
-    "leaf_steps.teacher_math:label_aliases": "458693b6695befa6",
-    "leaf_steps.teacher_math:normalize_token": "e9ccb5c093a17130",
+    "leaf_steps.teachers.teacher_math:collapse_top_logprobs": "f7cd390b4674f545",
+    "leaf_steps.teachers.teacher_math:label_aliases": "458693b6695befa6",
+    "leaf_steps.teachers.teacher_math:normalize_token": "e9ccb5c093a17130",
     "leaf_steps.teachers.vllm:parse_top_logprobs": "4e9ffd37a4fa7263",
     "leaf_steps.teachers.vllm:chat_payload": "44a4c4a6e9ff4ac8",
     "leaf_steps.teachers.vllm:request_extras": "dc8964d3cbb32c36",
     "leaf_steps.teachers.hf:label_token_ids": "a9cfab9be1226286",
-    "leaf_steps.teachers.niqe:level_logliks": "8927f24f8c174350",
-    "leaf_steps.teachers.niqe:pair_logliks": "a4c9c6038e10a14d",
+    "leaf_steps.teachers.standin:level_logliks": "8927f24f8c174350",
+    "leaf_steps.teachers.standin:pair_logliks": "a4c9c6038e10a14d",
 }
 
 
@@ -299,11 +299,11 @@ def test_summary_and_compaction(tmp_path):
             for e in sorted(info["settings"], key=lambda e: e["kinds"]["point"]["parts"])] == [
         ("point", "fake", 20, 1), ("point", "fake", 20, 5)]
     assert info["bytes"] > 0
-    proc = subprocess.run([sys.executable, "-m", "leaf_steps.cli", "store", "summary", str(store)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", "store", "summary", str(store)], capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "2 settings" in proc.stdout and "fake" in proc.stdout and "20" in proc.stdout
-    inspected = subprocess.run([sys.executable, "-m", "leaf_steps.cli", "inspect", str(store)], capture_output=True,
+    inspected = subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", "inspect", str(store)], capture_output=True,
                                text=True, cwd=ROOT, timeout=120)
     assert inspected.returncode == 0 and inspected.stdout == proc.stdout
     (five,) = [e["settings_hash"] for e in info["settings"] if e["kinds"]["point"]["parts"] == 5]
@@ -322,13 +322,13 @@ def test_inspect_shows_reused_and_scored(tmp_path):
     points_rows(image_list(tmp_path, [f"img{i:02d}" for i in range(6)], "six.parquet"), {"backend": "fake"}, PROMPTS,
                 {"batch_size": 4}, tmp_path / "a", store=store)
     points_rows(images, {"backend": "fake"}, PROMPTS, {"batch_size": 4}, tmp_path / "b", store=store, shards=2)
-    from leaf_steps.inspect_artifacts import inspect as inspect_artifact
+    from leaf_steps.tools.inspect_artifacts import inspect as inspect_artifact
 
     info = inspect_artifact(tmp_path / "b/points.parquet")
     assert info["requests"] == {"rows": 10, "reused": 6, "scored": 4, "failed": 0, "requests_sent": 4,
                                 "parts_written": 2}
     shards = inspect_artifact(tmp_path / "b/points")
     assert sorted((s["requests"]["reused"], s["requests"]["scored"]) for s in shards["shards"]) == [(3, 2), (3, 2)]
-    text = subprocess.run([sys.executable, "-m", "leaf_steps.cli", "inspect", str(tmp_path / "b/points.parquet")],
+    text = subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", "inspect", str(tmp_path / "b/points.parquet")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120).stdout
     assert "teacher requests: 10 rows: 6 reused from the score store, 4 scored now (4 requests sent)" in text

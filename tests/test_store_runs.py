@@ -25,8 +25,8 @@ from test_dataset_reruns import folder_run_config, make_data, photo
 from test_reruns import planned
 from tiny_run import Run, run_snakemake
 
-from leaf_steps.io import read_provenance
-from leaf_steps.scoring import add_counts
+from leaf_steps.core.io import read_provenance
+from leaf_steps.teachers.scoring import add_counts
 from leaf_steps.teachers.store import KINDS, TeacherStore
 
 N_IMAGES = 20

@@ -15,9 +15,13 @@ import torch
 from PIL import Image, ImageFilter
 
 from leaf_steps import calibrate, distill
-from leaf_steps import student as st
-from leaf_steps.errors import ConfigError, InputError
-from leaf_steps.io import read_provenance
+from leaf_steps.evaluation.correlation import plcc, srcc
+from leaf_steps.training.data import image_rows, read_manifest
+from leaf_steps.training.models import build_model, fold_affine_into_head, load_checkpoint, read_checkpoint_metadata
+from leaf_steps.training.optim import batch_indices
+from leaf_steps.training.scoring import predict
+from leaf_steps.core.errors import ConfigError, InputError
+from leaf_steps.core.io import read_provenance
 
 N_CONTENTS, LEVELS, TRAIN_CONTENTS = 10, 4, 7
 
@@ -123,8 +127,8 @@ def run_calibrate(data, out, init=None, seed=0):
 
 
 def _test_rows(data):
-    manifest = st.read_manifest(data["manifest"])
-    return st.image_rows(manifest, data["manifest"], data["test_ids"])
+    manifest = read_manifest(data["manifest"])
+    return image_rows(manifest, data["manifest"], data["test_ids"])
 
 
 @pytest.fixture(scope="module")
@@ -165,11 +169,11 @@ def test_distill_writes_documented_artifacts(data, stage1):
 
 
 def test_distill_checkpoint_reloads_and_reproduces_predictions(data, stage1):
-    model, meta = st.load_checkpoint(stage1["model"])
+    model, meta = load_checkpoint(stage1["model"])
     assert meta["model"] == "resnet10t" and meta["stage"] == "distill" and meta["output_units"] == "teacher_score"
     assert json.loads(meta["settings"]) == distill_settings()
     assert meta["settings_hash"] == read_provenance(stage1["losses"])["settings_hash"]
-    again = st.predict(model, _test_rows(data), resize=40, crop=32)
+    again = predict(model, _test_rows(data), resize=40, crop=32)
     assert np.allclose(again, pl.read_parquet(stage1["preds"])["prediction"].to_numpy(), atol=1e-5)
 
 
@@ -215,18 +219,18 @@ def test_calibrate_from_stage1(data, stage1, tmp_path):
 
     # Epoch 0 is the stage-1 model under an affine map: same |SRCC| on calib_val as stage 1 itself.
     subset = pl.read_parquet(data["subset"]).filter(pl.col("role") == "calib_val").sort("image_id")
-    manifest = st.read_manifest(data["manifest"])
-    stage1_model, _ = st.load_checkpoint(stage1["model"])
-    s1 = st.predict(stage1_model, st.image_rows(manifest, data["manifest"], subset["image_id"]), resize=40, crop=32)
-    expected = abs(st.spearman(s1, subset["mos"].to_numpy()))
+    manifest = read_manifest(data["manifest"])
+    stage1_model, _ = load_checkpoint(stage1["model"])
+    s1 = predict(stage1_model, image_rows(manifest, data["manifest"], subset["image_id"]), resize=40, crop=32)
+    expected = abs(srcc(s1, subset["mos"].to_numpy()))
     assert abs(losses["val_srcc"][0]) == pytest.approx(expected, abs=1e-9)
 
     # The checkpoint predicts MOS units directly and reproduces the written predictions.
-    model, meta = st.load_checkpoint(paths["model"])
+    model, meta = load_checkpoint(paths["model"])
     assert meta["stage"] == "calibrate" and meta["output_units"] == "mos"
     preds = pl.read_parquet(paths["preds"])
     assert preds["image_id"].to_list() == data["test_ids"]
-    assert np.allclose(st.predict(model, _test_rows(data), resize=40, crop=32), preds["prediction"].to_numpy(),
+    assert np.allclose(predict(model, _test_rows(data), resize=40, crop=32), preds["prediction"].to_numpy(),
                        atol=1e-4)
     train_mos = pl.read_parquet(data["subset"]).filter(pl.col("role") == "calib_train")["mos"].to_numpy()
     # standardised outputs mapped back: the predictions sit on the 0..100 MOS scale, not around 0
@@ -249,11 +253,11 @@ def test_calibrate_cft_only_baseline(data, tmp_path):
 
 def test_fold_affine_into_head_maps_outputs():
     torch.manual_seed(0)
-    model = st.build_model("resnet10t", pretrained=False).eval()
+    model = build_model("resnet10t", pretrained=False).eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         before = model(x).reshape(-1)
-        st.fold_affine_into_head(model, -2.5, 7.0)
+        fold_affine_into_head(model, -2.5, 7.0)
         after = model(x).reshape(-1)
     assert torch.allclose(after, -2.5 * before + 7.0, atol=1e-5)
 
@@ -289,7 +293,7 @@ def test_subset_row_errors_name_the_row(data, tmp_path):
         mos=pl.when(pl.col("i") == 3).then(None).otherwise(pl.col("mos"))).drop("i")
     path = tmp_path / "subset.parquet"
     bad.write_parquet(path)
-    manifest = st.read_manifest(data["manifest"])
+    manifest = read_manifest(data["manifest"])
     with pytest.raises(InputError, match=r"subset.parquet: row 3 .*mos must be a finite number"):
         calibrate.load_subset(str(path), manifest)
     leak = pl.DataFrame({"image_id": [data["test_ids"][0]], "role": ["calib_train"], "mos": [50.0]})
@@ -304,7 +308,7 @@ def test_settings_errors_name_the_key():
     with pytest.raises(ConfigError, match="use_point and use_pair"):
         distill.DistillSettings.parse(distill_settings(use_point=False, use_pair=False))
     with pytest.raises(ConfigError, match="student.model"):
-        st.build_model("not_a_timm_model", pretrained=False)
+        build_model("not_a_timm_model", pretrained=False)
     # defaults from the config schema fill keys the settings leave out
     parsed = distill.DistillSettings.parse(distill_settings(distill={"epochs": 1}))
     assert parsed.distill["lambda_dis"] == 0.5 and parsed.distill["holdout_fraction"] == 0.1
@@ -316,14 +320,14 @@ def test_pretrained_weights_unavailable_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(ConfigError, match="student.pretrained"):
-        st.build_model("resnet10t", pretrained=True)
+        build_model("resnet10t", pretrained=True)
 
 
 def test_batch_indices_never_leave_a_single_sample_batch():
-    assert st.batch_indices(list(range(9)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]
-    assert st.batch_indices(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    assert sum(map(len, st.batch_indices(list(range(17)), 8))) == 17
-    assert math.isnan(st.spearman(np.ones(4), np.arange(4)))
+    assert batch_indices(list(range(9)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]
+    assert batch_indices(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert sum(map(len, batch_indices(list(range(17)), 8))) == 17
+    assert math.isnan(srcc(np.ones(4), np.arange(4)))
 
 
 # --------------------------------------------------------------------------- few-shot stage-1 selection
@@ -373,32 +377,32 @@ def _distill_every_epoch(data, tmp_path_factory):
 
 
 def test_distill_keeps_each_candidate_epoch_and_its_outputs_on_the_labelled_images(data, per_epoch):
-    manifest = st.read_manifest(per_epoch["manifest"])
+    manifest = read_manifest(per_epoch["manifest"])
     pool = sorted(manifest.filter((pl.col("split") == "train") & pl.col("mos").is_not_null())["image_id"])
     assert not set(pool) & set(data["test_ids"])
     epoch_preds = pl.read_parquet(per_epoch["epoch_preds"])
     assert epoch_preds.group_by("epoch").len().sort("epoch")["len"].to_list() == [len(pool)] * 3
-    rows = st.image_rows(manifest, per_epoch["manifest"], pool)
+    rows = image_rows(manifest, per_epoch["manifest"], pool)
     for epoch, path in zip((1, 2, 3), per_epoch["checkpoints"], strict=True):
-        model, meta = st.load_checkpoint(path)
+        model, meta = load_checkpoint(path)
         assert meta["epoch"] == str(epoch) and meta["stage"] == "distill_epoch"
         kept = epoch_preds.filter(pl.col("epoch") == epoch).sort("image_id")
         assert kept["image_id"].to_list() == pool
-        assert np.allclose(st.predict(model, rows, resize=40, crop=32), kept["prediction"].to_numpy(), atol=1e-5)
+        assert np.allclose(predict(model, rows, resize=40, crop=32), kept["prediction"].to_numpy(), atol=1e-5)
 
 
 def test_label_free_student_keeps_the_teacher_rule(data, per_epoch):
     losses = pl.read_parquet(per_epoch["losses"])
     teacher_epoch = losses.filter("selected")["epoch"][0]
     assert losses.filter("selected")["val_loss"][0] == losses["val_loss"].min()
-    meta = st.read_checkpoint_metadata(per_epoch["model"])
+    meta = read_checkpoint_metadata(per_epoch["model"])
     assert meta["epoch"] == meta["selected_epoch"] == str(teacher_epoch)
     prov = read_provenance(per_epoch["preds"])
     assert (prov["stage1_epoch"], prov["stage1_selection"]) == (teacher_epoch, "teacher")
     # The label-free predictions are those of the teacher rule's epoch checkpoint.
-    model, _ = st.load_checkpoint(per_epoch["checkpoints"][teacher_epoch - 1])
+    model, _ = load_checkpoint(per_epoch["checkpoints"][teacher_epoch - 1])
     labelfree = pl.read_parquet(per_epoch["preds"])
-    assert np.allclose(st.predict(model, _test_rows(data), resize=40, crop=32), labelfree["prediction"].to_numpy(),
+    assert np.allclose(predict(model, _test_rows(data), resize=40, crop=32), labelfree["prediction"].to_numpy(),
                        atol=1e-5)
 
 
@@ -432,7 +436,7 @@ def test_subsets_that_disagree_start_calibration_from_different_epochs(data, per
         for e in (1, 2, 3):
             p = dict(epoch_preds.filter(pl.col("epoch") == e).select("image_id", "prediction").iter_rows())
             x, y = np.array([p[i] for i in val]), np.array([mos[i] for i in val])
-            scores[e] = st.spearman(x, y) + st.pearson(x, y)
+            scores[e] = srcc(x, y) + plcc(x, y)
         assert max(scores, key=scores.get) == epoch == pl.read_parquet(selection).filter("selected")["epoch"][0]
 
         out = tmp_path / f"cal{epoch}"

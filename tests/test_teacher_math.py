@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from leaf_steps.teacher_math import (
+from leaf_steps.teachers.teacher_math import (
     LabelScores,
     LEVELS,
     collapse_top_logprobs,

@@ -17,11 +17,11 @@ from scipy.special import expit
 
 from fake_teacher import FakeTeacher
 from leaf_steps import filter_pairs as fp
-from leaf_steps.errors import InputError
-from leaf_steps.io import read_provenance
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import read_provenance
 from leaf_steps.sample_pairs import sample_pairs
 from scoring_helpers import pairs_rows, points_rows, write_image_list
-from leaf_steps.teacher_math import pair_confidence
+from leaf_steps.teachers.teacher_math import pair_confidence
 from leaf_steps.teachers import base
 
 PROMPTS = {"point": "Rate it.", "pair": "A or B?"}

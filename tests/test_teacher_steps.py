@@ -5,14 +5,14 @@ import polars as pl
 import pytest
 
 from fake_teacher import FakeTeacher
-from leaf_steps.errors import InputError, TeacherError
+from leaf_steps.core.errors import InputError, TeacherError
 from leaf_steps.filter_pairs import filter_pairs
-from leaf_steps.io import read_provenance
-from leaf_steps.sample_mos_subsets import sample_subset
+from leaf_steps.core.io import read_provenance
+from leaf_steps.sample_mos_subset import sample_subset
 from leaf_steps.sample_pairs import sample_pairs
 from scoring_helpers import pairs_rows, points_rows, write_image_list
-from leaf_steps.scoring import shard_rows
-from leaf_steps.teacher_math import expected_score, level_probabilities, pair_confidence
+from leaf_steps.teachers.scoring import shard_rows
+from leaf_steps.teachers.teacher_math import expected_score, level_probabilities, pair_confidence
 from leaf_steps.teachers import base
 
 PROMPTS = {"point": "Rate it.", "pair": "A or B?"}

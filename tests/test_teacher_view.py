@@ -23,13 +23,13 @@ from PIL import Image
 from skimage import data as skdata
 
 from fake_vllm_server import Behaviour, FakeVllmServer
-from leaf_steps import image_encoding
-from leaf_steps.errors import TeacherError
-from leaf_steps.image_encoding import load_image
+from leaf_steps.teachers import image_encoding
+from leaf_steps.core.errors import TeacherError
+from leaf_steps.teachers.image_encoding import load_image
 from leaf_steps.images.decode import EXIF_ORIENTATION
-from leaf_steps.io import read_provenance
+from leaf_steps.core.io import read_provenance
 from scoring_helpers import pairs_rows, points_rows, write_image_list
-from leaf_steps.teacher_math import NOT_ANSWERED
+from leaf_steps.teachers.teacher_math import NOT_ANSWERED
 from leaf_steps.teachers.base import ImageRef, make_teacher
 from test_images import png16
 

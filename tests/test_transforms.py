@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from leaf_steps import student as st
+from leaf_steps.training.transforms import IMAGENET_MEAN, IMAGENET_STD
 from leaf_steps.training.transforms import (
     EvalTransform,
     decode,
@@ -33,7 +33,7 @@ def _symmetries(x: torch.Tensor) -> list[torch.Tensor]:
 
 def test_device_normalisation_equals_torchvision_per_image():
     image = _image(37, 29)
-    reference = T.Compose([T.ToTensor(), T.Normalize(st.IMAGENET_MEAN, st.IMAGENET_STD)])(image)
+    reference = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(image)
     ours = normalize(T.PILToTensor()(image).unsqueeze(0))[0]
     assert torch.equal(ours, reference)
 
@@ -41,7 +41,7 @@ def test_device_normalisation_equals_torchvision_per_image():
 def test_random_crop_moves_pixels_without_resampling():
     augment, n_views = "random_crop", 2
     image = _image(48, 48)
-    exact = T.Compose([T.ToTensor(), T.Normalize(st.IMAGENET_MEAN, st.IMAGENET_STD)])(image)
+    exact = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(image)
     views = _symmetries(exact)
     tf = train_transform(48, augment)
     torch.manual_seed(0)
@@ -56,7 +56,7 @@ def test_random_crop_moves_pixels_without_resampling():
 
 def test_random_crop_takes_windows_of_the_resized_image():
     image = _image(64, 64)
-    exact = T.Compose([T.ToTensor(), T.Normalize(st.IMAGENET_MEAN, st.IMAGENET_STD)])(image)
+    exact = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(image)
     out = train_transform(40, "random_crop")(image)
     windows = [exact[:, y:y + 40, x:x + 40] for y in range(25) for x in range(25)]
     assert any(torch.equal(out, w) or torch.equal(out, w.flip(2)) for w in windows)

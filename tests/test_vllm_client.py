@@ -24,8 +24,9 @@ from PIL import Image
 from skimage import data as skdata
 
 from fake_vllm_server import Behaviour, FakeVllmServer, answer_logprobs, label_of
-from leaf_steps import image_encoding, teacher_math as tm
-from leaf_steps.errors import ConfigError, InputError, TeacherError
+from leaf_steps.teachers import image_encoding
+from leaf_steps.teachers import teacher_math as tm
+from leaf_steps.core.errors import ConfigError, InputError, TeacherError
 from leaf_steps.images.decode import EXIF_ORIENTATION
 from leaf_steps.teachers.base import ImageRef, make_teacher
 

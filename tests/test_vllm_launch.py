@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from leaf_steps.errors import TeacherError
+from leaf_steps.core.errors import TeacherError
 from leaf_steps.teachers.base import ImageRef, make_teacher
 from leaf_steps.teachers.vllm_server import VllmServer
 

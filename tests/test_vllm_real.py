@@ -27,8 +27,8 @@ import yaml
 from PIL import Image, ImageFilter
 from skimage import data as skdata
 
-from leaf_steps import teacher_math as tm
-from leaf_steps.image_encoding import image_data_url
+from leaf_steps.teachers import teacher_math as tm
+from leaf_steps.teachers.image_encoding import image_data_url
 from leaf_steps.teachers.base import ImageRef, make_teacher
 from leaf_steps.teachers.visual_budget import family_of
 from leaf_steps.teachers.vllm import chat_payload

@@ -19,7 +19,7 @@ def done(tmp_path_factory) -> Run:
 
 
 def leaf_why(run: Run, repo=ROOT, *extra: str) -> str:
-    cmd = [sys.executable, "-m", "leaf_steps.cli", "why", "--snakefile", str(repo / "Snakefile"),
+    cmd = [sys.executable, "-m", "leaf_steps.core.cli", "why", "--snakefile", str(repo / "Snakefile"),
            "--directory", str(run.workdir), "--configfile", str(run.configfile), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env_for(repo), cwd=run.workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,7 +9,7 @@ validation) and ``derive(frame, root, settings, images_dir)`` (derived copies of
 passed the image check, e.g. SPAQ's resized photos). ``root`` is ``<resources_dir>/<name>``.
 
 The adapters are imported here statically (they are light; openpyxl is imported only when
-SPAQ's workbook is read) so that the step code hash (``leaf_steps.codehash``) covers them and
+SPAQ's workbook is read) so that the step code hash (``leaf_steps.core.codehash``) covers them and
 editing an adapter reruns the dataset steps.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 from leaf_steps.datasets import agiqa3k, aigiqa20k, folder, koniq10k, spaq
 from leaf_steps.datasets.common import DatasetSettings
-from leaf_steps.errors import ConfigError
-from leaf_steps.errors import did_you_mean as closest
+from leaf_steps.core.errors import ConfigError
+from leaf_steps.core.errors import did_you_mean as closest
 
 DATASETS: dict[str, ModuleType] = {m.NAME: m for m in (koniq10k, spaq, agiqa3k, aigiqa20k, folder)}
 

@@ -34,7 +34,7 @@ from leaf_steps.datasets.common import (
     resolve_images,
     split_counts,
 )
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 
 log = logging.getLogger("leaf.datasets.aigiqa20k")
 

@@ -32,9 +32,9 @@ import numpy as np
 import polars as pl
 
 from leaf_steps.images.check import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MIN_SIDE, Limits
-from leaf_steps.errors import ConfigError, InputError, LeafError
+from leaf_steps.core.errors import ConfigError, InputError, LeafError
 from leaf_steps.images import DEFAULT_MAX_PIXELS, probe
-from leaf_steps.io import atomic_write_text, write_json
+from leaf_steps.core.io import atomic_write_text, write_json
 
 log = logging.getLogger("leaf.datasets")
 T = TypeVar("T")

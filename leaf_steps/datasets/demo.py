@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from leaf_steps.errors import ConfigError, InputError
+from leaf_steps.core.errors import ConfigError, InputError
 
 MANIFEST_ORDER = ("image_id", "path", "mos", "split", "width", "height", "photo", "reference", "distortion", "level")
 

@@ -31,7 +31,7 @@ from leaf_steps.datasets.common import (
     require_columns,
     split_counts,
 )
-from leaf_steps.errors import ConfigError, InputError
+from leaf_steps.core.errors import ConfigError, InputError
 
 log = logging.getLogger("leaf.datasets.folder")
 

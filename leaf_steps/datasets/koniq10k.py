@@ -40,7 +40,7 @@ from leaf_steps.datasets.common import (
     resolve_images,
     split_counts,
 )
-from leaf_steps.errors import InputError, LeafError
+from leaf_steps.core.errors import InputError, LeafError
 
 log = logging.getLogger("leaf.datasets.koniq10k")
 

@@ -40,10 +40,10 @@ from leaf_steps.datasets.common import (
     resolve_images,
     split_counts,
 )
-from leaf_steps.errors import ConfigError, InputError, LeafError
+from leaf_steps.core.errors import ConfigError, InputError, LeafError
 from leaf_steps.images import load_rgb, probe
-from leaf_steps.io import new_file_mode
-from leaf_steps.progress import progress
+from leaf_steps.core.io import new_file_mode
+from leaf_steps.core.progress import progress
 
 log = logging.getLogger("leaf.datasets.spaq")
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from leaf_steps.errors import InputError
-from leaf_steps.metrics import iqa_metrics
+from leaf_steps.core.errors import InputError
+from leaf_steps.evaluation.metrics import iqa_metrics
 
 MIN_IMAGES = 3
 COVERAGE_SCHEMA = {"method": pl.String, "ratio": pl.Float64, "seed": pl.Int64, "image_id": pl.String,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 
 START = "<!-- demo-table:start: written by `python scripts/readme_demo_table.py --write` from make demo's table.md -->"
 END = "<!-- demo-table:end -->"

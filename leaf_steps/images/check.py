@@ -34,13 +34,13 @@ from pathlib import Path
 import PIL
 import polars as pl
 
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 from leaf_steps.images import DEFAULT_MAX_PIXELS
 from leaf_steps.images import decode as _decode_module
 from leaf_steps.images.verdict import Verdict as DecodeVerdict
 from leaf_steps.images.verdict import decode_chunk, decode_one
-from leaf_steps.io import make_provenance, read_parquet, write_parquet
-from leaf_steps.progress import progress
+from leaf_steps.core.io import make_provenance, read_parquet, write_parquet
+from leaf_steps.core.progress import progress
 
 log = logging.getLogger("leaf.images.check")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import polars as pl
 
-from leaf_steps.errors import InputError
-from leaf_steps.io import make_provenance, read_parquet, write_parquet
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import make_provenance, read_parquet, write_parquet
 
 log = logging.getLogger("leaf.images.content_hash")
 

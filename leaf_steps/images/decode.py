@@ -19,7 +19,7 @@ never judge different pixels. The rules:
   (decompression bombs).
 * A truncated or corrupt file fails here: nothing is ever decoded leniently.
 
-Every failure is an :class:`~leaf_steps.errors.InputError` whose message starts with the path.
+Every failure is an :class:`~leaf_steps.core.errors.InputError` whose message starts with the path.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 
 # Pillow's own bomb check raises at 2 x MAX_IMAGE_PIXELS with a message that names no file,
 # and only warns below that. LEAF checks every image against its own, configurable limit

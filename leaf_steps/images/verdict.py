@@ -3,7 +3,7 @@ the decoder, so that a worker starts in a fraction of a second)."""
 
 from __future__ import annotations
 
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 from leaf_steps.images.decode import load_rgb
 
 # (width, height, problem or None, final): ``final`` is False for a failure that may not happen again

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 from leaf_steps.images import DEFAULT_MAX_PIXELS
 from leaf_steps.training.scoring import batch_ranges
 from leaf_steps.training.transforms import EvalTransform

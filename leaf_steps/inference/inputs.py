@@ -31,8 +31,8 @@ from pathlib import Path
 import polars as pl
 
 from leaf_steps.datasets.common import list_images
-from leaf_steps.errors import InputError
-from leaf_steps.io import read_parquet
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import read_parquet
 from leaf_steps.training.data import resolve_image_path
 
 log = logging.getLogger("leaf.predict.inputs")

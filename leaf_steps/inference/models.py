@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from leaf_steps import student as st
-from leaf_steps.errors import InputError
+from leaf_steps.training.models import load_checkpoint, read_checkpoint_metadata
+from leaf_steps.training.settings import student_block
+from leaf_steps.core.errors import InputError
 from leaf_steps.training.scoring import TorchScorer
 from leaf_steps.training.transforms import EvalTransform, normalize
 
@@ -62,10 +63,10 @@ def file_sha256(path: str | Path, length: int = 12) -> str:
 
 def checkpoint_facts(path: str | Path) -> dict[str, Any]:
     """What a LEAF checkpoint says about itself: architecture, stage, units, transform, id."""
-    meta = st.read_checkpoint_metadata(path)
+    meta = read_checkpoint_metadata(path)
     try:
         settings = json.loads(meta.get("settings", "{}"))
-        student = st.student_block(settings)
+        student = student_block(settings)
     except Exception as exc:
         raise InputError(f"{path}: checkpoint settings do not describe a student block ({exc})") from exc
     units = meta.get("output_units")
@@ -79,7 +80,7 @@ def checkpoint_facts(path: str | Path) -> dict[str, Any]:
 
 def _from_checkpoint(path: Path, device: torch.device, amp: bool) -> Predictor:
     facts = checkpoint_facts(path)
-    model, _ = st.load_checkpoint(path, "cpu")
+    model, _ = load_checkpoint(path, "cpu")
     return Predictor(TorchScorer(model, device, amp), facts["transform"], facts["model_id"], facts["units"], "torch",
                      device, str(path), {"architecture": facts["architecture"], "stage": facts["stage"]})
 

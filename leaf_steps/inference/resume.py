@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from leaf_steps.io import (
+from leaf_steps.core.io import (
     atomic_write_text,
     make_provenance,
     read_parquet,

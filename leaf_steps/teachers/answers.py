@@ -1,6 +1,6 @@
 """A teacher's answer to one request, as it is stored and as it becomes a row of points/pairs.
 
-What a backend returns for one request (:class:`~leaf_steps.teacher_math.LabelScores` before the
+What a backend returns for one request (:class:`~leaf_steps.teachers.teacher_math.LabelScores` before the
 acceptance check) is kept whole: the label log-likelihoods, the probability the label tokens held
 (``token_mass``), the labels imputed because they were not among the returned tokens, the most likely
 tokens, how each image reached the model, and, for an answer that named no label at all, the reason.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from leaf_steps.teacher_math import (LEVELS, NOT_ANSWERED, LabelScores, expected_score, level_probabilities,
+from leaf_steps.teachers.teacher_math import (LEVELS, NOT_ANSWERED, LabelScores, expected_score, level_probabilities,
                                      pair_confidence, pair_probability, preference_label)
 
 # One stored answer (a row of a store part, and the answer columns of a scoring shard).

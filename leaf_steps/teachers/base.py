@@ -6,12 +6,12 @@ A teacher answers two questions through token log-likelihoods at one answer posi
 * pair: log-likelihoods of "A" and "B" for two images shown as A (first) then B.
 
 Backends implement ``answer_points`` / ``answer_pairs``: one
-:class:`~leaf_steps.teacher_math.LabelScores` per item, in order, as the model answered (these are
+:class:`~leaf_steps.teachers.teacher_math.LabelScores` per item, in order, as the model answered (these are
 what the score store keeps, :mod:`leaf_steps.teachers.store`). ``score_points`` / ``score_pairs`` add
 the acceptance check (``min_token_mass``: an answer whose label tokens held too little probability is
 an error row). A failure for one item is a ``LabelScores`` with ``error`` set, never an exception
 that loses the batch; only a failure to set the backend up at all raises
-:class:`~leaf_steps.errors.TeacherError`.
+:class:`~leaf_steps.core.errors.TeacherError`.
 
 Constructing a teacher only validates its settings, so that ``score_settings()`` (the store's key)
 costs nothing; the model is loaded or the server launched on first use or on entering the context
@@ -29,13 +29,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from leaf_steps.errors import ConfigError
-from leaf_steps.io import stable_hash
-from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, LabelScores, require_mass
+from leaf_steps.core.errors import ConfigError
+from leaf_steps.core.io import stable_hash
+from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS, LabelScores, require_mass
 from leaf_steps.teachers.serve_args import answer_serve_args
 
 BACKENDS: dict[str, str] = {
-    "niqe": "leaf_steps.teachers.niqe:NiqeTeacher",
+    "niqe": "leaf_steps.teachers.standin:NiqeTeacher",
     "transformers": "leaf_steps.teachers.hf:TransformersTeacher",
     "vllm": "leaf_steps.teachers.vllm:VllmTeacher",
 }

@@ -15,7 +15,7 @@ says nothing about which label is meant and is dropped, and the labels' first-to
 must be disjoint (else a TeacherError names the colliding labels). The full vocabulary is
 visible, so nothing is imputed: ``missing`` is always empty and ``mass`` is the total
 probability of all the label tokens; a row whose mass is below ``min_token_mass`` is an error
-row naming the tokens the model preferred (:func:`leaf_steps.teacher_math.require_mass`).
+row naming the tokens the model preferred (:func:`leaf_steps.teachers.teacher_math.require_mass`).
 
 The chat text is rendered with ``enable_thinking`` (default false) passed to the chat template
 (Qwen3-style templates then open the answer with an empty thinking block; templates that do not
@@ -38,9 +38,9 @@ from typing import Any
 
 from PIL import Image
 
-from leaf_steps.errors import ConfigError, InputError, TeacherError
-from leaf_steps.image_encoding import load_image
-from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, TOP_SHOWN, LabelScores
+from leaf_steps.core.errors import ConfigError, InputError, TeacherError
+from leaf_steps.teachers.image_encoding import load_image
+from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS, TOP_SHOWN, LabelScores
 from leaf_steps.teachers.base import ImageRef, Teacher
 from leaf_steps.teachers.visual_budget import parse_budget, transformers_images_kwargs
 
@@ -173,7 +173,7 @@ def label_token_ids(tokenizer: Any, labels: Sequence[str], model_name: str) -> d
 def resolve_model(model: str) -> str:
     """``tiny:<arch>[:<seed>]`` -> the cached tiny checkpoint folder; anything else unchanged."""
     if model.startswith("tiny:"):
-        from leaf_steps.tiny_models import ensure_tiny_model, parse_tiny_name
+        from leaf_steps.teachers.tiny_models import ensure_tiny_model, parse_tiny_name
 
         return str(ensure_tiny_model(*parse_tiny_name(model)))
     return model

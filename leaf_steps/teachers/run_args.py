@@ -16,9 +16,9 @@ from typing import Any
 
 import polars as pl
 
-from leaf_steps.cli import json_arg
-from leaf_steps.errors import ConfigError, InputError
-from leaf_steps.io import read_parquet
+from leaf_steps.core.cli import json_arg
+from leaf_steps.core.errors import ConfigError, InputError
+from leaf_steps.core.io import read_parquet
 from leaf_steps.teachers.base import split_spec
 
 IMAGE_LIST_COLUMNS = ("image_id", "path", "sha256")

@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from leaf_steps.errors import ConfigError
-from leaf_steps.errors import did_you_mean as closest
+from leaf_steps.core.errors import ConfigError
+from leaf_steps.core.errors import did_you_mean as closest
 
 # Shortest image side each backend can take. The MLLMs: 28 px is Qwen2-VL's patch-merge factor
 # (older transformers/vLLM processors refused smaller sides); InternVL resizes any image to its
-# 448 px tiles. NIQE needs one whole patch (leaf_steps.niqe.patch_features).
+# 448 px tiles. NIQE needs one whole patch (leaf_steps.teachers.niqe_model.patch_features).
 MLLM_MIN_SIDE = 28
 
 
@@ -41,7 +41,7 @@ def _transformers() -> tuple[set[str], Callable[[str, dict[str, Any]], None], di
 
 
 def _niqe() -> tuple[set[str], Callable[[str, dict[str, Any]], None], dict[str, set[str]]]:
-    from leaf_steps.teachers import niqe
+    from leaf_steps.teachers import standin as niqe
 
     def check(name: str, spec: dict[str, Any]) -> None:
         niqe.validate_spec(dict(spec), f"teachers.{name}")
@@ -86,7 +86,7 @@ def check_teacher(name: str, spec: Mapping[str, Any]) -> None:
 def min_image_side(spec: Mapping[str, Any]) -> int:
     """The shortest image side a teacher can score (see MLLM_MIN_SIDE)."""
     if spec.get("backend") == "niqe":
-        from leaf_steps.niqe import DEFAULT_PATCH_SIZE
+        from leaf_steps.teachers.niqe_model import DEFAULT_PATCH_SIZE
 
         return int(spec.get("patch_size") or DEFAULT_PATCH_SIZE)
     return MLLM_MIN_SIDE

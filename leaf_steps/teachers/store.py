@@ -45,8 +45,8 @@ from typing import Any
 
 import polars as pl
 
-from leaf_steps.errors import InputError
-from leaf_steps.io import atomic_write_text, make_provenance, read_provenance, stable_hash, write_parquet
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import atomic_write_text, make_provenance, read_provenance, stable_hash, write_parquet
 from leaf_steps.teachers.answers import ANSWER_SCHEMA
 
 log = logging.getLogger("leaf.teachers.store")
@@ -54,11 +54,11 @@ log = logging.getLogger("leaf.teachers.store")
 ANSWER_FORMAT_VERSION = 1
 # The functions whose output is a stored answer; a test hashes their code (tests/test_store.py).
 ANSWER_CODE = (
-    "leaf_steps.teacher_math:collapse_top_logprobs", "leaf_steps.teacher_math:label_aliases",
-    "leaf_steps.teacher_math:normalize_token", "leaf_steps.teachers.vllm:parse_top_logprobs",
+    "leaf_steps.teachers.teacher_math:collapse_top_logprobs", "leaf_steps.teachers.teacher_math:label_aliases",
+    "leaf_steps.teachers.teacher_math:normalize_token", "leaf_steps.teachers.vllm:parse_top_logprobs",
     "leaf_steps.teachers.vllm:chat_payload", "leaf_steps.teachers.vllm:request_extras",
-    "leaf_steps.teachers.hf:label_token_ids", "leaf_steps.teachers.niqe:level_logliks",
-    "leaf_steps.teachers.niqe:pair_logliks",
+    "leaf_steps.teachers.hf:label_token_ids", "leaf_steps.teachers.standin:level_logliks",
+    "leaf_steps.teachers.standin:pair_logliks",
 )
 KINDS = ("point", "pair")
 MARKER = "leaf-teacher-store.json"

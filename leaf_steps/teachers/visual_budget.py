@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from leaf_steps.errors import ConfigError
+from leaf_steps.core.errors import ConfigError
 
 KEYS = ("max_tiles", "max_pixels", "min_pixels")
 # The processor keys a budget sets; extra_body.mm_processor_kwargs may not set them behind its back.

@@ -6,12 +6,12 @@ One request per item: a single user message whose content is the image(s) as
 asked for non-thinking mode (``chat_template_kwargs: {"enable_thinking": false}``) and,
 when the teacher has a ``visual_budget``, the processor's per-request limits
 (``mm_processor_kwargs``). Images go as the file's own bytes when they can
-(:mod:`leaf_steps.image_encoding`). The answer is read at
+(:mod:`leaf_steps.teachers.image_encoding`). The answer is read at
 ``choices[0].logprobs.content[0].top_logprobs`` and mapped to labels by
-:func:`leaf_steps.teacher_math.collapse_top_logprobs` (space/case variants summed,
+:func:`leaf_steps.teachers.teacher_math.collapse_top_logprobs` (space/case variants summed,
 labels absent from the top K imputed and listed, matched mass recorded); an answer whose
 label tokens hold less than ``min_token_mass`` of the probability is an error row naming
-what the model said instead (:func:`leaf_steps.teacher_math.require_mass`).
+what the model said instead (:func:`leaf_steps.teachers.teacher_math.require_mass`).
 
 Requests run concurrently (``max_concurrency`` workers, each with its own
 ``httpx.AsyncClient`` connection) with a per-request timeout and retries with
@@ -43,9 +43,9 @@ from typing import Any
 
 import httpx
 
-from leaf_steps.errors import ConfigError, InputError, TeacherError
-from leaf_steps.image_encoding import TRANSPORTS, EncodingSettings, image_data_url
-from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, LabelScores, collapse_top_logprobs, label_aliases
+from leaf_steps.core.errors import ConfigError, InputError, TeacherError
+from leaf_steps.teachers.image_encoding import TRANSPORTS, EncodingSettings, image_data_url
+from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS, LabelScores, collapse_top_logprobs, label_aliases
 from leaf_steps.teachers.base import ImageRef, Teacher
 from leaf_steps.teachers.serve_args import answer_serve_args
 from leaf_steps.teachers.visual_budget import PROCESSOR_KEYS, parse_budget, vllm_processor_kwargs

@@ -4,7 +4,7 @@ The server runs in its own process group (tensor-parallel workers included), log
 a file, and is polled on ``GET /health`` until it answers 200. On leaving the context
 (normal exit, exception, KeyboardInterrupt, or SIGTERM delivered to this process) the
 whole group gets SIGTERM, then SIGKILL after a grace period. A server that exits or
-stays unhealthy during start-up raises :class:`~leaf_steps.errors.TeacherError` with
+stays unhealthy during start-up raises :class:`~leaf_steps.core.errors.TeacherError` with
 the tail of its log.
 
 The ``vllm`` executable is looked up on PATH (the tests put a stand-in first).
@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from leaf_steps.errors import TeacherError
+from leaf_steps.core.errors import TeacherError
 
 log = logging.getLogger(__name__)
 

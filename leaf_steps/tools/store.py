@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 from leaf_steps.teachers.store import KINDS, MARKER, TeacherStore
 
 

@@ -6,8 +6,8 @@ same DAG Snakemake would (Snakemake's Python API, nothing is executed) and, for 
 would run, says why in the project's terms:
 
 * ``setting distill.lr: 0.002 -> 0.001``: a value in the rule's params, diffed key by key;
-* ``code leaf_steps.io changed``: a module in the rule's code fingerprint (comments, docstrings and
-  formatting never count, see :mod:`leaf_steps.codehash`);
+* ``code leaf_steps.core.io changed``: a module in the rule's code fingerprint (comments, docstrings and
+  formatting never count, see :mod:`leaf_steps.core.codehash`);
 * ``input rebuilt by distill: results/.../model.safetensors``: an upstream job runs first;
 * ``input changed: <file>``: an input file on disk is newer than the output, or its checksum moved;
 * ``output missing: <file>``, ``output incomplete``, ``no record of how the output was made``,
@@ -235,6 +235,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from leaf_steps.cli import run_step
+    from leaf_steps.core.cli import run_step
 
     run_step(main)

@@ -20,9 +20,9 @@ import polars as pl
 import torch
 from PIL import Image
 
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 from leaf_steps.images import load_rgb
-from leaf_steps.io import read_parquet
+from leaf_steps.core.io import read_parquet
 from leaf_steps.training.transforms import decode, resize_shorter
 
 # Resized images kept in memory across epochs (per process); beyond this, images are re-decoded.

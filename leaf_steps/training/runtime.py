@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from leaf_steps.errors import ConfigError
+from leaf_steps.core.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 

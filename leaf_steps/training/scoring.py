@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from leaf_steps.progress import progress
+from leaf_steps.core.progress import progress
 from leaf_steps.training.data import ImageCache, ImageDataset, ImageRow, make_loader
 from leaf_steps.training.runtime import autocast, use_amp
 from leaf_steps.training.transforms import EvalTransform, normalize

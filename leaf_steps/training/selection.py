@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
-from leaf_steps.errors import InputError
-from leaf_steps.io import stable_hash
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import stable_hash
+from leaf_steps.evaluation.correlation import finite_or_none, plcc, srcc
 
 RULES = ("mos_subset", "teacher")
 # Below three images a correlation is +-1 or undefined: it cannot rank epochs.
@@ -48,9 +48,7 @@ def correlation_score(srcc: float | None, plcc: float | None) -> float:
 
 
 def _correlations(pred: np.ndarray, mos: np.ndarray) -> tuple[float | None, float | None]:
-    if len(pred) < 2 or np.ptp(pred) == 0 or np.ptp(mos) == 0:
-        return None, None
-    return float(stats.spearmanr(pred, mos).statistic), float(stats.pearsonr(pred, mos).statistic)
+    return finite_or_none(srcc(pred, mos)), finite_or_none(plcc(pred, mos))
 
 
 def calib_val_hash(subset: pl.DataFrame) -> str:

@@ -5,11 +5,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from leaf_steps.codehash import code_fingerprint
-from leaf_steps.config import validate_config, variant_settings
-from leaf_steps.config_checks import config_warnings, resolved_min_side
+from leaf_steps.core.codehash import code_fingerprint
+from leaf_steps.core.config import validate_config, variant_settings
+from leaf_steps.core.config_checks import config_warnings, resolved_min_side
 from leaf_steps.datasets.fingerprint import dataset_fingerprint
-from leaf_steps.errors import ConfigError, LeafError
+from leaf_steps.core.errors import ConfigError, LeafError
 from leaf_steps.teachers.base import BACKENDS, backend_class, split_spec
 from leaf_steps.training.epochs import candidate_epochs
 

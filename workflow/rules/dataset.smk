@@ -83,7 +83,7 @@ else:
             settings=jq({k: v for k, v in dataset_settings().items() if k not in SPLIT_KEYS}),
             images_dir=f"{RES}/{DATASET}/derived",
             dataset_files=dataset_files,
-            code=step_code("prepare_dataset"),
+            code=step_code("list_images"),
         # Every image is decoded once (cached by fingerprint); the workers are processes.
         threads: 16
         conda:
@@ -93,7 +93,7 @@ else:
         benchmark:
             f"{BENCH}/list_images.tsv"
         shell:
-            "python -m leaf_steps.prepare_dataset --dataset {params.dataset} --resources-dir {params.resources_dir}"
+            "python -m leaf_steps.list_images --dataset {params.dataset} --resources-dir {params.resources_dir}"
             " --settings {params.settings} --images-dir {params.images_dir} --download-marker {input.marker}"
             " --workers {threads} --out-image-list {output.image_list} > {log} 2>&1"
 

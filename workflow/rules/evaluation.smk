@@ -8,13 +8,13 @@ rule teacher_zero_shot:
     output:
         predictions=f"{R}/predictions/teacher_zero_shot/labelfree.parquet",
     params:
-        code=step_code("teacher_baselines"),
+        code=step_code("teacher_zero_shot"),
     conda:
         ENV_CORE
     log:
         f"{LOGS}/teacher_zero_shot.log",
     shell:
-        "python -m leaf_steps.teacher_baselines zero_shot --points {input.points} --manifest {input.manifest}"
+        "python -m leaf_steps.teacher_zero_shot --points {input.points} --manifest {input.manifest}"
         " --out {output.predictions} > {log} 2>&1"
 
 
@@ -26,13 +26,13 @@ rule teacher_linear:
     output:
         predictions=f"{R}/predictions/teacher_linear/ratio{{ratio}}/seed{{seed}}.parquet",
     params:
-        code=step_code("teacher_baselines"),
+        code=step_code("teacher_linear"),
     conda:
         ENV_CORE
     log:
         f"{LOGS}/teacher_linear/ratio{{ratio}}-seed{{seed}}.log",
     shell:
-        "python -m leaf_steps.teacher_baselines linear --points {input.points} --manifest {input.manifest}"
+        "python -m leaf_steps.teacher_linear --points {input.points} --manifest {input.manifest}"
         " --subset {input.subset} --out {output.predictions} > {log} 2>&1"
 
 
@@ -93,13 +93,13 @@ rule plot_label_efficiency:
         ),
     params:
         title=shlex.quote(f"Label efficiency: {config['dataset']['name']}"),
-        code=step_code("plot_results"),
+        code=step_code("plot_label_efficiency"),
     conda:
         ENV_CORE
     log:
         f"{LOGS}/plot_label_efficiency.log",
     shell:
-        "python -m leaf_steps.plot_results label-efficiency --summary {input.summary} --out {output.png}"
+        "python -m leaf_steps.plot_label_efficiency --summary {input.summary} --out {output.png}"
         " --title {params.title} > {log} 2>&1"
 
 
@@ -118,13 +118,13 @@ rule plot_teacher_scatter:
     params:
         linear=lambda w, input: scatter_linear_args(input),
         title=shlex.quote(f"Teacher '{config['teacher']}' vs MOS, test split"),
-        code=step_code("plot_results"),
+        code=step_code("plot_teacher_scatter"),
     conda:
         ENV_CORE
     log:
         f"{LOGS}/plot_teacher_scatter.log",
     shell:
-        "python -m leaf_steps.plot_results teacher-scatter --points {input.points} --manifest {input.manifest}"
+        "python -m leaf_steps.plot_teacher_scatter --points {input.points} --manifest {input.manifest}"
         " {params.linear} --out {output.png} --title {params.title} > {log} 2>&1"
 
 
@@ -143,13 +143,13 @@ rule plot_training_curves:
     params:
         runs=training_curve_args(),
         title=shlex.quote(f"Training curves: {config['dataset']['name']} ({config['run_name']})"),
-        code=step_code("plot_training"),
+        code=step_code("plot_training_curves"),
     conda:
         ENV_CORE
     log:
         f"{LOGS}/plot_training_curves.log",
     shell:
-        "python -m leaf_steps.plot_training curves {params.runs} --out {output.png} --title {params.title}"
+        "python -m leaf_steps.plot_training_curves {params.runs} --out {output.png} --title {params.title}"
         " > {log} 2>&1"
 
 
@@ -167,11 +167,11 @@ rule plot_pair_confidence:
         pairs=scored_pairs_args(),
         tau=confidence_tau_arg(),
         title=shlex.quote(f"Teacher pair confidence: {config['dataset']['name']}"),
-        code=step_code("plot_training"),
+        code=step_code("plot_pair_confidence"),
     conda:
         ENV_CORE
     log:
         f"{LOGS}/plot_pair_confidence.log",
     shell:
-        "python -m leaf_steps.plot_training pair-confidence {params.pairs} {params.tau} --out {output.png}"
+        "python -m leaf_steps.plot_pair_confidence {params.pairs} {params.tau} --out {output.png}"
         " --title {params.title} > {log} 2>&1"

@@ -2,7 +2,7 @@
 # the paper table or figure it reproduces, the paper's numbers beside this run's (docs/reproduce_paper.md).
 from pathlib import PurePosixPath
 
-from leaf_steps.paper_figures import check_target, missing_runs
+from leaf_steps.evaluation.paper_numbers import check_target, missing_runs
 
 
 if "paper" in config:

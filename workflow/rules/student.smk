@@ -43,13 +43,13 @@ rule sample_mos_subset:
         subset=f"{R}/subsets/ratio{{ratio}}/seed{{seed}}.parquet",
     params:
         val_fraction=config["calibration"]["val_fraction"],
-        code=step_code("sample_mos_subsets"),
+        code=step_code("sample_mos_subset"),
     conda:
         ENV_CORE
     log:
         f"{LOGS}/sample_mos_subset/ratio{{ratio}}-seed{{seed}}.log",
     shell:
-        "python -m leaf_steps.sample_mos_subsets --manifest {input.manifest} --ratio {wildcards.ratio}"
+        "python -m leaf_steps.sample_mos_subset --manifest {input.manifest} --ratio {wildcards.ratio}"
         " --seed {wildcards.seed} --val-fraction {params.val_fraction} --out {output.subset} > {log} 2>&1"
 
 

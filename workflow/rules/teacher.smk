@@ -63,14 +63,14 @@ rule gather_points:
         points=f"{R}/teacher/{{teacher}}/points.parquet",
     params:
         acceptance=lambda w: jq(teacher_part(w.teacher, "acceptance")),
-        code=step_code("assemble_scores"),
+        code=step_code("gather_points"),
         run=Untracked({"max_error_fraction": config["scoring"]["max_error_fraction"]}),
     conda:
         ENV_CORE
     log:
         f"{LOGS}/gather_points/{{teacher}}.log",
     shell:
-        "python -m leaf_steps.assemble_scores --kind point --teacher-name {wildcards.teacher}"
+        "python -m leaf_steps.gather_points --teacher-name {wildcards.teacher}"
         " --acceptance {params.acceptance} --run {params.run} --out {output.points} {input.shards} > {log} 2>&1"
 
 
@@ -129,14 +129,14 @@ rule gather_pairs:
     params:
         acceptance=lambda w: jq(teacher_part(w.teacher, "acceptance")),
         both_orders="--both-orders" if config["scoring"]["both_orders"] else "",
-        code=step_code("assemble_scores"),
+        code=step_code("gather_pairs"),
         run=Untracked({"max_error_fraction": config["scoring"]["max_error_fraction"]}),
     conda:
         ENV_CORE
     log:
         f"{LOGS}/gather_pairs/{{teacher}}.log",
     shell:
-        "python -m leaf_steps.assemble_scores --kind pair --teacher-name {wildcards.teacher}"
+        "python -m leaf_steps.gather_pairs --teacher-name {wildcards.teacher}"
         " --acceptance {params.acceptance} {params.both_orders} --run {params.run} --out {output.pairs}"
         " {input.shards} > {log} 2>&1"
 

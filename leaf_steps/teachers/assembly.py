@@ -15,18 +15,16 @@ shards' rows reused from the teacher score store, scored now, failed; requests s
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from leaf_steps.cli import json_arg, run_step
-from leaf_steps.errors import InputError
-from leaf_steps.io import make_provenance, read_parquet, read_provenance, write_parquet
-from leaf_steps.scoring import add_counts, answer_advice, assemble
-from leaf_steps.teacher_math import LEVELS, PAIR_LABELS, LabelScores, require_mass
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import make_provenance, read_parquet, read_provenance, write_parquet
+from leaf_steps.teachers.scoring import add_counts, answer_advice, assemble
+from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS, LabelScores, require_mass
 from leaf_steps.teachers.answers import BOTH_ORDERS_SCHEMA, PAIR_SCHEMA, POINT_SCHEMA, pair_row, point_row, scores_of
 
 KEYS = {"point": "image_id", "pair": "pair_id"}
@@ -94,21 +92,3 @@ def assemble_scores(kind: str, shards: Sequence[Path], out: Path, acceptance: di
         f"assemble_{kind}s", **keep, acceptance=acceptance, both_orders=both_orders if kind == "pair" else None,
         requests=requests, summary=summary, shards=[str(s) for s in shards]))
     return result
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kind", required=True, choices=sorted(KEYS))
-    ap.add_argument("--teacher-name", default="teacher")
-    ap.add_argument("--acceptance", type=json_arg, default={}, help='{"min_token_mass": F} (empty: every answer)')
-    ap.add_argument("--both-orders", action="store_true", help="pairs: average the two orders")
-    ap.add_argument("--run", type=json_arg, default={}, help='{"max_error_fraction": F} (not tracked)')
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("shards", nargs="+", type=Path)
-    a = ap.parse_args(argv)
-    assemble_scores(a.kind, a.shards, a.out, a.acceptance, a.run.get("max_error_fraction", 0.05), a.both_orders,
-                    a.teacher_name)
-
-
-if __name__ == "__main__":
-    run_step(main)

@@ -1,4 +1,5 @@
-"""Figures: label efficiency (paper Fig 4) and teacher score vs MOS (paper Fig 2).
+"""The result figures: label efficiency (paper Fig 4) and teacher score vs MOS (paper Fig 2); drawn by the
+steps :mod:`leaf_steps.plot_label_efficiency` and :mod:`leaf_steps.plot_teacher_scatter`.
 
 Each figure says what it shows in its own text: the images it covers, the units of its axes,
 which PLCC (raw), and for Fig 2's calibrated panel the MOS subset its line was fitted on.
@@ -6,9 +7,7 @@ which PLCC (raw), and for Fig 2's calibrated panel the MOS subset its line was f
 
 from __future__ import annotations
 
-import argparse
 import io
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -18,11 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from leaf_steps.aggregate import DISPLAY  # noqa: E402
-from leaf_steps.cli import run_step  # noqa: E402
-from leaf_steps.errors import InputError  # noqa: E402
-from leaf_steps.io import atomic_write_bytes, read_parquet, read_provenance  # noqa: E402
-from leaf_steps.metrics import iqa_metrics  # noqa: E402
+from leaf_steps.evaluation.labels import DISPLAY  # noqa: E402
+from leaf_steps.core.io import atomic_write_bytes  # noqa: E402
+from leaf_steps.evaluation.metrics import iqa_metrics  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -100,38 +97,3 @@ def teacher_scatter(points: pl.DataFrame, manifest: pl.DataFrame, linear: pl.Dat
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     _save(fig, out)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    sub = ap.add_subparsers(dest="figure", required=True)
-    p1 = sub.add_parser("label-efficiency")
-    p1.add_argument("--summary", type=Path, required=True)
-    p1.add_argument("--out", type=Path, required=True)
-    p1.add_argument("--title", default="Label efficiency")
-    p2 = sub.add_parser("teacher-scatter")
-    p2.add_argument("--points", type=Path, required=True)
-    p2.add_argument("--manifest", type=Path, required=True)
-    p2.add_argument("--linear", type=Path, default=None, help="teacher_linear predictions of one subset")
-    p2.add_argument("--linear-ratio", type=float, default=None, help="MOS ratio of the subset --linear was fitted on")
-    p2.add_argument("--linear-seed", type=int, default=None, help="seed of that subset")
-    p2.add_argument("--out", type=Path, required=True)
-    p2.add_argument("--title", default="Teacher vs MOS (test split)")
-    a = ap.parse_args(argv)
-    if a.figure == "label-efficiency":
-        label_efficiency(read_parquet(a.summary), a.out, a.title)
-    else:
-        linear = read_parquet(a.linear, ["image_id", "prediction"]) if a.linear else None
-        subset = None
-        if a.linear and a.linear_ratio is not None and a.linear_seed is not None:
-            subset = f"{a.linear_ratio * 100:g}% MOS, seed {a.linear_seed}"
-        elif a.linear:
-            raise InputError("teacher-scatter: --linear needs --linear-ratio and --linear-seed (the panel says which "
-                             "MOS subset its line was fitted on)")
-        teacher_scatter(read_parquet(a.points, ["image_id", "teacher_score", "error"]),
-                        read_parquet(a.manifest, ["image_id", "split", "mos"]), linear, a.out, a.title,
-                        subset, read_provenance(a.linear) if a.linear else None)
-
-
-if __name__ == "__main__":
-    run_step(main)

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from leaf_steps import __version__
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 
 PROVENANCE_KEY = b"leaf"
 

@@ -41,9 +41,9 @@ from PIL import Image
 from scipy import ndimage
 from scipy.special import gammaln
 
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 from leaf_steps.images import load_rgb
-from leaf_steps.io import atomic_write_bytes
+from leaf_steps.core.io import atomic_write_bytes
 
 DEFAULT_PATCH_SIZE = 96
 DEFAULT_SHARPNESS_THRESHOLD = 0.75

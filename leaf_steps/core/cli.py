@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from leaf_steps.errors import LeafError
+from leaf_steps.core.errors import LeafError
 
 log = logging.getLogger("leaf")
 
@@ -38,10 +38,10 @@ def run_step(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | 
 
 
 PASSTHROUGH = {
-    "validate-config": ("leaf_steps.config_checks", "check a config file (every block) without running anything"),
-    "inspect": ("leaf_steps.inspect_artifacts", "schema, provenance and summary of a Parquet artifact"),
-    "estimate-cost": ("leaf_steps.estimate_cost", "GPU-hours of a config from per-image costs"),
-    "predict": ("leaf_steps.predict", "score images with a trained student (checkpoint, export folder or ONNX)"),
+    "validate-config": ("leaf_steps.core.config_checks", "check a config file (every block) without running anything"),
+    "inspect": ("leaf_steps.tools.inspect_artifacts", "schema, provenance and summary of a Parquet artifact"),
+    "estimate-cost": ("leaf_steps.tools.estimate_cost", "GPU-hours of a config from per-image costs"),
+    "predict": ("leaf_steps.tools.predict", "score images with a trained student (checkpoint, export folder or ONNX)"),
     "why": ("leaf_steps.tools.why", "which jobs a run would execute now, and the setting, file or code change behind each"),
     "store": ("leaf_steps.tools.store", "the teacher score store: summary (settings, answers, size) or compact"),
 }

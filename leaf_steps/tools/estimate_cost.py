@@ -1,7 +1,7 @@
 """GPU-hours of a config: the work each GPU job does, times per-image costs.
 
-    python -m leaf_steps.estimate_cost --config config/paper/table2_koniq10k.yaml \\
-        [--manifest results/<run>/dataset/manifest.parquet] [--costs benchmarks/costs/h100.json] \\
+    python -m leaf_steps.tools.estimate_cost --config config/paper/table2_koniq10k.yaml \\
+        [--manifest results/<run>/dataset/manifest.parquet] [--costs benchmarks/costs/h100_teacher_assumed_rtx3090_students_published.json] \\
         [--image-size 1024x1024] [--json out.json]
     leaf estimate-cost ...   (the same)
 
@@ -11,7 +11,7 @@ Work (from the config, following the code of each step):
   manifest and one pair request per sampled pair (``pairs.count``, default one per training
   image; twice with ``scoring.both_orders``), in ``scoring.shards`` jobs per kind; each job
   starts its own vLLM server unless the teacher has a ``base_url``. Prefill FLOPs per request
-  are counted on the real architectures (``leaf_steps.teacher_cost``), with the visual tokens
+  are counted on the real architectures (``leaf_steps.teachers.cost``), with the visual tokens
   each image costs under the teacher's ``visual_budget`` (shown in the table's work column).
 * stage 1 (``distill``), per distilled variant: ``epochs`` x (the training points after the
   holdout, plus 2 x ``pair_batch_size`` pair images per step) trained, the held-out images
@@ -49,17 +49,17 @@ from typing import Any
 
 import polars as pl
 
-from leaf_steps import teacher_cost
-from leaf_steps.cli import run_step
-from leaf_steps.config import load_config, variant_settings
+from leaf_steps.teachers import cost as teacher_cost
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.config import load_config, variant_settings
 from leaf_steps.datasets.common import test_count
-from leaf_steps.distill import holdout_count
-from leaf_steps.errors import ConfigError, InputError
-from leaf_steps.sample_mos_subsets import subset_sizes
+from leaf_steps.training.holdout import holdout_count
+from leaf_steps.core.errors import ConfigError, InputError
+from leaf_steps.training.mos_subsets import subset_sizes
 from leaf_steps.teachers.visual_budget import check_family, parse_budget
 from leaf_steps.training.epochs import candidate_epochs
 
-DEFAULT_COSTS = Path(__file__).resolve().parent.parent / "benchmarks" / "costs" / "h100.json"
+DEFAULT_COSTS = Path(__file__).resolve().parents[2] / "benchmarks" / "costs" / "h100_teacher_assumed_rtx3090_students_published.json"
 
 # Published sizes: image count, split sizes and the size LEAF reads (docs/datasets.md).
 # AGIQA-3K / AIGIQA-20K mix generators (256 px to 1024 px and beyond): 512x512 is a placeholder

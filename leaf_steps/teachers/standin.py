@@ -1,6 +1,6 @@
 """NIQE teacher: a classical, label-free NR-IQA stand-in for the MLLM (CPU only).
 
-It answers the teacher's two questions from the NIQE distance (:mod:`leaf_steps.niqe`,
+It answers the teacher's two questions from the NIQE distance (:mod:`leaf_steps.teachers.niqe_model`,
 lower = better) of each image to a pristine model fitted on the reference photos
 only; no MOS is read anywhere.
 
@@ -43,9 +43,9 @@ import numpy as np
 from scipy.special import log_softmax
 from scipy.stats import median_abs_deviation
 
-from leaf_steps.errors import ConfigError, InputError, TeacherError
-from leaf_steps.niqe import NiqeModel, load_model, patch_features, read_luminance, score_features
-from leaf_steps.teacher_math import LEVEL_VALUES, LEVELS, PAIR_LABELS, LabelScores
+from leaf_steps.core.errors import ConfigError, InputError, TeacherError
+from leaf_steps.teachers.niqe_model import NiqeModel, load_model, patch_features, read_luminance, score_features
+from leaf_steps.teachers.teacher_math import LEVEL_VALUES, LEVELS, PAIR_LABELS, LabelScores
 from leaf_steps.teachers.base import ImageRef, Teacher
 
 SPEC_KEYS = ("backend", "name", "gpus", "model_path", "pristine_dir", "patch_size", "sharpness_threshold", "level_scale",

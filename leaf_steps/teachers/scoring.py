@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from leaf_steps.errors import TeacherError
-from leaf_steps.progress import progress
-from leaf_steps.teacher_math import LEVELS, NOT_ANSWERED, PAIR_LABELS
+from leaf_steps.core.errors import TeacherError
+from leaf_steps.core.progress import progress
+from leaf_steps.teachers.teacher_math import LEVELS, NOT_ANSWERED, PAIR_LABELS
 from leaf_steps.teachers.answers import ANSWER_SCHEMA, answer_record, failed_record, is_answer
 from leaf_steps.teachers.base import ImageRef, Teacher
 from leaf_steps.teachers.store import TeacherStore

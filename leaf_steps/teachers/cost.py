@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from leaf_steps.image_encoding import target_size
+from leaf_steps.teachers.image_encoding import target_size
 from leaf_steps.teachers.visual_budget import QWEN_MIN_PIXELS, VisualBudget
 
 Family = Literal["internvl", "qwen3vl"]

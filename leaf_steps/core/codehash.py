@@ -21,12 +21,12 @@ from pathlib import Path
 PACKAGE = "leaf_steps"
 
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the leaf_steps package
 
 
 def _module_file(name: str) -> Path | None:
     """Source file of a leaf_steps module, found on disk without importing it (None for names that are
-    not modules, e.g. the function in ``from leaf_steps.io import write_parquet``)."""
+    not modules, e.g. the function in ``from leaf_steps.core.io import write_parquet``)."""
     parts = name.split(".")
     if parts[0] != PACKAGE:
         return None

@@ -8,7 +8,7 @@
 * ``resolved_min_side``: ``dataset.min_side`` for this run's teachers;
 * ``main``: ``leaf validate-config FILE``.
 
-Called by :func:`leaf_steps.config.validate_config`, the workflow's start (workflow/rules/common.smk) and
+Called by :func:`leaf_steps.core.config.validate_config`, the workflow's start (workflow/rules/common.smk) and
 ``leaf validate-config``; no step imports this module.
 """
 
@@ -20,15 +20,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from leaf_steps.config import load_config, variant_settings
-from leaf_steps.errors import ConfigError
+from leaf_steps.core.config import load_config, variant_settings
+from leaf_steps.core.errors import ConfigError
 
 
 def check_blocks(config: dict[str, Any]) -> None:
     """The blocks the schema leaves open, checked by the code that reads them: each teacher block by its
     backend (leaf_steps.teachers.specs), ``dataset.options`` by the dataset's adapter; then the label
     counts the MOS ratios need, where they are known before the data is read."""
-    from leaf_steps.errors import InputError
+    from leaf_steps.core.errors import InputError
     from leaf_steps.teachers.specs import check_teacher
 
     for name, spec in config["teachers"].items():
@@ -54,7 +54,7 @@ def config_warnings(config: dict[str, Any]) -> list[str]:
     """What a validated config will likely regret (nothing here stops a run): a labelled test split too
     small to mean anything, a folder or MOS file that is not there (yet), a label file that cannot be read."""
     from leaf_steps.datasets.labels_check import small_test_split_warning
-    from leaf_steps.errors import InputError
+    from leaf_steps.core.errors import InputError
 
     out = []
     ds = config["dataset"]
@@ -94,7 +94,7 @@ def resolved_min_side(config: dict[str, Any]) -> int:
 
 def ratio_problems(n_train_labelled: int, ratios: list[float], val_fraction: float, where: str) -> list[str]:
     """One message per MOS ratio that leaves too few calibration or held-out images (sample_mos_subsets' rule)."""
-    from leaf_steps.sample_mos_subsets import MIN_TRAIN, MIN_VAL, subset_sizes
+    from leaf_steps.training.mos_subsets import MIN_TRAIN, MIN_VAL, subset_sizes
 
     out = []
     for ratio in ratios:

@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from leaf_steps.errors import ConfigError
+from leaf_steps.core.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
@@ -57,10 +57,10 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
         raise ConfigError(f"{source}: student.crop ({config['student']['crop']}) must be <= student.resize")
     if (config["student"]["train_crop"] or 0) > config["student"]["resize"]:
         raise ConfigError(f"{source}: student.train_crop ({config['student']['train_crop']}) must be <= student.resize")
-    # The blocks the schema leaves open are checked by the code that reads them (leaf_steps.config_checks).
+    # The blocks the schema leaves open are checked by the code that reads them (leaf_steps.core.config_checks).
     # Imported by name: those checks run at validation, never inside a step, so they stay out of the
-    # code hash of the steps that import this module (leaf_steps.codehash follows import statements).
-    checks = importlib.import_module("leaf_steps.config_checks")
+    # code hash of the steps that import this module (leaf_steps.core.codehash follows import statements).
+    checks = importlib.import_module("leaf_steps.core.config_checks")
     try:
         checks.check_blocks(config)
     except ConfigError as exc:
@@ -70,7 +70,7 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
 
 def _suggestion(error: jsonschema.ValidationError) -> str:
     """`` (did you mean 'lambda_dis'?)`` for an unknown key next to a known one."""
-    from leaf_steps.errors import did_you_mean as closest
+    from leaf_steps.core.errors import did_you_mean as closest
 
     known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
     extra = [k for k in (error.instance or {}) if k not in known] if isinstance(error.instance, dict) else []

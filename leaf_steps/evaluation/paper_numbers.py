@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from leaf_steps.errors import ConfigError
+from leaf_steps.core.errors import ConfigError
 
 HEADLINE = "leaf"
 

@@ -24,9 +24,9 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from leaf_steps.errors import InputError
-from leaf_steps.io import parquet_files, read_provenance, read_shards
-from leaf_steps.scoring import add_counts
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import parquet_files, read_provenance, read_shards
+from leaf_steps.teachers.scoring import add_counts
 from leaf_steps.tools import store as store_tool
 
 HISTOGRAM_COLUMNS = ("p_excellent", "p_good", "p_fair", "p_poor", "p_bad", "p_a", "confidence", "teacher_score",
@@ -100,7 +100,7 @@ def inspect(path: str | Path, sample: int = 5) -> dict[str, Any]:
         raise InputError(_mixed_kinds_message(path, groups))
     df = read_shards(files)
     provenances = [read_provenance(f) for f in files]
-    # The answer-token mass summary each teacher shard wrote (leaf_steps.scoring), by file.
+    # The answer-token mass summary each teacher shard wrote (leaf_steps.teachers.scoring), by file.
     mass = {str(f): p["summary"]["token_mass"] for f, p in zip(files, provenances)
             if isinstance(p.get("summary"), dict) and p["summary"].get("token_mass")}
     info = {

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leaf_steps.errors import ConfigError
-from leaf_steps.io import stable_hash, write_json
-from leaf_steps.teacher_math import LEVELS, PAIR_LABELS
+from leaf_steps.core.errors import ConfigError
+from leaf_steps.core.io import stable_hash, write_json
+from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS
 
 # Bump when the build recipe changes in a way the recipe dicts below do not show.
 RECIPE_VERSION = 1
@@ -280,10 +280,10 @@ def ensure_tiny_model(arch: str, seed: int = 0, cache_root: str | Path | None = 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from leaf_steps.cli import run_step
+    from leaf_steps.core.cli import run_step
 
     def _main(args_list: Sequence[str] | None) -> None:
-        parser = argparse.ArgumentParser(prog="python -m leaf_steps.tiny_models",
+        parser = argparse.ArgumentParser(prog="python -m leaf_steps.teachers.tiny_models",
                                          description="Build a tiny random-weight VLM checkpoint (offline).")
         parser.add_argument("--arch", required=True, choices=ARCHES)
         parser.add_argument("--seed", type=int, default=0)

@@ -38,14 +38,14 @@ from typing import Any
 import polars as pl
 import torch
 
-from leaf_steps.cli import run_step
-from leaf_steps.errors import ConfigError, InputError
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.errors import ConfigError, InputError
 from leaf_steps.images import DEFAULT_MAX_PIXELS
 from leaf_steps.inference import batches, inputs
 from leaf_steps.inference.models import Predictor, load_predictor
 from leaf_steps.inference.resume import PartialResults
-from leaf_steps.io import atomic_write_text, make_provenance, write_parquet
-from leaf_steps.progress import progress
+from leaf_steps.core.io import atomic_write_text, make_provenance, write_parquet
+from leaf_steps.core.progress import progress
 from leaf_steps.training.runtime import choose_device
 
 log = logging.getLogger("leaf.predict")

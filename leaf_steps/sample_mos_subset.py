@@ -12,24 +12,16 @@ Output: image_id, role, mos.
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from leaf_steps.cli import run_step
-from leaf_steps.errors import InputError
-from leaf_steps.io import make_provenance, read_parquet, write_parquet
-
-MIN_TRAIN, MIN_VAL = 2, 2
-
-
-def subset_sizes(n: int, ratio: float, val_fraction: float) -> tuple[int, int]:
-    """(MOS images drawn, of which calib_val) for ``ratio`` of ``n`` labelled training images."""
-    k = int(round(ratio * n))
-    return k, int(math.ceil(val_fraction * k)) if val_fraction > 0 else 0
+from leaf_steps.core.cli import run_step
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import make_provenance, read_parquet, write_parquet
+from leaf_steps.training.mos_subsets import MIN_TRAIN, MIN_VAL, subset_sizes
 
 
 def sample_subset(train: pl.DataFrame, ratio: float, seed: int, val_fraction: float) -> pl.DataFrame:

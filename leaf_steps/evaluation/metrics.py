@@ -6,7 +6,9 @@ import logging
 import warnings
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
+
+from leaf_steps.evaluation.correlation import krcc, plcc, srcc
 
 log = logging.getLogger("leaf.metrics")
 
@@ -45,21 +47,16 @@ def iqa_metrics(pred: np.ndarray, mos: np.ndarray) -> dict[str, float]:
         raise ValueError(f"pred and mos must be 1-d of equal length, got {pred.shape} and {mos.shape}")
     if len(pred) < 3:
         raise ValueError(f"need at least 3 images to compute correlations, got {len(pred)}")
-    if np.ptp(pred) == 0:  # constant predictor: correlations undefined, report 0 rather than NaN
-        srcc = krcc = plcc = 0.0
-    else:
-        srcc = float(stats.spearmanr(pred, mos).statistic)
-        krcc = float(stats.kendalltau(pred, mos).statistic)
-        plcc = float(stats.pearsonr(pred, mos).statistic)
+    if np.ptp(pred) == 0:
+        log.warning("constant predictions over %d images: SRCC, PLCC and KRCC are undefined (NaN)", len(pred))
     fitted = fit_logistic4(pred, mos) if np.ptp(pred) > 0 else None
     fitted = pred if fitted is None else fitted
-    plcc_log = float(stats.pearsonr(fitted, mos).statistic) if np.ptp(fitted) > 0 else plcc
     return {
         "n": len(pred),
-        "srcc": srcc,
-        "plcc": plcc,
-        "plcc_logistic": plcc_log,
-        "krcc": krcc,
+        "srcc": srcc(pred, mos),
+        "plcc": plcc(pred, mos),
+        "plcc_logistic": plcc(fitted, mos),
+        "krcc": krcc(pred, mos),
         "rmse": float(np.sqrt(np.mean((pred - mos) ** 2))),
         "rmse_logistic": float(np.sqrt(np.mean((fitted - mos) ** 2))),
     }

@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 from PIL import Image
 
-from leaf_steps.errors import InputError
+from leaf_steps.core.errors import InputError
 from leaf_steps.images import load_rgb, probe, sendable_as_is
 
 TRANSPORTS = ("auto", "png", "jpeg")

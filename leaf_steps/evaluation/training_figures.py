@@ -1,10 +1,5 @@
-"""Figures of the training signals: training and selection curves, and the teacher's pair confidence.
-
-    python -m leaf_steps.plot_training curves --stage1 leaf stage1/losses.parquet \\
-        --stage2 leaf 0.1 0 ratio0.1/seed0/losses.parquet \\
-        --selection leaf 0.1 0 ratio0.1/seed0/stage1_selection.parquet --out training_curves.png
-    python -m leaf_steps.plot_training pair-confidence --pairs standin pairs.parquet --tau 0.1 \\
-        --out pair_confidence.png
+"""Figures of the training signals: training and selection curves, and the teacher's pair confidence;
+drawn by the steps :mod:`leaf_steps.plot_training_curves` and :mod:`leaf_steps.plot_pair_confidence`.
 
 curves: each selection is drawn on the criterion it was made on, with a dot on the kept epoch.
 First row, stage 1: the training loss per distilled variant; the held-out distillation loss, on
@@ -21,7 +16,6 @@ filter threshold tau (pairs with w < tau are dropped, Sec. 3.2.2) and the share 
 
 from __future__ import annotations
 
-import argparse
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,9 +28,8 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from leaf_steps.cli import run_step  # noqa: E402
-from leaf_steps.errors import InputError  # noqa: E402
-from leaf_steps.io import atomic_write_bytes, read_parquet  # noqa: E402
+from leaf_steps.core.errors import InputError  # noqa: E402
+from leaf_steps.core.io import atomic_write_bytes  # noqa: E402
 
 STAGE1_COLUMNS = ("epoch", "train_loss", "val_loss", "selected")
 STAGE2_COLUMNS = ("epoch", "train_loss", "val_srcc", "val_plcc", "selected")
@@ -117,7 +110,7 @@ def training_curves(stage1: Sequence[tuple[str, pl.DataFrame]],
     selected1 = list(dict.fromkeys(v for v, _, _, _ in selections))
     rows = ([2 + len(selected1)] if stage1 else []) + [2] * len(variants2)
     if not rows:
-        raise InputError("plot_training curves: no stage-1 or stage-2 losses given")
+        raise InputError("plot_training_curves: no stage-1 or stage-2 losses given")
     fig, axes = _rows_grid(rows)
     panels = iter(axes)
     if stage1:
@@ -151,7 +144,7 @@ def training_curves(stage1: Sequence[tuple[str, pl.DataFrame]],
 
 def pair_confidence(pairs: Sequence[tuple[str, pl.DataFrame]], tau: float | None, out: Path, title: str) -> None:
     if not pairs:
-        raise InputError("plot_training pair-confidence: no scored pairs given")
+        raise InputError("plot_pair_confidence: no scored pairs given")
     fig, axes = _grid(len(pairs))
     bins = np.linspace(0.0, 1.0, 41)  # w = 1 - H(p)/log 2 lies in [0, 1]
     for ax, (teacher, scored) in zip(axes, pairs, strict=True):
@@ -170,32 +163,3 @@ def pair_confidence(pairs: Sequence[tuple[str, pl.DataFrame]], tau: float | None
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     _save(fig, out)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="figure", required=True)
-    p1 = sub.add_parser("curves", help="stage-1 and stage-2 loss curves")
-    p1.add_argument("--stage1", nargs=2, action="append", default=[], metavar=("VARIANT", "LOSSES"))
-    p1.add_argument("--stage2", nargs=4, action="append", default=[], metavar=("VARIANT", "RATIO", "SEED", "LOSSES"))
-    p1.add_argument("--selection", nargs=4, action="append", default=[],
-                    metavar=("VARIANT", "RATIO", "SEED", "STAGE1_SELECTION"))
-    p1.add_argument("--out", type=Path, required=True)
-    p1.add_argument("--title", default="Training curves")
-    p2 = sub.add_parser("pair-confidence", help="histogram of the teacher's pair confidence")
-    p2.add_argument("--pairs", nargs=2, action="append", required=True, metavar=("TEACHER", "SCORED_PAIRS"))
-    p2.add_argument("--tau", type=float, default=None, help="confidence threshold; omit when pairs are not filtered")
-    p2.add_argument("--out", type=Path, required=True)
-    p2.add_argument("--title", default="Teacher pair confidence")
-    a = ap.parse_args(argv)
-    if a.figure == "curves":
-        stage1 = [(v, read_parquet(p, STAGE1_COLUMNS)) for v, p in a.stage1]
-        stage2 = [(v, r, s, read_parquet(p, STAGE2_COLUMNS)) for v, r, s, p in a.stage2]
-        selections = [(v, r, s, read_parquet(p, SELECTION_COLUMNS)) for v, r, s, p in a.selection]
-        training_curves(stage1, stage2, a.out, a.title, selections)
-    else:
-        pair_confidence([(t, read_parquet(p, PAIR_COLUMNS)) for t, p in a.pairs], a.tau, a.out, a.title)
-
-
-if __name__ == "__main__":
-    run_step(main)
