@@ -38,7 +38,7 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 
 # The pinned environment `make demo`/`make test` install (`make lock`, README "Environments"): in a checkout it
 # lies beside the package; an install from a wheel has none.
-LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements" / "lock.txt"
+LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements" / "lock.txt"
 
 
 @lru_cache(maxsize=1)
