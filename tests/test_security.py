@@ -70,31 +70,24 @@ def files_holding(root: Path, secret: str) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and needle in p.read_bytes()]
 
 
-@pytest.fixture(scope="module")
-def keyed(tmp_path_factory):
-    """One working directory and one fake server (the key required) for both key tests: the whole run
-    continues the scoring run, so the teacher is asked once (same base_url: nothing reruns)."""
-    workdir = tmp_path_factory.mktemp("keyed")
-    write_images(workdir / "data/images")
+def keyed_run(tmp_path: Path, *targets: str, report: bool = False) -> tuple[Path, dict]:
+    write_images(tmp_path / "data/images")
     with FakeVllmServer(MODEL, Behaviour(api_key=KEY, image_limit=2)) as server:
-        configfile = workdir / "keyed.yaml"
-        configfile.write_text(yaml.safe_dump(key_run_config(workdir / "data/images", server.base_url), sort_keys=False))
-        yield workdir, configfile, server
-
-
-def keyed_run(keyed, *targets: str, report: bool = False) -> tuple[Path, dict]:
-    workdir, configfile, server = keyed
-    proc = snakemake(workdir, configfile, *targets)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    if report:
-        proc = snakemake(workdir, configfile, "--report", str(workdir / "report.html"))
+        cfg = key_run_config(tmp_path / "data/images", server.base_url)
+        configfile = tmp_path / "keyed.yaml"
+        configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        proc = snakemake(tmp_path, configfile, *targets)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    return workdir, server.stats()
+        if report:
+            proc = snakemake(tmp_path, configfile, "--report", str(tmp_path / "report.html"))
+            assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+        stats = server.stats()
+    return tmp_path, stats
 
 
-def test_api_key_is_written_nowhere_by_scoring(keyed):
+def test_api_key_is_written_nowhere_by_scoring(tmp_path):
     run = "results/keyed/teacher/remote"
-    workdir, stats = keyed_run(keyed, f"{run}/points.parquet", f"{run}/pairs.parquet")
+    workdir, stats = keyed_run(tmp_path, f"{run}/points.parquet", f"{run}/pairs.parquet")
     # The key was really in use: every request carried it, and the server answered.
     assert stats["auth_headers"] == [f"Bearer {KEY}"] and stats["answers"] >= 24
     assert (workdir / ".snakemake").is_dir() and any((workdir / "results/keyed/logs").rglob("*.log"))
@@ -102,8 +95,8 @@ def test_api_key_is_written_nowhere_by_scoring(keyed):
 
 
 @pytest.mark.slow
-def test_api_key_is_written_nowhere_by_a_whole_run_and_its_report(keyed):
-    workdir, stats = keyed_run(keyed, report=True)
+def test_api_key_is_written_nowhere_by_a_whole_run_and_its_report(tmp_path):
+    workdir, stats = keyed_run(tmp_path, report=True)
     assert stats["auth_headers"] == [f"Bearer {KEY}"]
     assert (workdir / "report.html").is_file() and (workdir / "results/keyed/summary/table.md").is_file()
     assert files_holding(workdir, KEY) == []
