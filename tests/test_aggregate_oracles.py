@@ -71,18 +71,18 @@ def test_table_cells_are_mean_and_sample_std_to_three_decimals():
         "| Method | label-free SRCC | label-free PLCC | 10% MOS SRCC | 10% MOS PLCC | 30% MOS SRCC | 30% MOS PLCC |",
         "|---|---|---|---|---|---|---|",
         "| LEAF (leaf) | 0.450 ± 0.000 | 0.470 ± 0.000 | 0.640 ± 0.047 | 0.700 ± 0.158 | 0.612 ± 0.231 | 0.800 ± 0.000 |",
-        "| CFT-only (student on MOS subset alone) | - | - | 0.550 ± 0.101 | 0.400 ± 0.000 | 0.744 ± 0.088 "
-        "| 0.500 ± 0.158 |",
+        ("| CFT-only (student on MOS subset alone) | - | - | 0.550 ± 0.101 | 0.400 ± 0.000 | 0.744 ± 0.088 "
+         "| 0.500 ± 0.158 |"),
     ]
 
 
 def test_claim_check_pairs_runs_by_seed_and_judges_by_mean_srcc():
     lines = aggregate.claim_check(runs_table(), "leaf")
     assert lines == [
-        "- 10% MOS: leaf SRCC 0.640 vs cft_only 0.550 (PLCC 0.700 vs 0.400); leaf better on 3/5 seeds "
-        "-> the claim holds here.",
-        "- 30% MOS: leaf SRCC 0.612 vs cft_only 0.744 (PLCC 0.800 vs 0.500); leaf better on 4/5 seeds "
-        "-> the claim does NOT hold here.",
+        ("- 10% MOS: leaf SRCC 0.640 vs cft_only 0.550 (PLCC 0.700 vs 0.400); leaf better on 3/5 seeds "
+         "-> the claim holds here."),
+        ("- 30% MOS: leaf SRCC 0.612 vs cft_only 0.744 (PLCC 0.800 vs 0.500); leaf better on 4/5 seeds "
+         "-> the claim does NOT hold here."),
     ]
 
 

@@ -23,7 +23,11 @@ from scipy import stats
 from leaf_steps import select_stage1
 from leaf_steps.io import read_provenance, write_parquet
 from leaf_steps.training.epochs import EPOCH_PREDICTION_SCHEMA
-from leaf_steps.training.selection import MIN_SELECTION_IMAGES, calib_val_hash, select_on_calib_val
+from leaf_steps.training.selection import (
+    MIN_SELECTION_IMAGES,
+    calib_val_hash,
+    select_on_calib_val,
+)
 
 VAL = {f"v{i}": 10.0 * (i + 1) for i in range(8)}
 TRAIN = {f"t{i}": 15.0 + 10.0 * i for i in range(6)}
