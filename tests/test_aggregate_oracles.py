@@ -108,3 +108,23 @@ def test_report_states_the_claim_and_the_cells():
     assert "Every cell: the same 20 test images" in text
     assert "leaf better on 3/5 seeds -> the claim holds here." in text
     assert "leaf better on 4/5 seeds -> the claim does NOT hold here." in text
+
+
+def test_claim_check_goes_on_past_a_ratio_one_method_lacks_and_a_tie_of_means_does_not_hold():
+    runs = runs_table().filter(~((pl.col("method") == "cft_only") & (pl.col("ratio") == 0.1)))
+    lines = aggregate.claim_check(runs, "leaf")
+    assert len(lines) == 1 and lines[0].startswith("- 30% MOS:")
+    # Equal mean SRCC is not "beats".
+    same = runs_table().with_columns(
+        srcc=pl.when((pl.col("method") == "cft_only") & (pl.col("ratio") == 0.1))
+        .then(pl.col("seed").replace_strict(dict(enumerate(SRCC[("leaf", 0.1)])), return_dtype=pl.Float64) - 0.0)
+        .otherwise(pl.col("srcc")))
+    assert aggregate.claim_check(same, "leaf")[0].endswith("better on 0/5 seeds -> the claim does NOT hold here.")
+
+
+def test_cells_mixing_image_counts_are_refused_by_name():
+    runs = runs_table().with_columns(n=pl.when(pl.col("seed") == 3).then(19).otherwise(pl.col("n")))
+    # Several cells mix counts (every method at 10% and 30%): one of them is named, with the reason.
+    with pytest.raises(aggregate.InputError, match=r"^runs of (leaf|cft_only) at ratio 0\.[13] were evaluated on different "
+                       r"numbers of test images; a table cell would mix them$"):
+        aggregate.summarize(runs)

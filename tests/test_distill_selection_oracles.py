@@ -90,3 +90,5 @@ def test_holdout_ids_are_a_seeded_subset_of_that_size_whatever_the_input_order()
     others = {frozenset(distill.holdout_ids(ids, 0.25, seed=s)) for s in range(6)}
     assert len(others) > 1  # the seed decides which
     assert distill.holdout_ids(ids, 0.0, seed=3) == set()
+    one = distill.holdout_ids(ids[:3], 0.01, seed=3)  # the smallest hold-out: one image of three
+    assert len(one) == 1 and one <= set(ids[:3])
