@@ -94,6 +94,12 @@ def test_too_few_calib_val_images_fall_back_to_the_teacher_rule_epoch():
     assert (choice.epoch, choice.rule) == (TEACHER_EPOCH, "teacher")
     assert f"{len(few)} calib_val image(s)" in choice.reason
     assert choice.table.filter("selected")["epoch"].to_list() == [TEACHER_EPOCH]
+    # The table still records each epoch's correlations on those images (defined, if uninformative, for two).
+    mos = np.array([VAL[i] for i in few])
+    for row in choice.table.filter(pl.col("epoch") < 6).iter_rows(named=True):
+        x = val_outputs(row["epoch"], np.array(list(VAL.values())))[: len(few)]
+        assert row["val_srcc"] == pytest.approx(stats.spearmanr(x, mos).statistic, abs=1e-12)
+        assert row["val_plcc"] == pytest.approx(stats.pearsonr(x, mos).statistic, abs=1e-12)
     enough = list(VAL)[:MIN_SELECTION_IMAGES]
     assert select_on_calib_val(epoch_predictions(), subset_table(enough), TEACHER_EPOCH).rule == "mos_subset"
 
