@@ -21,10 +21,12 @@ import pytest
 from scipy import stats
 
 from leaf_steps import select_stage1
+from leaf_steps.errors import InputError
 from leaf_steps.io import read_provenance, write_parquet
 from leaf_steps.training.epochs import EPOCH_PREDICTION_SCHEMA
 from leaf_steps.training.selection import (
     MIN_SELECTION_IMAGES,
+    SELECTION_SCHEMA,
     calib_val_hash,
     select_on_calib_val,
 )
@@ -123,3 +125,22 @@ def test_select_stage1_step_reads_the_teacher_epoch_and_records_the_choice(tmp_p
         assert prov["calib_val_hash"] == calib_val_hash(sub)
         assert (prov["reason"] is None) == (rule == "mos_subset")
     assert math.isfinite(pl.read_parquet(tmp_path / "sel_full.parquet")["score"].drop_nulls().max())
+
+
+def test_fallback_reasons_errors_and_the_table_schema_say_exactly_what_happened():
+    few = select_on_calib_val(epoch_predictions(), subset_table(list(VAL)[:2]), TEACHER_EPOCH)
+    assert few.reason == "the subset has 2 calib_val image(s); at least 3 are needed to rank epochs"
+    assert few.table.schema == pl.Schema(SELECTION_SCHEMA)
+    # Constant MOS on calib_val: no correlation is defined for any epoch (None, not NaN), and the reason says so.
+    flat = subset_table().with_columns(mos=pl.when(pl.col("role") == "calib_val").then(50.0).otherwise(pl.col("mos")))
+    undefined = select_on_calib_val(epoch_predictions(), flat, TEACHER_EPOCH)
+    assert undefined.table["val_srcc"].to_list() == [None] * 6 and undefined.table["val_plcc"].null_count() == 6
+    assert undefined.reason == "no candidate epoch has defined SRCC/PLCC on calib_val (constant outputs or MOS)"
+    # Errors name the source (by default: "epoch predictions") and what is wrong with it.
+    with pytest.raises(InputError, match=r"^epoch predictions: no epochs$"):
+        select_on_calib_val(epoch_predictions().clear(), subset_table(), TEACHER_EPOCH)
+    gap = epoch_predictions().filter(~((pl.col("epoch") == 3) & (pl.col("image_id") == "v2")))
+    with pytest.raises(InputError, match=r"^epoch predictions: epoch 3 has no finite prediction for 1 calib_val "
+                       r"image\(s\) of the MOS subset \(first: 'v2'\); the stage-1 epoch predictions must cover "
+                       r"every labelled training image$"):
+        select_on_calib_val(gap, subset_table(), TEACHER_EPOCH)
