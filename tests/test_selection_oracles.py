@@ -28,6 +28,7 @@ from leaf_steps.training.selection import (
     MIN_SELECTION_IMAGES,
     SELECTION_SCHEMA,
     calib_val_hash,
+    correlation_score,
     select_on_calib_val,
 )
 
@@ -144,3 +145,9 @@ def test_fallback_reasons_errors_and_the_table_schema_say_exactly_what_happened(
                        r"image\(s\) of the MOS subset \(first: 'v2'\); the stage-1 epoch predictions must cover "
                        r"every labelled training image$"):
         select_on_calib_val(gap, subset_table(), TEACHER_EPOCH)
+
+
+def test_the_criterion_is_srcc_plus_plcc_and_any_undefined_half_makes_it_never_preferred():
+    assert correlation_score(0.25, 0.5) == 0.75 and correlation_score(-1.0, -1.0) == -2.0
+    for srcc, plcc in ((None, 0.5), (0.5, None), (None, None), (math.nan, 0.5), (0.5, math.inf)):
+        assert correlation_score(srcc, plcc) == -math.inf, (srcc, plcc)
