@@ -151,3 +151,12 @@ def test_the_criterion_is_srcc_plus_plcc_and_any_undefined_half_makes_it_never_p
     assert correlation_score(0.25, 0.5) == 0.75 and correlation_score(-1.0, -1.0) == -2.0
     for srcc, plcc in ((None, 0.5), (0.5, None), (None, None), (math.nan, 0.5), (0.5, math.inf)):
         assert correlation_score(srcc, plcc) == -math.inf, (srcc, plcc)
+
+
+def test_a_duplicate_prediction_is_named_by_its_own_image_and_epoch():
+    preds = epoch_predictions()
+    twice = pl.concat([preds.filter((pl.col("epoch") == 3) & (pl.col("image_id") == "v1")),
+                       preds.filter((pl.col("epoch") == 4) & (pl.col("image_id") == "v5"))])
+    # Interleaved: the first two duplicated rows belong to different (image, epoch) pairs.
+    with pytest.raises(InputError, match=r"^epoch predictions: image_id 'v1' has more than one prediction at epoch 3$"):
+        select_on_calib_val(pl.concat([twice, twice, preds]), subset_table(), TEACHER_EPOCH)
