@@ -122,3 +122,15 @@ def test_frozen_calibration_predicts_the_least_squares_line_of_mos_on_stage1(dat
     assert counts["mos_mean"] == pytest.approx(y_train.mean(), rel=1e-12)
     assert counts["mos_std"] == pytest.approx(y_train.std(), rel=1e-12)  # population std, as documented
     assert counts["affine_init"]["scale"] == pytest.approx(a / y_train.std(), rel=1e-6)
+
+
+def test_a_stage1_model_with_constant_outputs_is_left_as_it_is(data):
+    model, _ = st.load_checkpoint(data["stage1"])
+    with torch.no_grad():
+        st.output_layer(model).weight.zero_()  # every image now scores the bias: no line to fit
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    manifest = st.read_manifest(data["manifest"])
+    rows = st.image_rows(manifest, data["manifest"], TRAIN_IDS)
+    z = np.linspace(-1.5, 1.5, len(TRAIN_IDS))
+    assert calibrate.affine_init(model, rows, z, calibrate.CalibrationSettings.parse(settings()), "cpu", None) is None
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
