@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 import torch
 from PIL import Image
+from scipy import stats
 
 from leaf_steps import calibrate
 from leaf_steps import student as st
@@ -88,6 +89,7 @@ def test_affine_init_is_the_closed_form_least_squares_fit(data):
     a, c = closed_form_line(s, z)
     assert info["scale"] == pytest.approx(a, rel=1e-9)
     assert info["shift"] == pytest.approx(c, rel=1e-9, abs=1e-12)
+    assert info["stage1_srcc_train"] == pytest.approx(stats.spearmanr(s, z).statistic, abs=1e-12)
     # The head now outputs the fitted line: standardised MOS predicted from the stage-1 outputs.
     after = outputs(model, data, TRAIN_IDS)
     np.testing.assert_allclose(after, a * s + c, rtol=0, atol=1e-4)
