@@ -29,13 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
-from leaf_steps.datasets.fingerprint import dataset_fingerprint  # noqa: E402
-from leaf_steps.images import probe  # noqa: E402
-from leaf_steps.images.bundled import PRISTINE_PHOTOS, photo_path  # noqa: E402
-from leaf_steps.images.check import Limits, check_images, default_workers  # noqa: E402
+from leaf_steps.datasets.fingerprint import dataset_fingerprint
+from leaf_steps.images import probe
+from leaf_steps.images.bundled import PRISTINE_PHOTOS, photo_path
+from leaf_steps.images.check import Limits, check_images, default_workers
 
 SIZE = (1024, 768)
 
@@ -57,7 +57,7 @@ def _make(args: tuple[int, str]) -> int:
     rng = np.random.default_rng(i)
     base = _base(PRISTINE_PHOTOS[i % len(PRISTINE_PHOTOS)])
     dx, dy = (int(v) for v in rng.integers(0, 64, 2))
-    arr = base[dy:dy + SIZE[1], dx:dx + SIZE[0]] + rng.integers(-40, 41, 3, dtype=np.int16)  # shifted, re-toned
+    arr = base[dy : dy + SIZE[1], dx : dx + SIZE[0]] + rng.integers(-40, 41, 3, dtype=np.int16)  # shifted, re-toned
     arr += rng.integers(-3, 4, arr.shape, dtype=np.int16)  # and a little grain: no two files alike
     path = Path(folder) / f"{i // 1000:02d}" / f"img_{i:05d}.jpg"
     Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, quality=90)
@@ -87,8 +87,22 @@ def run_step(folder: Path, resources: Path, out: Path, workers: int) -> float:
     from leaf_steps import prepare_dataset
 
     settings = {"name": "folder", "options": {"images_dir": str(folder)}}
-    t, _ = timed(lambda: prepare_dataset.run(["--dataset", "folder", "--resources-dir", str(resources), "--settings",
-                                              json.dumps(settings), "--out", str(out), "--workers", str(workers)]))
+    t, _ = timed(
+        lambda: prepare_dataset.run(
+            [
+                "--dataset",
+                "folder",
+                "--resources-dir",
+                str(resources),
+                "--settings",
+                json.dumps(settings),
+                "--out",
+                str(out),
+                "--workers",
+                str(workers),
+            ]
+        )
+    )
     return t
 
 
@@ -97,8 +111,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=default_workers())
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "leaf_bench_check")
-    ap.add_argument("--serial-sample", type=int, default=1000,
-                    help="images decoded serially to estimate the one-process rate (the full set takes minutes)")
+    ap.add_argument(
+        "--serial-sample",
+        type=int,
+        default=1000,
+        help="images decoded serially to estimate the one-process rate (the full set takes minutes)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     a = ap.parse_args()
     folder = a.dir / "images"
@@ -126,18 +144,23 @@ def main() -> None:
     n = len(paths)
     rows = [
         ("header read only (before: passes truncated files)", t_header, f"{1e3 * t_header / n:.2f} ms/image", 1.0),
-        ("full decode, 1 process (from a sample of " f"{len(sample)})", t_serial, f"{1e3 * t_serial / n:.2f} ms/image",
-         t_serial / t_header),
-        (f"full decode, {a.workers} worker processes, cold", t_cold, f"{n / t_cold:.0f} images/s",
-         t_cold / t_header),
+        (
+            f"full decode, 1 process (from a sample of {len(sample)})",
+            t_serial,
+            f"{1e3 * t_serial / n:.2f} ms/image",
+            t_serial / t_header,
+        ),
+        (f"full decode, {a.workers} worker processes, cold", t_cold, f"{n / t_cold:.0f} images/s", t_cold / t_header),
         ("same check again, verdicts cached", t_cached, f"{1e3 * t_cached / n:.3f} ms/image", t_cached / t_header),
         ("dataset fingerprint (DAG build)", t_fp, f"{1e3 * t_fp / n:.3f} ms/image", t_fp / t_header),
         ("prepare_dataset step, cold", t_step_cold, "", t_step_cold / t_header),
         ("prepare_dataset step, cached", t_step_cached, "", t_step_cached / t_header),
     ]
-    print(f"{n} JPEGs {SIZE[0]}x{SIZE[1]} ({mb / n * 1e3:.0f} KB each), {a.workers} worker(s), "
-          f"{os.cpu_count()} CPUs on the machine; fingerprint {fp}")
-    print(f"| measure | seconds | rate | x header read |\n|---|---|---|---|")
+    print(
+        f"{n} JPEGs {SIZE[0]}x{SIZE[1]} ({mb / n * 1e3:.0f} KB each), {a.workers} worker(s), "
+        f"{os.cpu_count()} CPUs on the machine; fingerprint {fp}"
+    )
+    print("| measure | seconds | rate | x header read |\n|---|---|---|---|")
     for name, t, rate, ratio in rows:
         print(f"| {name} | {t:.2f} | {rate} | {ratio:.2f} |")
     print(f"parallel speed-up {t_serial / t_cold:.2f}x on {a.workers} workers; cached/cold {t_cached / t_cold:.4f}")

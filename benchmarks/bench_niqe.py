@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> None:
             niqe_s = best_of(args.repeat, niqe_score, image, model)
             decode_s = best_of(args.repeat, load_rgb, path)
             megapixels = image.shape[0] * image.shape[1] / 1e6
-            print(f"| {size} | {niqe_s * 1e3:.1f} | {decode_s * 1e3:.2f} | {niqe_s / decode_s:.1f} | "
-                  f"{niqe_s * 1e3 / megapixels:.0f} |")
+            print(
+                f"| {size} | {niqe_s * 1e3:.1f} | {decode_s * 1e3:.2f} | {niqe_s / decode_s:.1f} | "
+                f"{niqe_s * 1e3 / megapixels:.0f} |"
+            )
 
 
 if __name__ == "__main__":

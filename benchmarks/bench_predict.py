@@ -44,18 +44,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from measure_costs import photo_like
-
-from leaf_steps.tools import predict
-from leaf_steps.training.models import build_model, load_checkpoint, save_checkpoint
-from leaf_steps.training.transforms import EvalTransform
 from leaf_steps.images import load_rgb
 from leaf_steps.inference import batches, inputs
 from leaf_steps.inference.export import save_onnx
 from leaf_steps.inference.models import OnnxScorer, load_predictor
 from leaf_steps.inference.resume import PartialResults
+from leaf_steps.tools import predict
+from leaf_steps.training.models import build_model, load_checkpoint, save_checkpoint
 from leaf_steps.training.runtime import choose_device
-from leaf_steps.training.transforms import normalize
+from leaf_steps.training.transforms import EvalTransform, normalize
+from measure_costs import photo_like
 
 RESIZE, CROP = 256, 224
 
@@ -114,16 +112,16 @@ def loader_rate(paths: list[Path], transform, batch: int, workers: int, device: 
     return n / (time.perf_counter() - start)
 
 
-def end_to_end(model_path: Path, paths: list[Path], folder: Path, out: Path, batch: int, workers: int,
-               device: torch.device) -> tuple[float, float]:
+def end_to_end(
+    model_path: Path, paths: list[Path], folder: Path, out: Path, batch: int, workers: int, device: torch.device
+) -> tuple[float, float]:
     """(images/s of scoring the folder, seconds of start-up: collecting inputs + loading the model)."""
     start = time.perf_counter()
     items, _ = inputs.collect([str(folder)])
     predictor = load_predictor(model_path, device)
     startup = time.perf_counter() - start
     start = time.perf_counter()
-    _, errors, counts = predict.score_items(predictor, items, out, batch_size=batch, workers=workers,
-                                            max_pixels=None)
+    _, errors, counts = predict.score_items(predictor, items, out, batch_size=batch, workers=workers, max_pixels=None)
     seconds = time.perf_counter() - start
     assert not any(errors), errors[:3]
     assert counts["resumed"] == 0, "an earlier run's partial results were reused"
@@ -154,10 +152,19 @@ def main(argv: list[str] | None = None) -> dict:
     workers = batches.default_workers(device) if args.workers is None else args.workers
     w, h = (int(x) for x in args.size.lower().split("x"))
     where = torch.cuda.get_device_name(device) if gpu else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-    print(f"device: {where}; torch {torch.__version__}, {torch.get_num_threads()} threads; {n_images} JPEGs "
-          f"{w}x{h} -> shorter side {RESIZE}, crop {CROP}; batch {batch}, {workers} loader worker(s)")
-    results: dict = {"device": where, "torch": torch.__version__, "images": n_images, "size": [w, h], "batch": batch,
-                     "workers": workers, "models": {}}
+    print(
+        f"device: {where}; torch {torch.__version__}, {torch.get_num_threads()} threads; {n_images} JPEGs "
+        f"{w}x{h} -> shorter side {RESIZE}, crop {CROP}; batch {batch}, {workers} loader worker(s)"
+    )
+    results: dict = {
+        "device": where,
+        "torch": torch.__version__,
+        "images": n_images,
+        "size": [w, h],
+        "batch": batch,
+        "workers": workers,
+        "models": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = tmp / "images"
@@ -166,8 +173,10 @@ def main(argv: list[str] | None = None) -> dict:
         premade = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths[:batch]])
         rate_loader = loader_rate(paths, transform, batch, workers, device)
         rate_full = loader_rate(paths, FullDecode(RESIZE, CROP), batch, workers, device)
-        print(f"\nloader alone ({workers} worker(s)): {rate_loader:8.1f} images/s; with JPEGs decoded in full "
-              f"{rate_full:.1f} images/s ({rate_loader / rate_full:.2f}x)")
+        print(
+            f"\nloader alone ({workers} worker(s)): {rate_loader:8.1f} images/s; with JPEGs decoded in full "
+            f"{rate_full:.1f} images/s ({rate_loader / rate_full:.2f}x)"
+        )
         results["loader_images_per_s"] = rate_loader
         results["loader_full_decode_images_per_s"] = rate_full
         for name in args.models:
@@ -184,27 +193,35 @@ def main(argv: list[str] | None = None) -> dict:
             ratios = [e / b for b, e in pairs]
             k = sorted(range(len(pairs)), key=lambda i: ratios[i])[len(pairs) // 2]  # the median pair
             bound, e2e = pairs[k]
-            r = {"bound_images_per_s": bound, "end_to_end_images_per_s": e2e, "ratio": ratios[k],
-                 "ratios": ratios, "startup_s": startup}
+            r = {
+                "bound_images_per_s": bound,
+                "end_to_end_images_per_s": e2e,
+                "ratio": ratios[k],
+                "ratios": ratios,
+                "startup_s": startup,
+            }
             print(f"\n{name}:")
             print(f"  forward bound (pre-made batches)     {bound:8.1f} images/s")
-            print(f"  leaf predict end to end              {e2e:8.1f} images/s   ratio {ratios[k]:.2f} of the bound"
-                  f"{'  (goal >= 0.8)' if not gpu else ''}; median of {', '.join(f'{x:.2f}' for x in ratios)}")
+            print(
+                f"  leaf predict end to end              {e2e:8.1f} images/s   ratio {ratios[k]:.2f} of the bound"
+                f"{'  (goal >= 0.8)' if not gpu else ''}; median of {', '.join(f'{x:.2f}' for x in ratios)}"
+            )
             print(f"  start-up (inputs + model load)       {startup:8.2f} s")
             limit = "loader" if rate_loader < bound else "model"
             print(f"  limit: the {limit} (loader alone {rate_loader:.1f} vs forward {bound:.1f} images/s)")
             if not gpu and not args.no_onnx:
                 onnx_path = tmp / f"{name}.onnx"
                 model, _ = load_checkpoint(ckpt)
-                leaf = {"model_id": predictor.model_id, "units": predictor.units,
-                        "transform": transform.describe()}
+                leaf = {"model_id": predictor.model_id, "units": predictor.units, "transform": transform.describe()}
                 save_onnx(model, normalize(premade[:2]), onnx_path, leaf)
                 ort = OnnxScorer(onnx_path, device, threads=torch.get_num_threads())
                 torch_rate = timed_rate(predictor.scorer, [premade] * reps, device)  # side by side with ORT
                 rate_ort = timed_rate(ort, [premade] * reps, device)
                 r |= {"onnxruntime_images_per_s": rate_ort, "onnxruntime_over_torch": rate_ort / torch_rate}
-                print(f"  onnxruntime forward (CPU)            {rate_ort:8.1f} images/s   {rate_ort / torch_rate:.2f}x "
-                      f"PyTorch ({torch_rate:.1f} images/s just before)")
+                print(
+                    f"  onnxruntime forward (CPU)            {rate_ort:8.1f} images/s   {rate_ort / torch_rate:.2f}x "
+                    f"PyTorch ({torch_rate:.1f} images/s just before)"
+                )
             results["models"][name] = r
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -39,17 +39,29 @@ from skimage import data as skdata
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from leaf_steps.teachers import image_encoding  # noqa: E402
-from leaf_steps.teachers.base import ImageRef, make_teacher  # noqa: E402
+from leaf_steps.teachers import image_encoding
+from leaf_steps.teachers.base import ImageRef, make_teacher
 
 PROMPTS = {"point": "Rate the quality: Excellent, Good, Fair, Poor, or Bad.", "pair": "Which is better, A or B?"}
 
 
 def start_fake_server(latency_s: float) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "FAKE_VLLM_LATENCY_S": str(latency_s)}
-    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "fake_vllm_server.py"), "serve", "fake/vlm",
-                             "--port", "0", "--limit-mm-per-prompt", '{"image": 2}'],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "tests" / "fake_vllm_server.py"),
+            "serve",
+            "fake/vlm",
+            "--port",
+            "0",
+            "--limit-mm-per-prompt",
+            '{"image": 2}',
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     line = proc.stdout.readline()
     if "listening on" not in line:
         proc.kill()
@@ -115,11 +127,13 @@ def main() -> None:
             with make_teacher(spec, PROMPTS) as teacher:
                 teacher.score_points(refs[:C])  # warm-up: server checks, encodings, connections
                 # Best of `repeat` runs: the machine may be shared, and others' load only slows a run down.
-                point_rate, point_cpu, point_err = max(throughput(teacher, refs, pairs=False)
-                                                       for _ in range(args.repeat))
+                point_rate, point_cpu, point_err = max(
+                    throughput(teacher, refs, pairs=False) for _ in range(args.repeat)
+                )
                 pair_rate, pair_cpu, pair_err = max(throughput(teacher, refs, pairs=True) for _ in range(args.repeat))
-                batched_rate, batched_cpu, batched_err = max(throughput(teacher, refs, pairs=False, batch=2 * C)
-                                                             for _ in range(args.repeat))
+                batched_rate, batched_cpu, batched_err = max(
+                    throughput(teacher, refs, pairs=False, batch=2 * C) for _ in range(args.repeat)
+                )
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -136,24 +150,34 @@ def main() -> None:
         t0 = time.perf_counter()
         for _ in range(1000):
             image_encoding.image_data_url(koniq, settings)
-        hit_ms = (time.perf_counter() - t0)  # 1000 hits: seconds == ms per hit
+        hit_ms = time.perf_counter() - t0  # 1000 hits: seconds == ms per hit
 
     budget_ms = 1000 * L / C
-    print(f"vLLM client benchmark: fake server latency L={L:g}s, concurrency C={C}, ideal C/L={ideal:.1f} req/s, "
-          f"{n} items per run, best of {args.repeat}; CPU cores: {os.cpu_count()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"vLLM client benchmark: fake server latency L={L:g}s, concurrency C={C}, ideal C/L={ideal:.1f} req/s, "
+        f"{n} items per run, best of {args.repeat}; CPU cores: {os.cpu_count()}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'measure':<50}{'value':>10}  {'ratio':>22}")
-    for kind, rate, cpu_ms, errors in (("points", point_rate, point_cpu, point_err),
-                                       ("pairs", pair_rate, pair_cpu, pair_err),
-                                       (f"points, driver batches of {2 * C},", batched_rate, batched_cpu, batched_err)):
-        print(f"{kind + ' throughput (req/s)':<50}{rate:>10.1f}  {rate / ideal:>10.3f} of C/L (goal 0.9)"
-              + (f"  [{errors} error rows]" if errors else ""))
-        print(f"{kind + ' client CPU (ms/request)':<50}{cpu_ms:>10.2f}  {cpu_ms / budget_ms:>10.3f} of L/C"
-              f" = {budget_ms:.1f} ms")
-    for label, ms in (("1024x768 JPEG photo, sent as is", koniq_ms),
-                      ("4032x3024 JPEG photo -> 1024 px lossless PNG", phone_ms),
-                      ("1024x768 JPEG photo, jpeg transport", koniq_jpeg_ms),
-                      ("4032x3024 JPEG photo -> 1024 px, jpeg transport", phone_jpeg_ms)):
+    for kind, rate, cpu_ms, errors in (
+        ("points", point_rate, point_cpu, point_err),
+        ("pairs", pair_rate, pair_cpu, pair_err),
+        (f"points, driver batches of {2 * C},", batched_rate, batched_cpu, batched_err),
+    ):
+        print(
+            f"{kind + ' throughput (req/s)':<50}{rate:>10.1f}  {rate / ideal:>10.3f} of C/L (goal 0.9)"
+            + (f"  [{errors} error rows]" if errors else "")
+        )
+        print(
+            f"{kind + ' client CPU (ms/request)':<50}{cpu_ms:>10.2f}  {cpu_ms / budget_ms:>10.3f} of L/C"
+            f" = {budget_ms:.1f} ms"
+        )
+    for label, ms in (
+        ("1024x768 JPEG photo, sent as is", koniq_ms),
+        ("4032x3024 JPEG photo -> 1024 px lossless PNG", phone_ms),
+        ("1024x768 JPEG photo, jpeg transport", koniq_jpeg_ms),
+        ("4032x3024 JPEG photo -> 1024 px, jpeg transport", phone_jpeg_ms),
+    ):
         print(f"{label + ' (ms/image)':<50}{ms:>10.1f}  {ms / budget_ms:>10.3f} of L/C = {budget_ms:.1f} ms")
     print(f"{'cached encoding, pair reuse (ms/image)':<50}{hit_ms:>10.3f}  {hit_ms / koniq_ms:>10.4f} of a cold encode")
 

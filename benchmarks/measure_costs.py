@@ -43,10 +43,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from leaf_steps.training.data import ImageDataset, ImageRow  # noqa: E402
-from leaf_steps.training.models import build_model  # noqa: E402
-from leaf_steps.training.runtime import autocast, choose_device, use_amp  # noqa: E402
-from leaf_steps.training.transforms import train_transform  # noqa: E402
+from leaf_steps.training.data import ImageDataset, ImageRow
+from leaf_steps.training.models import build_model
+from leaf_steps.training.runtime import autocast, choose_device, use_amp
+from leaf_steps.training.transforms import train_transform
 
 SIZES = [(256, 256), (512, 384), (512, 512), (683, 512), (1024, 768), (1024, 1024)]
 MODELS = ["resnet18", "resnet50", "convnext_tiny", "convnext_base", "convnext_large"]
@@ -107,9 +107,11 @@ def forward_flops(model: torch.nn.Module, crop: int) -> float:
 def measure_startup(name: str, device: torch.device, repeats: int = 2) -> float:
     """Seconds a student job spends before its first batch: a fresh interpreter importing the
     step, building the model and moving it to the device (CUDA context included)."""
-    code = ("import torch; from leaf_steps import calibrate, distill; from leaf_steps.training.models import build_model; "
-            f"m = build_model({name!r}, False).to({str(device)!r}); "
-            "torch.cuda.synchronize() if torch.cuda.is_available() else None")
+    code = (
+        "import torch; from leaf_steps import calibrate, distill; from leaf_steps.training.models import build_model; "
+        f"m = build_model({name!r}, False).to({str(device)!r}); "
+        "torch.cuda.synchronize() if torch.cuda.is_available() else None"
+    )
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -118,7 +120,9 @@ def measure_startup(name: str, device: torch.device, repeats: int = 2) -> float:
     return min(times)
 
 
-def measure_student(name: str, device: torch.device, batch: int, steps: int, warmup: int, crop: int) -> dict[str, float]:
+def measure_student(
+    name: str, device: torch.device, batch: int, steps: int, warmup: int, crop: int
+) -> dict[str, float]:
     model = build_model(name, pretrained=False)
     fwd_flops = forward_flops(model, crop)
     model = model.to(device)
@@ -152,15 +156,16 @@ def measure_student(name: str, device: torch.device, batch: int, steps: int, war
                 model(x)
         sync()
     eval_rate = steps * batch / (time.perf_counter() - start)
-    return {"train_images_per_s": train_rate, "eval_images_per_s": eval_rate,
-            "forward_gflop": fwd_flops / 1e9}
+    return {"train_images_per_s": train_rate, "eval_images_per_s": eval_rate, "forward_gflop": fwd_flops / 1e9}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--models", nargs="+", default=MODELS)
-    ap.add_argument("--base", default=str(ROOT / "benchmarks" / "costs" / "h100_teacher_assumed_rtx3090_students_published.json"))
+    ap.add_argument(
+        "--base", default=str(ROOT / "benchmarks" / "costs" / "h100_teacher_assumed_rtx3090_students_published.json")
+    )
     ap.add_argument("--out", help="write the costs JSON here")
     ap.add_argument("--resize", type=int, default=256, help="student.resize (default %(default)s)")
     ap.add_argument("--crop", type=int, default=224, help="student.crop (default %(default)s)")
@@ -191,18 +196,22 @@ def main(argv: list[str] | None = None) -> None:
         students[name] = r
         # Workers one GPU needs: its training rate over what one worker decodes (KonIQ-10k 1024x768).
         workers = r["train_images_per_s"] / (1000 / loader["1024x768"])
-        print(f"  {name:>15}: train {r['train_images_per_s']:8.1f} img/s, eval {r['eval_images_per_s']:8.1f} img/s "
-              f"(eval/train {r['eval_images_per_s'] / r['train_images_per_s']:.2f}); "
-              f"{r['forward_gflop']:.2f} GFLOP/image; job start-up {r['startup_s']:.1f} s; "
-              f"loader workers to feed training at 1024x768: {workers:.1f}")
+        print(
+            f"  {name:>15}: train {r['train_images_per_s']:8.1f} img/s, eval {r['eval_images_per_s']:8.1f} img/s "
+            f"(eval/train {r['eval_images_per_s'] / r['train_images_per_s']:.2f}); "
+            f"{r['forward_gflop']:.2f} GFLOP/image; job start-up {r['startup_s']:.1f} s; "
+            f"loader workers to feed training at 1024x768: {workers:.1f}"
+        )
 
     if args.out:
         costs = json.loads(Path(args.base).read_text())
         sources = costs.setdefault("sources", {})
         stamp = f"measured by benchmarks/measure_costs.py on {where}, torch {torch.__version__}, batch {batch}"
         costs["loader_ms_fixed"], costs["loader_ms_per_megapixel"] = round(fixed, 3), round(per_mp, 3)
-        sources["loader_ms"] = f"measured by benchmarks/measure_costs.py, one core of {platform.machine()} " \
-                               f"({', '.join(f'{k}: {v:.2f} ms' for k, v in loader.items())})"
+        sources["loader_ms"] = (
+            f"measured by benchmarks/measure_costs.py, one core of {platform.machine()} "
+            f"({', '.join(f'{k}: {v:.2f} ms' for k, v in loader.items())})"
+        )
         for key in ("train_images_per_s", "eval_images_per_s"):
             costs[f"student_{key}"].update({n: round(r[key], 1) for n, r in students.items()})
             sources[f"student_{key}"] = stamp

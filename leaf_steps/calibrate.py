@@ -62,27 +62,56 @@ import numpy as np
 import polars as pl
 import torch
 
-from leaf_steps.training import losses
-from leaf_steps.core.progress import progress
-from leaf_steps.evaluation.correlation import finite_or_none, plcc, srcc
-from leaf_steps.training.data import ImageDataset, check_images_exist, image_rows, make_loader, read_manifest, shared_cache
-from leaf_steps.training.models import build_model, copy_state, fold_affine_into_head, load_checkpoint, read_checkpoint_metadata, save_checkpoint
-from leaf_steps.training.optim import batch_indices, current_lr, make_optimizer, make_scheduler, seed_everything
-from leaf_steps.training.runtime import autocast, choose_device, use_amp
-from leaf_steps.training.scoring import predict
-from leaf_steps.training.settings import settings_block, settings_model_name, settings_seed, student_block, student_train_transform
 from leaf_steps.core.cli import json_arg, run_step
 from leaf_steps.core.errors import ConfigError, InputError
 from leaf_steps.core.io import make_provenance, read_parquet, read_provenance, stable_hash, write_parquet
+from leaf_steps.core.progress import progress
+from leaf_steps.evaluation.correlation import finite_or_none, plcc, srcc
+from leaf_steps.training import losses
+from leaf_steps.training.data import (
+    ImageDataset,
+    check_images_exist,
+    image_rows,
+    make_loader,
+    read_manifest,
+    shared_cache,
+)
+from leaf_steps.training.models import (
+    build_model,
+    copy_state,
+    fold_affine_into_head,
+    load_checkpoint,
+    read_checkpoint_metadata,
+    save_checkpoint,
+)
+from leaf_steps.training.optim import batch_indices, current_lr, make_optimizer, make_scheduler, seed_everything
+from leaf_steps.training.runtime import autocast, choose_device, use_amp
+from leaf_steps.training.scoring import predict
 from leaf_steps.training.selection import calib_val_hash, correlation_score, find_epoch_checkpoint
+from leaf_steps.training.settings import (
+    settings_block,
+    settings_model_name,
+    settings_seed,
+    student_block,
+    student_train_transform,
+)
 
 log = logging.getLogger("leaf.calibrate")
 
 ROLES = ("calib_train", "calib_val")
 LOSS_SCHEMA = {
-    "epoch": pl.Int32, "train_loss": pl.Float64, "train_mse": pl.Float64, "train_plcc_loss": pl.Float64,
-    "val_srcc": pl.Float64, "val_plcc": pl.Float64, "val_rmse": pl.Float64, "lr": pl.Float64,
-    "seconds": pl.Float64, "selected": pl.Boolean, "stage1_epoch": pl.Int32, "stage1_selection": pl.String,
+    "epoch": pl.Int32,
+    "train_loss": pl.Float64,
+    "train_mse": pl.Float64,
+    "train_plcc_loss": pl.Float64,
+    "val_srcc": pl.Float64,
+    "val_plcc": pl.Float64,
+    "val_rmse": pl.Float64,
+    "lr": pl.Float64,
+    "seconds": pl.Float64,
+    "selected": pl.Boolean,
+    "stage1_epoch": pl.Int32,
+    "stage1_selection": pl.String,
 }
 PREDICTION_SCHEMA = {"image_id": pl.String, "prediction": pl.Float64}
 
@@ -100,9 +129,14 @@ class CalibrationSettings:
     def parse(cls, settings: Any) -> CalibrationSettings:
         student = student_block(settings)
         calibration = settings_block(settings, "calibration")
-        return cls(raw=settings, student=student, calibration=calibration,
-                   model_name=settings_model_name(settings, student),
-                   device=settings.get("device") or "auto", seed=settings_seed(settings, 0))
+        return cls(
+            raw=settings,
+            student=student,
+            calibration=calibration,
+            model_name=settings_model_name(settings, student),
+            device=settings.get("device") or "auto",
+            seed=settings_seed(settings, 0),
+        )
 
 
 def load_subset(path: str, manifest: pl.DataFrame) -> pl.DataFrame:
@@ -120,13 +154,16 @@ def load_subset(path: str, manifest: pl.DataFrame) -> pl.DataFrame:
         bad = df.filter(expr)
         if bad.height:
             r = bad.row(0, named=True)
-            raise InputError(f"{path}: row {r['row']} (image_id {r['image_id']!r}, role {r['role']!r}, "
-                             f"mos {r['mos']}): {message}")
+            raise InputError(
+                f"{path}: row {r['row']} (image_id {r['image_id']!r}, role {r['role']!r}, mos {r['mos']}): {message}"
+            )
     test_ids = manifest.filter(pl.col("split") == "test")["image_id"].implode()
     leak = df.filter(pl.col("image_id").is_in(test_ids))
     if leak.height:
-        raise InputError(f"{path}: row {leak['row'][0]}: image_id {leak['image_id'][0]!r} is in the test split; "
-                         "the MOS subset must come from training images")
+        raise InputError(
+            f"{path}: row {leak['row'][0]}: image_id {leak['image_id'][0]!r} is in the test split; "
+            "the MOS subset must come from training images"
+        )
     return df
 
 
@@ -139,8 +176,8 @@ class Stage1Start:
 
     path: str
     epoch: int | None
-    rule: str                   # "teacher" or "mos_subset"
-    reason: str | None = None   # why a mos_subset selection fell back to the teacher rule
+    rule: str  # "teacher" or "mos_subset"
+    reason: str | None = None  # why a mos_subset selection fell back to the teacher rule
     selection: str | None = None
 
 
@@ -152,8 +189,9 @@ def _epoch_of(meta: dict[str, str], path: str) -> int | None:
         raise InputError(f"{path}: checkpoint metadata epoch {value!r} is not an integer") from exc
 
 
-def stage1_start(init: str | None, selection: str | None, checkpoints: Sequence[str] | None,
-                 subset: pl.DataFrame) -> Stage1Start | None:
+def stage1_start(
+    init: str | None, selection: str | None, checkpoints: Sequence[str] | None, subset: pl.DataFrame
+) -> Stage1Start | None:
     """Resolve ``--init`` or ``--stage1-selection`` + ``--stage1-checkpoints`` (None: CFT-only)."""
     if init and (selection or checkpoints):
         raise ConfigError("give either --init or --stage1-selection with --stage1-checkpoints, not both")
@@ -167,39 +205,71 @@ def stage1_start(init: str | None, selection: str | None, checkpoints: Sequence[
     prov = read_provenance(selection)
     chosen = table.filter(pl.col("selected"))
     if chosen.height != 1 or prov.get("selected_epoch") != chosen["epoch"][0]:
-        raise InputError(f"{selection}: expected one selected epoch matching its provenance, found "
-                         f"{chosen['epoch'].to_list()} (provenance: {prov.get('selected_epoch')})")
+        raise InputError(
+            f"{selection}: expected one selected epoch matching its provenance, found "
+            f"{chosen['epoch'].to_list()} (provenance: {prov.get('selected_epoch')})"
+        )
     if prov.get("calib_val_hash") != calib_val_hash(subset):
-        raise InputError(f"{selection}: made on other calib_val images than this MOS subset's "
-                         f"(subset recorded there: {prov.get('subset')})")
+        raise InputError(
+            f"{selection}: made on other calib_val images than this MOS subset's "
+            f"(subset recorded there: {prov.get('subset')})"
+        )
     epoch = int(chosen["epoch"][0])
     found = [(str(c), _epoch_of(read_checkpoint_metadata(c), str(c))) for c in checkpoints]
-    return Stage1Start(find_epoch_checkpoint(found, epoch), epoch, prov.get("rule", "mos_subset"),
-                       prov.get("reason"), selection)
+    return Stage1Start(
+        find_epoch_checkpoint(found, epoch), epoch, prov.get("rule", "mos_subset"), prov.get("reason"), selection
+    )
 
 
-def evaluate(model, rows, mos: np.ndarray, mean: float, std: float, cfg: CalibrationSettings, device, cache,
-             desc: str) -> dict[str, float | None]:
+def evaluate(
+    model, rows, mos: np.ndarray, mean: float, std: float, cfg: CalibrationSettings, device, cache, desc: str
+) -> dict[str, float | None]:
     if not rows:
         return {"val_srcc": None, "val_plcc": None, "val_rmse": None}
     scfg = cfg.student
-    pred = predict(model, rows, resize=scfg["resize"], crop=scfg["crop"], device=device,
-                      batch_size=cfg.calibration["batch_size"], amp=scfg["amp"],
-                      num_workers=scfg["num_workers"], cache=cache, desc=desc) * std + mean
-    return {"val_srcc": finite_or_none(srcc(pred, mos)),
-            "val_plcc": finite_or_none(plcc(pred, mos)),
-            "val_rmse": float(np.sqrt(np.mean((pred - mos) ** 2)))}
+    pred = (
+        predict(
+            model,
+            rows,
+            resize=scfg["resize"],
+            crop=scfg["crop"],
+            device=device,
+            batch_size=cfg.calibration["batch_size"],
+            amp=scfg["amp"],
+            num_workers=scfg["num_workers"],
+            cache=cache,
+            desc=desc,
+        )
+        * std
+        + mean
+    )
+    return {
+        "val_srcc": finite_or_none(srcc(pred, mos)),
+        "val_plcc": finite_or_none(plcc(pred, mos)),
+        "val_rmse": float(np.sqrt(np.mean((pred - mos) ** 2))),
+    }
 
 
 def affine_init(model, rows, z: np.ndarray, cfg: CalibrationSettings, device, cache) -> dict[str, float] | None:
     """Least-squares fit z ~ a * s + c of standardised MOS on the stage-1 outputs, folded into the head."""
     scfg = cfg.student
-    s = predict(model, rows, resize=scfg["resize"], crop=scfg["crop"], device=device,
-                   batch_size=cfg.calibration["batch_size"], amp=scfg["amp"],
-                   num_workers=scfg["num_workers"], cache=cache, desc="calibrate init")
+    s = predict(
+        model,
+        rows,
+        resize=scfg["resize"],
+        crop=scfg["crop"],
+        device=device,
+        batch_size=cfg.calibration["batch_size"],
+        amp=scfg["amp"],
+        num_workers=scfg["num_workers"],
+        cache=cache,
+        desc="calibrate init",
+    )
     if np.ptp(s) == 0:
-        log.warning("calibrate: the stage-1 model gives the same score to every calib_train image; "
-                    "skipping the affine initialisation of the output layer")
+        log.warning(
+            "calibrate: the stage-1 model gives the same score to every calib_train image; "
+            "skipping the affine initialisation of the output layer"
+        )
         return None
     a, c = np.polyfit(s, z, 1)
     fold_affine_into_head(model, float(a), float(c))
@@ -207,8 +277,14 @@ def affine_init(model, rows, z: np.ndarray, cfg: CalibrationSettings, device, ca
     return {"scale": float(a), "shift": float(c), "stage1_srcc_train": finite_or_none(srcc(s, z))}
 
 
-def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, subset: pl.DataFrame,
-          stage1: Stage1Start | None, device: torch.device) -> tuple[torch.nn.Module, pl.DataFrame, dict[str, Any]]:
+def train(
+    cfg: CalibrationSettings,
+    manifest_path: str,
+    manifest: pl.DataFrame,
+    subset: pl.DataFrame,
+    stage1: Stage1Start | None,
+    device: torch.device,
+) -> tuple[torch.nn.Module, pl.DataFrame, dict[str, Any]]:
     scfg, ccfg = cfg.student, cfg.calibration
     tr = subset.filter(pl.col("role") == "calib_train").sort("image_id")
     va = subset.filter(pl.col("role") == "calib_val").sort("image_id")
@@ -224,16 +300,23 @@ def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, 
     val_rows = image_rows(manifest, manifest_path, va["image_id"])
     check_images_exist(train_rows + val_rows)
     init = stage1.path if stage1 else None
-    info: dict[str, Any] = {"calib_train": tr.height, "calib_val": va.height, "mos_mean": mean, "mos_std": std,
-                            "init": init}
+    info: dict[str, Any] = {
+        "calib_train": tr.height,
+        "calib_val": va.height,
+        "mos_mean": mean,
+        "mos_std": std,
+        "init": init,
+    }
 
     seed_everything(cfg.seed)
     cache = shared_cache(scfg["num_workers"])
     if init:
         model, meta = load_checkpoint(init, device)
         if meta["model"] != cfg.model_name:
-            raise ConfigError(f"settings.student_model: {cfg.model_name!r} but the stage-1 checkpoint {init} holds a "
-                              f"{meta['model']!r} student")
+            raise ConfigError(
+                f"settings.student_model: {cfg.model_name!r} but the stage-1 checkpoint {init} holds a "
+                f"{meta['model']!r} student"
+            )
         info["affine_init"] = affine_init(model, train_rows, z_train.numpy(), cfg, device, cache)
     else:
         model = build_model(cfg.model_name, scfg["pretrained"]).to(device)
@@ -264,8 +347,10 @@ def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, 
                 out = model(images.to(device, non_blocking=True)).reshape(-1)
             terms = losses.calibration_loss(out.float(), z_train[idx].to(device), ccfg["lambda_cal"])
             if not torch.isfinite(terms.total):
-                raise ConfigError(f"calibration.lr: training diverged at epoch {epoch}, step {k + 1} "
-                                  f"(loss {terms.total.item()}); lower the learning rate")
+                raise ConfigError(
+                    f"calibration.lr: training diverged at epoch {epoch}, step {k + 1} "
+                    f"(loss {terms.total.item()}); lower the learning rate"
+                )
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
@@ -273,10 +358,25 @@ def train(cfg: CalibrationSettings, manifest_path: str, manifest: pl.DataFrame, 
         scheduler.step()
         sums /= len(batches)
         val = evaluate(model, val_rows, y_val, mean, std, cfg, device, cache, f"calibrate val {epoch}")
-        records.append({"epoch": epoch, "train_loss": sums[0], "train_mse": sums[1], "train_plcc_loss": sums[2],
-                        **val, "lr": lr, "seconds": time.monotonic() - start})
-        log.info("calibrate epoch %d/%d: train %.4f val srcc %s plcc %s", epoch, ccfg["epochs"], sums[0],
-                 val["val_srcc"], val["val_plcc"])
+        records.append(
+            {
+                "epoch": epoch,
+                "train_loss": sums[0],
+                "train_mse": sums[1],
+                "train_plcc_loss": sums[2],
+                **val,
+                "lr": lr,
+                "seconds": time.monotonic() - start,
+            }
+        )
+        log.info(
+            "calibrate epoch %d/%d: train %.4f val srcc %s plcc %s",
+            epoch,
+            ccfg["epochs"],
+            sums[0],
+            val["val_srcc"],
+            val["val_plcc"],
+        )
         score = selection_score(val["val_srcc"], val["val_plcc"])
         if score > best_score:
             best_score, best_state, best_epoch = score, copy_state(model), epoch
@@ -318,31 +418,66 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Resolved (and every checkpoint's metadata read) before touching any image.
     start = stage1_start(args.init, args.stage1_selection, args.stage1_checkpoints, subset)
     if start:
-        log.info("calibrate: starting from stage-1 epoch %s (%s rule%s): %s", start.epoch, start.rule,
-                 f"; fallback: {start.reason}" if start.reason else "", start.path)
+        log.info(
+            "calibrate: starting from stage-1 epoch %s (%s rule%s): %s",
+            start.epoch,
+            start.rule,
+            f"; fallback: {start.reason}" if start.reason else "",
+            start.path,
+        )
     test_rows = image_rows(manifest, args.manifest, manifest.filter(pl.col("split") == "test")["image_id"])
     check_images_exist(test_rows)
 
     model, loss_df, info = train(cfg, args.manifest, manifest, subset, start, device)
-    preds = predict(model, test_rows, resize=cfg.student["resize"], crop=cfg.student["crop"], device=device,
-                       batch_size=cfg.calibration["batch_size"], amp=cfg.student["amp"],
-                       num_workers=cfg.student["num_workers"], desc="calibrate predict test")
+    preds = predict(
+        model,
+        test_rows,
+        resize=cfg.student["resize"],
+        crop=cfg.student["crop"],
+        device=device,
+        batch_size=cfg.calibration["batch_size"],
+        amp=cfg.student["amp"],
+        num_workers=cfg.student["num_workers"],
+        desc="calibrate predict test",
+    )
 
     provenance = make_provenance(
-        "calibrate", settings=cfg.raw, settings_hash=stable_hash(cfg.raw), model=cfg.model_name, device=str(device),
-        inputs={"manifest": args.manifest, "subset": args.subset, "init": start.path if start else None,
-                "stage1_selection": start.selection if start else None},
-        counts={**info, "test_images": len(test_rows)}, selected_epoch=info["selected_epoch"],
-        stage1_epoch=start.epoch if start else None, stage1_selection=start.rule if start else None,
-        stage1_selection_reason=start.reason if start else None)
-    save_checkpoint(model, args.out_model, model_name=cfg.model_name, stage="calibrate", settings=cfg.raw,
-                       output_units="mos", extra={"selected_epoch": str(info["selected_epoch"]),
-                                                  "provenance": provenance})
+        "calibrate",
+        settings=cfg.raw,
+        settings_hash=stable_hash(cfg.raw),
+        model=cfg.model_name,
+        device=str(device),
+        inputs={
+            "manifest": args.manifest,
+            "subset": args.subset,
+            "init": start.path if start else None,
+            "stage1_selection": start.selection if start else None,
+        },
+        counts={**info, "test_images": len(test_rows)},
+        selected_epoch=info["selected_epoch"],
+        stage1_epoch=start.epoch if start else None,
+        stage1_selection=start.rule if start else None,
+        stage1_selection_reason=start.reason if start else None,
+    )
+    save_checkpoint(
+        model,
+        args.out_model,
+        model_name=cfg.model_name,
+        stage="calibrate",
+        settings=cfg.raw,
+        output_units="mos",
+        extra={"selected_epoch": str(info["selected_epoch"]), "provenance": provenance},
+    )
     write_parquet(loss_df, args.out_losses, provenance)
     pred_df = pl.DataFrame({"image_id": [r.image_id for r in test_rows], "prediction": preds}, schema=PREDICTION_SCHEMA)
     write_parquet(pred_df, args.out_predictions, provenance)
-    log.info("calibrate: selected epoch %s; wrote %s, %s, %s", info["selected_epoch"], args.out_model,
-             args.out_losses, args.out_predictions)
+    log.info(
+        "calibrate: selected epoch %s; wrote %s, %s, %s",
+        info["selected_epoch"],
+        args.out_model,
+        args.out_losses,
+        args.out_predictions,
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 Inputs. ``--points``: image_id, teacher_score (Eq 2, 1..5) and optionally ``error``;
 rows with a non-null error are skipped (and counted in the log and the provenance).
 ``--pairs``: a_id, b_id, t_ab (Eq 4), confidence (Eq 5), already filtered by tau; it may
-be left out when ``use_pair`` is false. Both accept files or folders of shards. Only ``split == "train"`` images are used:
+be left out when ``use_pair`` is false. Both accept files or folders of shards.
+Only ``split == "train"`` images are used:
 point rows of other splits are dropped, and so are pairs touching another split.
 
 Settings JSON: ``{"student": <config student block>, "distill": <config distill block>,
@@ -116,9 +117,17 @@ from leaf_steps.training.settings import (
 log = logging.getLogger("leaf.distill")
 
 LOSS_SCHEMA = {
-    "epoch": pl.Int32, "train_loss": pl.Float64, "train_reg": pl.Float64, "train_rank": pl.Float64,
-    "val_loss": pl.Float64, "val_reg": pl.Float64, "val_rank": pl.Float64, "val_teacher_srcc": pl.Float64,
-    "lr": pl.Float64, "seconds": pl.Float64, "selected": pl.Boolean,
+    "epoch": pl.Int32,
+    "train_loss": pl.Float64,
+    "train_reg": pl.Float64,
+    "train_rank": pl.Float64,
+    "val_loss": pl.Float64,
+    "val_reg": pl.Float64,
+    "val_rank": pl.Float64,
+    "val_teacher_srcc": pl.Float64,
+    "lr": pl.Float64,
+    "seconds": pl.Float64,
+    "selected": pl.Boolean,
 }
 PREDICTION_SCHEMA = {"image_id": pl.String, "prediction": pl.Float64}
 PAIR_SCHEMA = {"a_id": pl.String, "b_id": pl.String, "t_ab": pl.Float64, "confidence": pl.Float64}
@@ -141,7 +150,9 @@ class DistillSettings:
         student = student_block(settings)
         distill = settings_block(settings, "distill")
         out = cls(
-            raw=settings, student=student, distill=distill,
+            raw=settings,
+            student=student,
+            distill=distill,
             model_name=settings_model_name(settings, student),
             use_point=settings_flag(settings, "use_point", True),
             use_pair=settings_flag(settings, "use_pair", True),
@@ -156,13 +167,16 @@ class DistillSettings:
 
 # --------------------------------------------------------------------------- inputs
 
+
 def _read(paths: Sequence[str], required: Sequence[str]) -> tuple[pl.DataFrame, str]:
     files = [f for p in paths for f in parquet_files(p)]
     label = ", ".join(map(str, files))
     return read_shards(files, required).with_row_index("row"), label
 
 
-def load_points(paths: Sequence[str], manifest: pl.DataFrame, train_ids: set[str]) -> tuple[pl.DataFrame, dict[str, int]]:
+def load_points(
+    paths: Sequence[str], manifest: pl.DataFrame, train_ids: set[str]
+) -> tuple[pl.DataFrame, dict[str, int]]:
     """Train-split teacher scores (image_id, teacher_score); error rows skipped and counted."""
     df, label = _read(paths, ["image_id", "teacher_score"])
     counts = {"point_rows": df.height}
@@ -170,19 +184,27 @@ def load_points(paths: Sequence[str], manifest: pl.DataFrame, train_ids: set[str
         failed = df.filter(pl.col("error").is_not_null())
         counts["point_errors_skipped"] = failed.height
         if failed.height:
-            log.warning("%s: skipping %d point row(s) with a teacher error (first: %s)",
-                        label, failed.height, failed["error"][0])
+            log.warning(
+                "%s: skipping %d point row(s) with a teacher error (first: %s)",
+                label,
+                failed.height,
+                failed["error"][0],
+            )
         df = df.filter(pl.col("error").is_null())
     else:
         counts["point_errors_skipped"] = 0
     df = df.with_columns(pl.col("teacher_score").cast(pl.Float64))
     bad = df.filter(pl.col("teacher_score").is_null() | ~pl.col("teacher_score").is_finite())
     if bad.height:
-        raise InputError(f"{label}: row {bad['row'][0]} (image_id {bad['image_id'][0]!r}): teacher_score is "
-                         f"{bad['teacher_score'][0]} but error is null")
+        raise InputError(
+            f"{label}: row {bad['row'][0]} (image_id {bad['image_id'][0]!r}): teacher_score is "
+            f"{bad['teacher_score'][0]} but error is null"
+        )
     unknown = df.filter(~pl.col("image_id").is_in(manifest["image_id"].implode()))
     if unknown.height:
-        raise InputError(f"{label}: row {unknown['row'][0]}: image_id {unknown['image_id'][0]!r} is not in the manifest")
+        raise InputError(
+            f"{label}: row {unknown['row'][0]}: image_id {unknown['image_id'][0]!r} is not in the manifest"
+        )
     dup = df.filter(pl.col("image_id").is_duplicated())
     if dup.height:
         raise InputError(f"{label}: row {dup['row'][0]}: image_id {dup['image_id'][0]!r} scored more than once")
@@ -192,7 +214,9 @@ def load_points(paths: Sequence[str], manifest: pl.DataFrame, train_ids: set[str
     return train.select("image_id", "teacher_score").sort("image_id"), counts
 
 
-def load_pairs(paths: Sequence[str], manifest: pl.DataFrame, train_ids: set[str]) -> tuple[pl.DataFrame, dict[str, int]]:
+def load_pairs(
+    paths: Sequence[str], manifest: pl.DataFrame, train_ids: set[str]
+) -> tuple[pl.DataFrame, dict[str, int]]:
     """Train-split pairs (a_id, b_id, t_ab, confidence)."""
     df, label = _read(paths, ["a_id", "b_id", "t_ab", "confidence"])
     counts = {"pair_rows": df.height}
@@ -222,26 +246,47 @@ def load_pairs(paths: Sequence[str], manifest: pl.DataFrame, train_ids: set[str]
 
 # --------------------------------------------------------------------------- training
 
+
 @dataclass
 class EpochKeeper:
     """Per candidate epoch: the checkpoint, and the outputs on the labelled training images."""
 
     cfg: DistillSettings
-    paths: dict[int, Path]          # candidate epoch -> checkpoint path
-    pool: list[ImageRow]         # labelled training images
+    paths: dict[int, Path]  # candidate epoch -> checkpoint path
+    pool: list[ImageRow]  # labelled training images
     frames: list[pl.DataFrame] = field(default_factory=list)
 
     def keep(self, epoch: int, model: torch.nn.Module, device: torch.device, cache) -> None:
         if epoch not in self.paths:
             return
         cfg = self.cfg
-        save_checkpoint(model, self.paths[epoch], model_name=cfg.model_name, stage="distill_epoch",
-                           settings=cfg.raw, output_units="teacher_score", extra={"epoch": str(epoch)})
-        scores = predict(model, self.pool, resize=cfg.student["resize"], crop=cfg.student["crop"], device=device,
-                            batch_size=cfg.distill["batch_size"], amp=cfg.student["amp"],
-                            num_workers=cfg.student["num_workers"], cache=cache, desc=f"distill labelled {epoch}")
-        self.frames.append(pl.DataFrame({"image_id": [r.image_id for r in self.pool], "epoch": epoch,
-                                         "prediction": scores}, schema=EPOCH_PREDICTION_SCHEMA))
+        save_checkpoint(
+            model,
+            self.paths[epoch],
+            model_name=cfg.model_name,
+            stage="distill_epoch",
+            settings=cfg.raw,
+            output_units="teacher_score",
+            extra={"epoch": str(epoch)},
+        )
+        scores = predict(
+            model,
+            self.pool,
+            resize=cfg.student["resize"],
+            crop=cfg.student["crop"],
+            device=device,
+            batch_size=cfg.distill["batch_size"],
+            amp=cfg.student["amp"],
+            num_workers=cfg.student["num_workers"],
+            cache=cache,
+            desc=f"distill labelled {epoch}",
+        )
+        self.frames.append(
+            pl.DataFrame(
+                {"image_id": [r.image_id for r in self.pool], "epoch": epoch, "prediction": scores},
+                schema=EPOCH_PREDICTION_SCHEMA,
+            )
+        )
 
     def predictions(self) -> pl.DataFrame:
         return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=EPOCH_PREDICTION_SCHEMA)
@@ -266,12 +311,13 @@ class PairStream:
 
 @dataclass
 class Step:
-    points: list[int]   # rows of the training points table
-    pairs: list[int]    # rows of the training pairs table
+    points: list[int]  # rows of the training points table
+    pairs: list[int]  # rows of the training pairs table
 
 
-def val_terms(scores: dict[str, float], val_points: pl.DataFrame, val_pairs: pl.DataFrame,
-              cfg: DistillSettings) -> dict[str, float | None]:
+def val_terms(
+    scores: dict[str, float], val_points: pl.DataFrame, val_pairs: pl.DataFrame, cfg: DistillSettings
+) -> dict[str, float | None]:
     """Eq 6 / 8 / 9 on held-out data, and SRCC of student vs teacher on held-out images."""
     lam = cfg.distill["lambda_dis"]
     reg = rank = srcc = None
@@ -293,9 +339,15 @@ def val_terms(scores: dict[str, float], val_points: pl.DataFrame, val_pairs: pl.
     return {"val_loss": sum(parts) if parts else None, "val_reg": reg, "val_rank": rank, "val_teacher_srcc": srcc}
 
 
-def train(cfg: DistillSettings, manifest_path: str, manifest: pl.DataFrame, points: pl.DataFrame,
-          pairs: pl.DataFrame, device: torch.device,
-          keeper: EpochKeeper | None = None) -> tuple[torch.nn.Module, pl.DataFrame, dict[str, Any]]:
+def train(
+    cfg: DistillSettings,
+    manifest_path: str,
+    manifest: pl.DataFrame,
+    points: pl.DataFrame,
+    pairs: pl.DataFrame,
+    device: torch.device,
+    keeper: EpochKeeper | None = None,
+) -> tuple[torch.nn.Module, pl.DataFrame, dict[str, Any]]:
     scfg, dcfg = cfg.student, cfg.distill
     candidates = set(points["image_id"]) | set(pairs["a_id"]) | set(pairs["b_id"])
     held = holdout_ids(sorted(candidates), dcfg["holdout_fraction"], cfg.seed)
@@ -305,11 +357,18 @@ def train(cfg: DistillSettings, manifest_path: str, manifest: pl.DataFrame, poin
     touches = pl.col("a_id").is_in(held_list) | pl.col("b_id").is_in(held_list)
     train_pairs, val_pairs = pairs.filter(~touches), pairs.filter(touches)
     if cfg.use_point and train_points.height < 2:
-        raise InputError(f"only {train_points.height} training image(s) with a teacher score after the holdout; need >= 2")
+        raise InputError(
+            f"only {train_points.height} training image(s) with a teacher score after the holdout; need >= 2"
+        )
     if cfg.use_pair and train_pairs.height == 0:
         raise InputError("no training pairs left (use_pair is true): check the pairs file and the tau filter")
-    counts = {"holdout_images": len(held), "train_points": train_points.height, "val_points": val_points.height,
-              "train_pairs": train_pairs.height, "val_pairs": val_pairs.height}
+    counts = {
+        "holdout_images": len(held),
+        "train_points": train_points.height,
+        "val_points": val_points.height,
+        "train_pairs": train_pairs.height,
+        "val_pairs": val_pairs.height,
+    }
     log.info("distill: %s", counts)
 
     # One image table for everything the loaders touch; batches index into it.
@@ -344,29 +403,44 @@ def train(cfg: DistillSettings, manifest_path: str, manifest: pl.DataFrame, poin
         start = time.monotonic()
         lr = current_lr(optimizer)
         order = np.random.default_rng([cfg.seed, 3, epoch]).permutation(n_step_images).tolist()
-        steps = [Step(points=b if cfg.use_point else [],
-                      pairs=pair_stream.take(dcfg["pair_batch_size"]) if cfg.use_pair else [])
-                 for b in batch_indices(order, dcfg["batch_size"])]
-        batches = [[int(point_img[i]) for i in s.points] + [pair_a[j] for j in s.pairs] + [pair_b[j] for j in s.pairs]
-                   for s in steps]
+        steps = [
+            Step(
+                points=b if cfg.use_point else [],
+                pairs=pair_stream.take(dcfg["pair_batch_size"]) if cfg.use_pair else [],
+            )
+            for b in batch_indices(order, dcfg["batch_size"])
+        ]
+        batches = [
+            [int(point_img[i]) for i in s.points] + [pair_a[j] for j in s.pairs] + [pair_b[j] for j in s.pairs]
+            for s in steps
+        ]
         loader = make_loader(train_ds, batches, scfg["num_workers"], cfg.seed * 1000 + epoch, device)
         model.train()
         sums = {"loss": 0.0, "reg": 0.0, "rank": 0.0}
-        for k, (step, (images, _)) in enumerate(zip(steps, progress(loader, total=len(steps),
-                                                                        desc=f"distill epoch {epoch}"))):
+        for k, (step, (images, _)) in enumerate(
+            zip(steps, progress(loader, total=len(steps), desc=f"distill epoch {epoch}"))
+        ):
             with autocast(device, amp):
                 out = model(images.to(device, non_blocking=True)).reshape(-1)
             out = out.float()
             n_p, n_q = len(step.points), len(step.pairs)
             terms = losses.distill_loss(
-                scores=out[:n_p], teacher_scores=point_y[step.points].to(device),
-                s_a=out[n_p:n_p + n_q], s_b=out[n_p + n_q:],
-                t_ab=pair_t[step.pairs].to(device), confidence=pair_w[step.pairs].to(device),
-                lambda_dis=dcfg["lambda_dis"], use_point=cfg.use_point, use_pair=cfg.use_pair,
-                use_confidence=cfg.use_confidence)
+                scores=out[:n_p],
+                teacher_scores=point_y[step.points].to(device),
+                s_a=out[n_p : n_p + n_q],
+                s_b=out[n_p + n_q :],
+                t_ab=pair_t[step.pairs].to(device),
+                confidence=pair_w[step.pairs].to(device),
+                lambda_dis=dcfg["lambda_dis"],
+                use_point=cfg.use_point,
+                use_pair=cfg.use_pair,
+                use_confidence=cfg.use_confidence,
+            )
             if not torch.isfinite(terms.total):
-                raise ConfigError(f"distill.lr: training diverged at epoch {epoch}, step {k + 1} "
-                                  f"(loss {terms.total.item()}); lower the learning rate")
+                raise ConfigError(
+                    f"distill.lr: training diverged at epoch {epoch}, step {k + 1} "
+                    f"(loss {terms.total.item()}); lower the learning rate"
+                )
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
@@ -375,19 +449,40 @@ def train(cfg: DistillSettings, manifest_path: str, manifest: pl.DataFrame, poin
             sums["rank"] += terms.rank.item() if terms.rank is not None else 0.0
         scheduler.step()
         n = len(steps)
-        scores = predict(model, val_rows, resize=scfg["resize"], crop=scfg["crop"], device=device,
-                            batch_size=dcfg["batch_size"], amp=scfg["amp"], num_workers=scfg["num_workers"],
-                            cache=cache, desc=f"distill val {epoch}")
+        scores = predict(
+            model,
+            val_rows,
+            resize=scfg["resize"],
+            crop=scfg["crop"],
+            device=device,
+            batch_size=dcfg["batch_size"],
+            amp=scfg["amp"],
+            num_workers=scfg["num_workers"],
+            cache=cache,
+            desc=f"distill val {epoch}",
+        )
         val = val_terms(dict(zip(val_ids, scores.tolist())), val_points, val_pairs, cfg)
         if keeper is not None:
             keeper.keep(epoch, model, device, cache)
-        record = {"epoch": epoch, "train_loss": sums["loss"] / n,
-                  "train_reg": sums["reg"] / n if cfg.use_point else None,
-                  "train_rank": sums["rank"] / n if cfg.use_pair else None,
-                  **val, "lr": lr, "seconds": time.monotonic() - start}
+        record = {
+            "epoch": epoch,
+            "train_loss": sums["loss"] / n,
+            "train_reg": sums["reg"] / n if cfg.use_point else None,
+            "train_rank": sums["rank"] / n if cfg.use_pair else None,
+            **val,
+            "lr": lr,
+            "seconds": time.monotonic() - start,
+        }
         records.append(record)
-        log.info("distill epoch %d/%d: train %.4f val %s srcc %s (%.1f s)", epoch, dcfg["epochs"],
-                 record["train_loss"], _fmt(val["val_loss"]), _fmt(val["val_teacher_srcc"]), record["seconds"])
+        log.info(
+            "distill epoch %d/%d: train %.4f val %s srcc %s (%.1f s)",
+            epoch,
+            dcfg["epochs"],
+            record["train_loss"],
+            _fmt(val["val_loss"]),
+            _fmt(val["val_teacher_srcc"]),
+            record["seconds"],
+        )
         if val["val_loss"] is not None and val["val_loss"] < best_loss:
             best_loss, best_state, best_epoch = val["val_loss"], copy_state(model), epoch
     if best_state is None:
@@ -407,20 +502,32 @@ def _fmt(x: float | None) -> str:
 
 # --------------------------------------------------------------------------- CLI
 
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m leaf_steps.distill", description=__doc__.splitlines()[0])
     p.add_argument("--manifest", required=True, help="dataset manifest Parquet")
     p.add_argument("--points", required=True, nargs="+", help="teacher point scores (file(s) or folder of shards)")
-    p.add_argument("--pairs", nargs="+", default=None,
-                   help="filtered teacher pairs (file(s) or folder of shards); may be left out when use_pair is false")
+    p.add_argument(
+        "--pairs",
+        nargs="+",
+        default=None,
+        help="filtered teacher pairs (file(s) or folder of shards); may be left out when use_pair is false",
+    )
     p.add_argument("--out-model", required=True, help="selected checkpoint (.safetensors)")
     p.add_argument("--out-losses", required=True, help="per-epoch losses Parquet")
     p.add_argument("--out-predictions", required=True, help="test-split predictions Parquet")
     p.add_argument("--settings", required=True, type=json_arg, help="settings JSON (see module docstring)")
-    p.add_argument("--out-epoch-checkpoints", nargs="+", default=None,
-                   help="one checkpoint path per candidate epoch (ascending) for few-shot selection")
-    p.add_argument("--out-epoch-predictions", default=None,
-                   help="Parquet of every candidate epoch's outputs on the labelled training images")
+    p.add_argument(
+        "--out-epoch-checkpoints",
+        nargs="+",
+        default=None,
+        help="one checkpoint path per candidate epoch (ascending) for few-shot selection",
+    )
+    p.add_argument(
+        "--out-epoch-predictions",
+        default=None,
+        help="Parquet of every candidate epoch's outputs on the labelled training images",
+    )
     return p.parse_args(argv)
 
 
@@ -429,13 +536,17 @@ def epoch_keeper(args: argparse.Namespace, cfg: DistillSettings, manifest: pl.Da
     if args.out_epoch_checkpoints is None and args.out_epoch_predictions is None:
         return None
     if args.out_epoch_checkpoints is None or args.out_epoch_predictions is None:
-        raise ConfigError("--out-epoch-checkpoints and --out-epoch-predictions go together (few-shot selection "
-                          "needs both the checkpoints and their predictions)")
+        raise ConfigError(
+            "--out-epoch-checkpoints and --out-epoch-predictions go together (few-shot selection "
+            "needs both the checkpoints and their predictions)"
+        )
     epochs = candidate_epochs(cfg.distill["epochs"], cfg.distill["checkpoint_every"])
     if len(args.out_epoch_checkpoints) != len(epochs):
-        raise ConfigError(f"--out-epoch-checkpoints: {len(args.out_epoch_checkpoints)} path(s) given, but "
-                          f"distill.epochs {cfg.distill['epochs']} with checkpoint_every "
-                          f"{cfg.distill['checkpoint_every']} keeps epochs {epochs}")
+        raise ConfigError(
+            f"--out-epoch-checkpoints: {len(args.out_epoch_checkpoints)} path(s) given, but "
+            f"distill.epochs {cfg.distill['epochs']} with checkpoint_every "
+            f"{cfg.distill['checkpoint_every']} keeps epochs {epochs}"
+        )
     if "mos" not in manifest.columns:
         raise InputError(f"{args.manifest}: no 'mos' column; few-shot selection needs the labelled training images")
     pool = image_rows(manifest, args.manifest, labelled_training_ids(manifest))
@@ -466,27 +577,56 @@ def main(argv: Sequence[str] | None = None) -> None:
     counts = {**point_counts, **pair_counts, **counts, "test_images": len(test_rows)}
     if keeper is not None:
         counts |= {"epoch_checkpoints": sorted(keeper.paths), "labelled_train_images": len(keeper.pool)}
-    preds = predict(model, test_rows, resize=cfg.student["resize"], crop=cfg.student["crop"], device=device,
-                       batch_size=cfg.distill["batch_size"], amp=cfg.student["amp"],
-                       num_workers=cfg.student["num_workers"], desc="distill predict test")
+    preds = predict(
+        model,
+        test_rows,
+        resize=cfg.student["resize"],
+        crop=cfg.student["crop"],
+        device=device,
+        batch_size=cfg.distill["batch_size"],
+        amp=cfg.student["amp"],
+        num_workers=cfg.student["num_workers"],
+        desc="distill predict test",
+    )
 
     provenance = make_provenance(
-        "distill", settings=cfg.raw, settings_hash=stable_hash(cfg.raw), model=cfg.model_name, device=str(device),
+        "distill",
+        settings=cfg.raw,
+        settings_hash=stable_hash(cfg.raw),
+        model=cfg.model_name,
+        device=str(device),
         inputs={"manifest": args.manifest, "points": args.points, "pairs": args.pairs},
-        counts=counts, selected_epoch=counts["selected_epoch"],
-        stage1_epoch=counts["selected_epoch"], stage1_selection="teacher")
-    save_checkpoint(model, args.out_model, model_name=cfg.model_name, stage="distill", settings=cfg.raw,
-                       output_units="teacher_score", extra={"selected_epoch": str(counts["selected_epoch"]),
-                                                            "epoch": str(counts["selected_epoch"]),
-                                                            "provenance": provenance})
+        counts=counts,
+        selected_epoch=counts["selected_epoch"],
+        stage1_epoch=counts["selected_epoch"],
+        stage1_selection="teacher",
+    )
+    save_checkpoint(
+        model,
+        args.out_model,
+        model_name=cfg.model_name,
+        stage="distill",
+        settings=cfg.raw,
+        output_units="teacher_score",
+        extra={
+            "selected_epoch": str(counts["selected_epoch"]),
+            "epoch": str(counts["selected_epoch"]),
+            "provenance": provenance,
+        },
+    )
     write_parquet(loss_df, args.out_losses, provenance)
     if keeper is not None:
         per_epoch = {k: v for k, v in provenance.items() if not k.startswith("stage1_")}
         write_parquet(keeper.predictions(), args.out_epoch_predictions, per_epoch)
     pred_df = pl.DataFrame({"image_id": [r.image_id for r in test_rows], "prediction": preds}, schema=PREDICTION_SCHEMA)
     write_parquet(pred_df, args.out_predictions, provenance)
-    log.info("distill: selected epoch %d; wrote %s, %s, %s", counts["selected_epoch"], args.out_model,
-             args.out_losses, args.out_predictions)
+    log.info(
+        "distill: selected epoch %d; wrote %s, %s, %s",
+        counts["selected_epoch"],
+        args.out_model,
+        args.out_losses,
+        args.out_predictions,
+    )
 
 
 if __name__ == "__main__":

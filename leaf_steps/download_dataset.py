@@ -20,15 +20,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leaf_steps.core.cli import json_arg, run_step
-from leaf_steps.datasets import DATASETS, dataset_settings, get_dataset
 from leaf_steps.core.io import make_provenance, write_json
+from leaf_steps.datasets import DATASETS, dataset_settings, get_dataset
 
 log = logging.getLogger("leaf.download_dataset")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m leaf_steps.download_dataset", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m leaf_steps.download_dataset",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--resources-dir", required=True, type=Path, help="datasets go to <dir>/<dataset>/")
     parser.add_argument("--settings", type=json_arg, default={}, help="the config's `dataset` block as JSON")
@@ -42,8 +45,9 @@ def run(argv: Sequence[str] | None = None) -> dict:
     adapter = get_dataset(args.dataset)
     root = args.resources_dir / args.dataset
     facts = adapter.fetch(root, settings)
-    marker = make_provenance("download_dataset", dataset=args.dataset, root=str(root), settings=settings.as_dict(),
-                             ready=True, **facts)
+    marker = make_provenance(
+        "download_dataset", dataset=args.dataset, root=str(root), settings=settings.as_dict(), ready=True, **facts
+    )
     write_json(args.out_marker, marker)
     log.info("%s ready under %s (%s images); marker %s", args.dataset, root, facts.get("images"), args.out_marker)
     return marker

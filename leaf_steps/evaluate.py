@@ -29,8 +29,8 @@ from pathlib import Path
 
 from leaf_steps.core.cli import run_step
 from leaf_steps.core.errors import InputError
-from leaf_steps.evaluation.common_set import Run, evaluate_runs, labelled_test_images
 from leaf_steps.core.io import make_provenance, read_parquet, read_provenance, write_parquet
+from leaf_steps.evaluation.common_set import Run, evaluate_runs, labelled_test_images
 
 log = logging.getLogger("leaf.evaluate")
 
@@ -40,19 +40,28 @@ def read_run(method: str, ratio: str, seed: str, path: str) -> Run:
         ratio_value = float(ratio)
         seed_value = None if seed == "-" else int(seed)
     except ValueError as exc:
-        raise InputError(f"--run {method} {ratio} {seed} {path}: ratio must be a number and seed an integer "
-                         "or '-'") from exc
+        raise InputError(
+            f"--run {method} {ratio} {seed} {path}: ratio must be a number and seed an integer or '-'"
+        ) from exc
     predictions = read_parquet(path, ["image_id", "prediction"])
     prov = read_provenance(path)
-    return Run(method, ratio_value, seed_value, predictions, source=path,
-               stage1_epoch=prov.get("stage1_epoch"), stage1_selection=prov.get("stage1_selection"))
+    return Run(
+        method,
+        ratio_value,
+        seed_value,
+        predictions,
+        source=path,
+        stage1_epoch=prov.get("stage1_epoch"),
+        stage1_selection=prov.get("stage1_selection"),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", type=Path, required=True)
-    ap.add_argument("--run", nargs=4, action="append", required=True,
-                    metavar=("METHOD", "RATIO", "SEED", "PREDICTIONS"))
+    ap.add_argument(
+        "--run", nargs=4, action="append", required=True, metavar=("METHOD", "RATIO", "SEED", "PREDICTIONS")
+    )
     ap.add_argument("--out-runs", type=Path, required=True)
     ap.add_argument("--out-coverage", type=Path, required=True)
     a = ap.parse_args(argv)
@@ -61,12 +70,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     table, lacking, common = evaluate_runs(test, runs)
     per_method = {m: n for m, n in lacking.group_by("method").len().iter_rows()}
     if lacking.height:
-        log.warning("evaluate: %d of %d test images with MOS lack a prediction from some run and are left out of "
-                    "every run's metrics (rows per method: %s); see %s", test.height - common.height, test.height,
-                    per_method, a.out_coverage)
-    provenance = make_provenance("evaluate", manifest=str(a.manifest), n_test=test.height, n_common=common.height,
-                                 lacking_rows_per_method=per_method,
-                                 runs=[{**r.key(), "predictions": r.source} for r in runs])
+        log.warning(
+            "evaluate: %d of %d test images with MOS lack a prediction from some run and are left out of "
+            "every run's metrics (rows per method: %s); see %s",
+            test.height - common.height,
+            test.height,
+            per_method,
+            a.out_coverage,
+        )
+    provenance = make_provenance(
+        "evaluate",
+        manifest=str(a.manifest),
+        n_test=test.height,
+        n_common=common.height,
+        lacking_rows_per_method=per_method,
+        runs=[{**r.key(), "predictions": r.source} for r in runs],
+    )
     write_parquet(lacking, a.out_coverage, provenance)
     write_parquet(table, a.out_runs, provenance)
     log.info("evaluate: %d runs on the same %d of %d test images with MOS", len(runs), common.height, test.height)

@@ -10,7 +10,8 @@ teacher, data, MOS budget, calibration, test SRCC/PLCC per seed, input transform
 units, usage). See :mod:`leaf_steps.inference.export` for the formats.
 
 ``--runs``: the run's evaluation table (:mod:`leaf_steps.evaluate`, one row per method, ratio and
-seed); the card lists this variant's rows at this ratio, every seed, and marks the exported seed. ``--subset``: the MOS subset the checkpoint was
+seed); the card lists this variant's rows at this ratio, every seed, and marks the exported seed.
+``--subset``: the MOS subset the checkpoint was
 calibrated on (counts for the card; absent label-free).
 
 Settings JSON: ``{"run_name", "variant", "ratio", "seed", "onnx", "teacher": {"name",
@@ -37,10 +38,9 @@ import polars as pl
 import torch
 
 from leaf_steps import __version__
-from leaf_steps.training.data import check_images_exist, image_rows, read_manifest
-from leaf_steps.training.models import load_checkpoint
 from leaf_steps.core.cli import json_arg, run_step
 from leaf_steps.core.errors import ConfigError, InputError
+from leaf_steps.core.io import atomic_write_text, library_versions, read_parquet, write_json
 from leaf_steps.inference import card
 from leaf_steps.inference.export import (
     ONNX_FILE,
@@ -49,14 +49,25 @@ from leaf_steps.inference.export import (
     save_timm_folder,
 )
 from leaf_steps.inference.models import checkpoint_facts
-from leaf_steps.core.io import atomic_write_text, library_versions, read_parquet, write_json
+from leaf_steps.training.data import check_images_exist, image_rows, read_manifest
+from leaf_steps.training.models import load_checkpoint
 from leaf_steps.training.transforms import normalize
 
 log = logging.getLogger("leaf.export")
 
 CHECK_IMAGES = 8
-SETTINGS_KEYS = ("run_name", "variant", "ratio", "seed", "teacher", "dataset", "student", "distill", "calibration",
-                 "tau")
+SETTINGS_KEYS = (
+    "run_name",
+    "variant",
+    "ratio",
+    "seed",
+    "teacher",
+    "dataset",
+    "student",
+    "distill",
+    "calibration",
+    "tau",
+)
 
 
 def read_metrics(runs: str | None, variant: str, ratio: float) -> list[dict[str, Any]]:
@@ -66,8 +77,9 @@ def read_metrics(runs: str | None, variant: str, ratio: float) -> list[dict[str,
     df = read_parquet(runs, required=["method", "ratio", "seed", "n", "srcc", "plcc"])
     rows = df.filter((pl.col("method") == variant) & ((pl.col("ratio") - float(ratio)).abs() < 1e-9)).to_dicts()
     if not rows:
-        raise InputError(f"{runs}: no evaluation row for method {variant!r} at ratio {ratio}: the card would "
-                         "have no test metrics")
+        raise InputError(
+            f"{runs}: no evaluation row for method {variant!r} at ratio {ratio}: the card would have no test metrics"
+        )
     return sorted(rows, key=lambda r: (r["seed"] is not None, r["seed"] or 0))
 
 
@@ -80,20 +92,25 @@ def subset_counts(path: str | None) -> dict[str, int]:
 
 def describe_stages(settings: dict[str, Any]) -> tuple[str, str]:
     d, c = settings["distill"], settings["calibration"]
-    distill = (f"point (Eq 6) + lambda_dis {d['lambda_dis']} x confidence-weighted pair loss (Eq 8), pairs with "
-               f"confidence >= tau {settings['tau']}; {d['epochs']} epochs, AdamW lr {d['lr']:g}, batch "
-               f"{d['batch_size']} images + {d['pair_batch_size']} pairs; epoch picked on a held-out "
-               f"{d['holdout_fraction']:g} of the training images (no MOS)")
+    distill = (
+        f"point (Eq 6) + lambda_dis {d['lambda_dis']} x confidence-weighted pair loss (Eq 8), pairs with "
+        f"confidence >= tau {settings['tau']}; {d['epochs']} epochs, AdamW lr {d['lr']:g}, batch "
+        f"{d['batch_size']} images + {d['pair_batch_size']} pairs; epoch picked on a held-out "
+        f"{d['holdout_fraction']:g} of the training images (no MOS)"
+    )
     if settings["ratio"] == 0:
         return distill, "none (label-free)"
-    calib = (f"MSE + lambda_cal {c['lambda_cal']} x (1 - batch PLCC) on standardised MOS, from the stage-1 model "
-             f"with its output layer fitted by least squares; {c['epochs']} epochs, AdamW lr {c['lr']:g}, batch "
-             f"{c['batch_size']}; epoch picked by SRCC + PLCC on the held-out part of the subset")
+    calib = (
+        f"MSE + lambda_cal {c['lambda_cal']} x (1 - batch PLCC) on standardised MOS, from the stage-1 model "
+        f"with its output layer fitted by least squares; {c['epochs']} epochs, AdamW lr {c['lr']:g}, batch "
+        f"{c['batch_size']}; epoch picked by SRCC + PLCC on the held-out part of the subset"
+    )
     return distill, calib
 
 
-def export(checkpoint: str, manifest_path: str, runs: str | None, subset: str | None, out_dir: Path,
-           settings: dict[str, Any]) -> dict[str, Any]:
+def export(
+    checkpoint: str, manifest_path: str, runs: str | None, subset: str | None, out_dir: Path, settings: dict[str, Any]
+) -> dict[str, Any]:
     missing = [k for k in SETTINGS_KEYS if k not in settings]
     if missing:
         raise ConfigError(f"--settings: missing key(s) {missing}")
@@ -109,10 +126,19 @@ def export(checkpoint: str, manifest_path: str, runs: str | None, subset: str | 
     check_images_exist(check_rows)
     check_paths = [r.path for r in check_rows]
 
-    leaf = {"model_id": facts["model_id"], "architecture": facts["architecture"], "stage": facts["stage"],
-            "units": facts["units"], "transform": transform.describe(), "run_name": settings["run_name"],
-            "variant": settings["variant"], "mos_ratio": settings["ratio"], "seed": settings["seed"],
-            "source_checkpoint": str(checkpoint), "leaf_version": __version__}
+    leaf = {
+        "model_id": facts["model_id"],
+        "architecture": facts["architecture"],
+        "stage": facts["stage"],
+        "units": facts["units"],
+        "transform": transform.describe(),
+        "run_name": settings["run_name"],
+        "variant": settings["variant"],
+        "mos_ratio": settings["ratio"],
+        "seed": settings["seed"],
+        "source_checkpoint": str(checkpoint),
+        "leaf_version": __version__,
+    }
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -128,14 +154,31 @@ def export(checkpoint: str, manifest_path: str, runs: str | None, subset: str | 
     distill_text, calibration_text = describe_stages(settings)
     counts = subset_counts(subset)
     card_facts = {
-        **leaf, **counts, "folder": str(out_dir), "checkpoint": str(checkpoint), "ratio": settings["ratio"],
-        "teacher": settings["teacher"], "dataset": settings["dataset"], "pretrained": settings["student"]["pretrained"],
-        "parameters": sum(p.numel() for p in model.parameters()), "selected_epoch": meta.get("selected_epoch"),
-        "train_images": manifest.filter(pl.col("split") == "train").height, "test_images": len(test_ids),
-        "distill_text": distill_text, "calibration_text": calibration_text, "metrics": read_metrics(runs, settings["variant"], settings["ratio"]),
-        "check": check or {"images": 0, "timm_max_abs_diff": float("nan"), "onnx_max_abs_diff": float("nan"),
-                           "tolerance_relative_to_std": float("nan"), "score_std": float("nan")},
-        "leaf_version": __version__, "versions": library_versions(),
+        **leaf,
+        **counts,
+        "folder": str(out_dir),
+        "checkpoint": str(checkpoint),
+        "ratio": settings["ratio"],
+        "teacher": settings["teacher"],
+        "dataset": settings["dataset"],
+        "pretrained": settings["student"]["pretrained"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "selected_epoch": meta.get("selected_epoch"),
+        "train_images": manifest.filter(pl.col("split") == "train").height,
+        "test_images": len(test_ids),
+        "distill_text": distill_text,
+        "calibration_text": calibration_text,
+        "metrics": read_metrics(runs, settings["variant"], settings["ratio"]),
+        "check": check
+        or {
+            "images": 0,
+            "timm_max_abs_diff": float("nan"),
+            "onnx_max_abs_diff": float("nan"),
+            "tolerance_relative_to_std": float("nan"),
+            "score_std": float("nan"),
+        },
+        "leaf_version": __version__,
+        "versions": library_versions(),
     }
     atomic_write_text(tmp / "README.md", card.render(card_facts))
     write_json(tmp / "export_check.json", {"check": check, "leaf": leaf})

@@ -27,8 +27,17 @@ import numpy as np
 from leaf_steps.core.cli import json_arg, run_step
 from leaf_steps.core.errors import InputError
 from leaf_steps.images.bundled import PRISTINE_PHOTOS, photo_path
-from leaf_steps.teachers.niqe_model import (DEFAULT_PATCH_SIZE, DEFAULT_SHARPNESS_THRESHOLD, NiqeModel, model_from_features,
-                             patch_features, read_luminance, save_model, score_features, sharp_patches)
+from leaf_steps.teachers.niqe_model import (
+    DEFAULT_PATCH_SIZE,
+    DEFAULT_SHARPNESS_THRESHOLD,
+    NiqeModel,
+    model_from_features,
+    patch_features,
+    read_luminance,
+    save_model,
+    score_features,
+    sharp_patches,
+)
 from leaf_steps.teachers.standin import validate_spec
 
 log = logging.getLogger("leaf.fit_niqe")
@@ -38,15 +47,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 def reference_images(references_dir: Path) -> list[Path]:
     if not references_dir.is_dir():
         raise InputError(f"{references_dir}: references folder not found")
-    paths = sorted(p for p in references_dir.iterdir()
-                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    paths = sorted(
+        p for p in references_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
     if not paths:
         raise InputError(f"{references_dir}: no reference images ({', '.join(IMAGE_SUFFIXES)}) found")
     return paths
 
 
-def fit_with_anchors(images: Sequence[np.ndarray], names: Sequence[str], patch_size: int,
-                     sharpness_threshold: float) -> NiqeModel:
+def fit_with_anchors(
+    images: Sequence[np.ndarray], names: Sequence[str], patch_size: int, sharpness_threshold: float
+) -> NiqeModel:
     """The pristine model over all ``images`` plus per-image anchor scores (leave-one-out when possible)."""
     per_image = [patch_features(img, patch_size) for img in images]
     selected = [sharp_patches(feats, sharpness, sharpness_threshold) for feats, sharpness in per_image]
@@ -54,9 +65,12 @@ def fit_with_anchors(images: Sequence[np.ndarray], names: Sequence[str], patch_s
     method = "leave-one-out" if len(images) >= 3 else "in-sample"
     if method == "leave-one-out":
         try:
-            anchors = [score_features(feats, model_from_features(selected[:i] + selected[i + 1:], patch_size,
-                                                                 sharpness_threshold))
-                       for i, (feats, _) in enumerate(per_image)]
+            anchors = [
+                score_features(
+                    feats, model_from_features(selected[:i] + selected[i + 1 :], patch_size, sharpness_threshold)
+                )
+                for i, (feats, _) in enumerate(per_image)
+            ]
         except ValueError as exc:  # leaving one photo out left fewer than two usable patches
             log.warning("anchors are in-sample NIQE scores (%s)", exc)
             method = "in-sample"
@@ -83,8 +97,10 @@ def fit_niqe(references_dir: Path | None, settings: dict[str, Any], out: Path) -
     images = [read_luminance(p) for p in paths]
     for path, img in zip(paths, images, strict=True):
         if min(img.shape) < patch_size:
-            raise InputError(f"{path}: {img.shape[1]}x{img.shape[0]} pixels is smaller than one "
-                             f"{patch_size}x{patch_size} NIQE patch (teachers.<name>.patch_size)")
+            raise InputError(
+                f"{path}: {img.shape[1]}x{img.shape[0]} pixels is smaller than one "
+                f"{patch_size}x{patch_size} NIQE patch (teachers.<name>.patch_size)"
+            )
     try:
         model = fit_with_anchors(images, [p.stem for p in paths], patch_size, threshold)
     except ValueError as exc:
@@ -93,9 +109,17 @@ def fit_niqe(references_dir: Path | None, settings: dict[str, Any], out: Path) -
     if len(finite) == 0:
         raise InputError(f"{references_dir}: no reference photo has a defined NIQE score (all flat?)")
     save_model(model, out)
-    log.info("%d photos, %d pristine patches of %d px; %s anchor NIQE median %.3f (range %.3f..%.3f) -> %s",
-             model.n_images, model.n_patches, patch_size, model.anchor_method, np.median(finite), finite.min(),
-             finite.max(), out)
+    log.info(
+        "%d photos, %d pristine patches of %d px; %s anchor NIQE median %.3f (range %.3f..%.3f) -> %s",
+        model.n_images,
+        model.n_patches,
+        patch_size,
+        model.anchor_method,
+        np.median(finite),
+        finite.min(),
+        finite.max(),
+        out,
+    )
     return model
 
 
@@ -103,8 +127,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     refs = ap.add_mutually_exclusive_group(required=True)
     refs.add_argument("--references-dir", type=Path, help="folder of pristine reference photos")
-    refs.add_argument("--bundled-photos", action="store_true",
-                      help="fit on scikit-image's bundled natural photos (the default outside the demo)")
+    refs.add_argument(
+        "--bundled-photos",
+        action="store_true",
+        help="fit on scikit-image's bundled natural photos (the default outside the demo)",
+    )
     ap.add_argument("--settings", type=json_arg, default={}, help="the teacher's config block as JSON")
     ap.add_argument("--out", type=Path, required=True, help="model .npz")
     a = ap.parse_args(argv)

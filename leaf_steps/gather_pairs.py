@@ -25,8 +25,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("shards", nargs="+", type=Path)
     a = ap.parse_args(argv)
-    assemble_scores("pair", a.shards, a.out, a.acceptance, a.run.get("max_error_fraction", 0.05), a.both_orders,
-                    a.teacher_name)
+    assemble_scores(
+        "pair", a.shards, a.out, a.acceptance, a.run.get("max_error_fraction", 0.05), a.both_orders, a.teacher_name
+    )
 
 
 if __name__ == "__main__":

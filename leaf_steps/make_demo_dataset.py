@@ -57,16 +57,30 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from leaf_steps.core.cli import json_arg, run_step
-from leaf_steps.datasets.demo import demo_manifest, resolve_split, split_references  # noqa: F401 (re-exported)
 from leaf_steps.core.errors import ConfigError, InputError
-from leaf_steps.images.bundled import BUNDLED_PHOTOS, SKIMAGE_DATA_DIR
 from leaf_steps.core.io import atomic_write_bytes, make_provenance, stable_hash, write_parquet
+from leaf_steps.datasets.demo import demo_manifest, resolve_split, split_references  # noqa: F401 (re-exported)
+from leaf_steps.images.bundled import BUNDLED_PHOTOS, SKIMAGE_DATA_DIR
 
 log = logging.getLogger("leaf.make_demo_dataset")
 
 DEFAULT_DEMO: dict[str, Any] = {
-    "references": ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field", "camera",
-                   "moon", "coins", "grass", "gravel", "brick", "retina", "ihc"],
+    "references": [
+        "astronaut",
+        "chelsea",
+        "coffee",
+        "rocket",
+        "motorcycle_left",
+        "hubble_deep_field",
+        "camera",
+        "moon",
+        "coins",
+        "grass",
+        "gravel",
+        "brick",
+        "retina",
+        "ihc",
+    ],
     "distortions": ["gaussian_blur", "gaussian_noise", "jpeg", "contrast"],
     "levels": 4,
     "size": 160,
@@ -74,8 +88,13 @@ DEFAULT_DEMO: dict[str, Any] = {
     "noise_seed": 0,
 }
 PRISTINE = "pristine"
-SSIM_SETTINGS: dict[str, Any] = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False,
-                                 "data_range": 255, "channel_axis": -1}
+SSIM_SETTINGS: dict[str, Any] = {
+    "gaussian_weights": True,
+    "sigma": 1.5,
+    "use_sample_covariance": False,
+    "data_range": 255,
+    "channel_axis": -1,
+}
 
 
 @dataclass(frozen=True)
@@ -162,8 +181,10 @@ def resolve_settings(settings: dict[str, Any]) -> dict[str, Any]:
     refs = list(demo["references"])
     bad = [r for r in refs if r not in BUNDLED_PHOTOS]
     if bad:
-        raise ConfigError(f"dataset.demo.references: unknown reference(s) {bad}; choose from the photos bundled "
-                          f"with scikit-image: {sorted(BUNDLED_PHOTOS)}")
+        raise ConfigError(
+            f"dataset.demo.references: unknown reference(s) {bad}; choose from the photos bundled "
+            f"with scikit-image: {sorted(BUNDLED_PHOTOS)}"
+        )
     if len(set(refs)) != len(refs) or len(refs) < 2:
         raise ConfigError(f"dataset.demo.references: need at least 2 distinct references, got {refs}")
     dists = list(demo["distortions"])
@@ -180,9 +201,17 @@ def resolve_settings(settings: dict[str, Any]) -> dict[str, Any]:
     noise_seed = demo["noise_seed"]
     if not isinstance(noise_seed, int) or isinstance(noise_seed, bool) or noise_seed < 0:
         raise ConfigError(f"dataset.demo.noise_seed: must be a non-negative integer, got {noise_seed!r}")
-    return {**resolve_split(settings),
-            "demo": {"references": refs, "distortions": dists, "levels": levels, "size": size, "tiles": tiles,
-                     "noise_seed": noise_seed}}
+    return {
+        **resolve_split(settings),
+        "demo": {
+            "references": refs,
+            "distortions": dists,
+            "levels": levels,
+            "size": size,
+            "tiles": tiles,
+            "noise_seed": noise_seed,
+        },
+    }
 
 
 def load_reference(name: str, size: int) -> np.ndarray:
@@ -205,8 +234,11 @@ def reference_tiles(name: str, size: int, tiles: int) -> list[tuple[str, np.ndar
     if tiles == 1:
         return [(name, load_reference(name, size))]
     big = load_reference(name, size * tiles)
-    return [(f"{name}-{r}{c}", np.ascontiguousarray(big[r * size:(r + 1) * size, c * size:(c + 1) * size]))
-            for r in range(tiles) for c in range(tiles)]
+    return [
+        (f"{name}-{r}{c}", np.ascontiguousarray(big[r * size : (r + 1) * size, c * size : (c + 1) * size]))
+        for r in range(tiles)
+        for c in range(tiles)
+    ]
 
 
 def is_grey(img: np.ndarray) -> bool:
@@ -229,8 +261,9 @@ def _noise_rng(seed: int, reference: str, distortion: str, level: int) -> np.ran
     return np.random.default_rng(int(stable_hash([seed, reference, distortion, level]), 16))
 
 
-def build_demo_images(settings: dict[str, Any], images_dir: Path,
-                      references_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+def build_demo_images(
+    settings: dict[str, Any], images_dir: Path, references_dir: Path
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Write the references and images; (image list, labels, provenance values), none of it split-dependent."""
     s = resolve_settings(settings)
     demo = s["demo"]
@@ -238,10 +271,15 @@ def build_demo_images(settings: dict[str, Any], images_dir: Path,
     images: list[dict[str, Any]] = []
     labels: list[dict[str, Any]] = []
     skipped: list[str] = []
-    parameters = {d: [DISTORTIONS[d].parameter(k, demo["levels"]) for k in range(1, demo["levels"] + 1)]
-                  for d in demo["distortions"]}
-    tiles = [(photo, name, img) for photo in demo["references"]
-             for name, img in reference_tiles(photo, demo["size"], demo["tiles"])]
+    parameters = {
+        d: [DISTORTIONS[d].parameter(k, demo["levels"]) for k in range(1, demo["levels"] + 1)]
+        for d in demo["distortions"]
+    }
+    tiles = [
+        (photo, name, img)
+        for photo in demo["references"]
+        for name, img in reference_tiles(photo, demo["size"], demo["tiles"])
+    ]
     for photo, ref_name, ref in tiles:
         png = _png_bytes(ref)
         atomic_write_bytes(references_dir / f"{ref_name}.png", png)
@@ -259,35 +297,87 @@ def build_demo_images(settings: dict[str, Any], images_dir: Path,
                 atomic_write_bytes(images_dir / f"{image_id}.png", data)
                 versions.append((image_id, dist_name, level, img, data))
         for image_id, dist_name, level, img, data in versions:
-            images.append({"image_id": image_id, "path": str(images_dir / f"{image_id}.png"),
-                           "sha256": hashlib.sha256(data).hexdigest(), "width": img.shape[1], "height": img.shape[0]})
-            labels.append({"image_id": image_id, "mos": pseudo_mos(img, ref), "photo": photo, "reference": ref_name,
-                           "distortion": dist_name, "level": level})
-    image_list = pl.DataFrame(images, schema={"image_id": pl.String, "path": pl.String, "sha256": pl.String,
-                                              "width": pl.Int32, "height": pl.Int32})
-    label_table = pl.DataFrame(labels, schema={"image_id": pl.String, "mos": pl.Float64, "photo": pl.String,
-                                               "reference": pl.String, "distortion": pl.String, "level": pl.Int32})
+            images.append(
+                {
+                    "image_id": image_id,
+                    "path": str(images_dir / f"{image_id}.png"),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "width": img.shape[1],
+                    "height": img.shape[0],
+                }
+            )
+            labels.append(
+                {
+                    "image_id": image_id,
+                    "mos": pseudo_mos(img, ref),
+                    "photo": photo,
+                    "reference": ref_name,
+                    "distortion": dist_name,
+                    "level": level,
+                }
+            )
+    image_list = pl.DataFrame(
+        images,
+        schema={"image_id": pl.String, "path": pl.String, "sha256": pl.String, "width": pl.Int32, "height": pl.Int32},
+    )
+    label_table = pl.DataFrame(
+        labels,
+        schema={
+            "image_id": pl.String,
+            "mos": pl.Float64,
+            "photo": pl.String,
+            "reference": pl.String,
+            "distortion": pl.String,
+            "level": pl.Int32,
+        },
+    )
     facts = dict(
-        dataset="demo", settings={"demo": demo}, mos_is_synthetic=True,
-        fr_metric={"name": "skimage.metrics.structural_similarity", "version": skimage.__version__,
-                   "params": SSIM_SETTINGS, "mos_formula": "100 * clip(ssim(image, reference), 0, 1)"},
-        distortion_parameters=parameters, skipped=skipped,
-        references={name: f"skimage/data/{BUNDLED_PHOTOS[name]}" for name in demo["references"]})
-    log.info("demo dataset: %d images (%d photos; %d references) in %s; MOS is SYNTHETIC (SSIM-based)",
-             image_list.height, len(demo["references"]), len(tiles), images_dir)
+        dataset="demo",
+        settings={"demo": demo},
+        mos_is_synthetic=True,
+        fr_metric={
+            "name": "skimage.metrics.structural_similarity",
+            "version": skimage.__version__,
+            "params": SSIM_SETTINGS,
+            "mos_formula": "100 * clip(ssim(image, reference), 0, 1)",
+        },
+        distortion_parameters=parameters,
+        skipped=skipped,
+        references={name: f"skimage/data/{BUNDLED_PHOTOS[name]}" for name in demo["references"]},
+    )
+    log.info(
+        "demo dataset: %d images (%d photos; %d references) in %s; MOS is SYNTHETIC (SSIM-based)",
+        image_list.height,
+        len(demo["references"]),
+        len(tiles),
+        images_dir,
+    )
     return image_list, label_table, facts
 
 
-def write_demo_manifest(image_list: pl.DataFrame, labels: pl.DataFrame, split: dict[str, Any], out: Path,
-                        facts: dict[str, Any]) -> pl.DataFrame:
+def write_demo_manifest(
+    image_list: pl.DataFrame, labels: pl.DataFrame, split: dict[str, Any], out: Path, facts: dict[str, Any]
+) -> pl.DataFrame:
     """The manifest: the images with their labels and the split by photo (:mod:`leaf_steps.datasets.demo`)."""
     split = resolve_split(split)
     manifest, splits = demo_manifest(image_list, labels, split["split_seed"], split["test_fraction"])
-    write_parquet(manifest, out, make_provenance(
-        "make_demo_dataset", **facts, split=split,
-        split_references={part: sorted(n for n, sp in splits.items() if sp == part) for part in ("train", "test")}))
-    log.info("demo manifest: %d images, %d of %d photos in test -> %s", manifest.height,
-             sum(v == "test" for v in splits.values()), len(splits), out)
+    write_parquet(
+        manifest,
+        out,
+        make_provenance(
+            "make_demo_dataset",
+            **facts,
+            split=split,
+            split_references={part: sorted(n for n, sp in splits.items() if sp == part) for part in ("train", "test")},
+        ),
+    )
+    log.info(
+        "demo manifest: %d images, %d of %d photos in test -> %s",
+        manifest.height,
+        sum(v == "test" for v in splits.values()),
+        len(splits),
+        out,
+    )
     return manifest
 
 
@@ -313,8 +403,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.out_labels is None:
         raise ConfigError("--out-image-list needs --out-labels")
     image_list, labels, facts = build_demo_images(a.settings, a.images_dir, a.references_dir)
-    write_parquet(image_list, a.out_image_list, make_provenance("list_images", **facts, n_images=image_list.height,
-                                                                distinct_contents=image_list["sha256"].n_unique()))
+    write_parquet(
+        image_list,
+        a.out_image_list,
+        make_provenance(
+            "list_images", **facts, n_images=image_list.height, distinct_contents=image_list["sha256"].n_unique()
+        ),
+    )
     write_parquet(labels, a.out_labels, make_provenance("make_demo_dataset", **facts))
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
-from leaf_steps.evaluation.labels import DISPLAY, ratio_label
 from leaf_steps.core.cli import run_step
 from leaf_steps.core.errors import InputError
 from leaf_steps.core.io import atomic_write_text, make_provenance, read_parquet, write_parquet
+from leaf_steps.evaluation.labels import DISPLAY, ratio_label
 from leaf_steps.evaluation.paper_numbers import HEADLINE, PaperRow, check_target, paper_rows, target_notes
 
 EXTRA_SECTION = "Not in the paper (this run only)"
@@ -58,11 +58,22 @@ def build_table(summary: pl.DataFrame, target: str, dataset: str) -> pl.DataFram
 
     def record(row: PaperRow, cell: dict | None) -> None:
         extra = dict(row.columns)
-        rec = {"section": row.section, "label": row.label, "method": row.method, "ratio": row.ratio,
-               **{c: extra.get(c, "") for c in spec.extra_columns},
-               "paper_srcc": row.srcc, "paper_plcc": row.plcc, "reproduced": row.method is not None,
-               "n_runs": None, "srcc_mean": None, "srcc_std": None, "plcc_mean": None, "plcc_std": None,
-               "plcc_logistic_mean": None}
+        rec = {
+            "section": row.section,
+            "label": row.label,
+            "method": row.method,
+            "ratio": row.ratio,
+            **{c: extra.get(c, "") for c in spec.extra_columns},
+            "paper_srcc": row.srcc,
+            "paper_plcc": row.plcc,
+            "reproduced": row.method is not None,
+            "n_runs": None,
+            "srcc_mean": None,
+            "srcc_std": None,
+            "plcc_mean": None,
+            "plcc_std": None,
+            "plcc_logistic_mean": None,
+        }
         if cell is not None:
             for col in ("n_runs", "srcc_mean", "srcc_std", "plcc_mean", "plcc_std", "plcc_logistic_mean"):
                 rec[col] = cell.get(col)
@@ -80,14 +91,28 @@ def build_table(summary: pl.DataFrame, target: str, dataset: str) -> pl.DataFram
             label = f"{_method_name(key[0])}, {ratio_label(key[1])}"
             record(PaperRow(EXTRA_SECTION, label, None, None, key[0], key[1]), cell)
 
-    table = pl.DataFrame(out, schema={
-        "section": pl.String, "label": pl.String, "method": pl.String, "ratio": pl.Float64,
-        **{c: pl.String for c in spec.extra_columns},
-        "paper_srcc": pl.Float64, "paper_plcc": pl.Float64, "reproduced": pl.Boolean, "n_runs": pl.Int64,
-        "srcc_mean": pl.Float64, "srcc_std": pl.Float64, "plcc_mean": pl.Float64, "plcc_std": pl.Float64,
-        "plcc_logistic_mean": pl.Float64})
-    return table.with_columns(diff_srcc=pl.col("srcc_mean") - pl.col("paper_srcc"),
-                              diff_plcc=pl.col("plcc_mean") - pl.col("paper_plcc"))
+    table = pl.DataFrame(
+        out,
+        schema={
+            "section": pl.String,
+            "label": pl.String,
+            "method": pl.String,
+            "ratio": pl.Float64,
+            **{c: pl.String for c in spec.extra_columns},
+            "paper_srcc": pl.Float64,
+            "paper_plcc": pl.Float64,
+            "reproduced": pl.Boolean,
+            "n_runs": pl.Int64,
+            "srcc_mean": pl.Float64,
+            "srcc_std": pl.Float64,
+            "plcc_mean": pl.Float64,
+            "plcc_std": pl.Float64,
+            "plcc_logistic_mean": pl.Float64,
+        },
+    )
+    return table.with_columns(
+        diff_srcc=pl.col("srcc_mean") - pl.col("paper_srcc"), diff_plcc=pl.col("plcc_mean") - pl.col("paper_plcc")
+    )
 
 
 def _num(x: float | None) -> str:
@@ -107,10 +132,22 @@ def _diff(x: float | None) -> str:
 def to_markdown(table: pl.DataFrame, target: str, dataset: str, title: str) -> str:
     spec = check_target(target, dataset)
     show_logistic = table["plcc_logistic_mean"].is_not_null().any()
-    header = ["Method", *spec.extra_columns, "SRCC paper", "SRCC ours", "Δ SRCC", "PLCC paper", "PLCC ours",
-              "Δ PLCC", *(["PLCC ours (logistic)"] if show_logistic else []), "runs"]
-    intro = (f"Paper {spec.title}; dataset `{dataset}`. Ours: mean ± std over MOS-subset seeds on the test "
-             "split (label-free rows: one run). Δ = ours − paper.")
+    header = [
+        "Method",
+        *spec.extra_columns,
+        "SRCC paper",
+        "SRCC ours",
+        "Δ SRCC",
+        "PLCC paper",
+        "PLCC ours",
+        "Δ PLCC",
+        *(["PLCC ours (logistic)"] if show_logistic else []),
+        "runs",
+    ]
+    intro = (
+        f"Paper {spec.title}; dataset `{dataset}`. Ours: mean ± std over MOS-subset seeds on the test "
+        "split (label-free rows: one run). Δ = ours − paper."
+    )
     lines = [f"# {title}", "", intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     section = None
     for r in table.iter_rows(named=True):
@@ -119,16 +156,24 @@ def to_markdown(table: pl.DataFrame, target: str, dataset: str, title: str) -> s
             lines.append("| " + " | ".join([f"**{section}**"] + [""] * (len(header) - 1)) + " |")
         cells = [r["label"], *(r[c] for c in spec.extra_columns)]
         for m in ("srcc", "plcc"):
-            cells += [_num(r[f"paper_{m}"]), _ours(r[f"{m}_mean"], r[f"{m}_std"], r["n_runs"], r["reproduced"]),
-                      _diff(r[f"diff_{m}"])]
+            cells += [
+                _num(r[f"paper_{m}"]),
+                _ours(r[f"{m}_mean"], r[f"{m}_std"], r["n_runs"], r["reproduced"]),
+                _diff(r[f"diff_{m}"]),
+            ]
         if show_logistic:
             cells.append(_num(r["plcc_logistic_mean"]))
         cells.append("" if r["n_runs"] is None else str(r["n_runs"]))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", *_comparison_lines(table), "",
-              "PLCC ours: Pearson on the raw predictions; the paper does not say whether it fits a logistic "
-              "first" + (" (the logistic column shows that variant)." if show_logistic else "."),
-              *(f"- {note}" for note in target_notes(target, dataset)), ""]
+    lines += [
+        "",
+        *_comparison_lines(table),
+        "",
+        "PLCC ours: Pearson on the raw predictions; the paper does not say whether it fits a logistic "
+        "first" + (" (the logistic column shows that variant)." if show_logistic else "."),
+        *(f"- {note}" for note in target_notes(target, dataset)),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -140,8 +185,10 @@ def _comparison_lines(table: pl.DataFrame) -> list[str]:
             out.append(f"- {metric.upper()}: no row has both the paper's and this run's value.")
             continue
         worst = d.sort(pl.col(f"diff_{metric}").abs(), descending=True).row(0, named=True)
-        out.append(f"- {metric.upper()}: {d.height} row(s) compared, mean |Δ| {d[f'diff_{metric}'].abs().mean():.3f}, "
-                   f"largest {worst[f'diff_{metric}']:+.3f} ({worst['label']} in '{worst['section']}')")
+        out.append(
+            f"- {metric.upper()}: {d.height} row(s) compared, mean |Δ| {d[f'diff_{metric}'].abs().mean():.3f}, "
+            f"largest {worst[f'diff_{metric}']:+.3f} ({worst['label']} in '{worst['section']}')"
+        )
     missing = table.filter(pl.col("reproduced") & pl.col("srcc_mean").is_null() & pl.col("section").ne(EXTRA_SECTION))
     if missing.height:
         out.append("- Not run by this config: " + "; ".join(f"'{x}'" for x in missing["label"].to_list()))
@@ -163,8 +210,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise InputError(f"{a.summary}: no rows")
     table = build_table(summary, a.target, a.dataset)
     text = to_markdown(table, a.target, a.dataset, a.title or f"Paper {a.target} vs this run ({a.dataset})")
-    write_parquet(table, a.out_parquet, make_provenance("paper_table", target=a.target, dataset=a.dataset,
-                                                        summary=str(a.summary)))
+    write_parquet(
+        table, a.out_parquet, make_provenance("paper_table", target=a.target, dataset=a.dataset, summary=str(a.summary))
+    )
     atomic_write_text(a.out_markdown, text)
     print(text)
 

@@ -1,6 +1,6 @@
 """Step: the label-efficiency figure (paper Fig 4) from the run's summary.
 
-    python -m leaf_steps.plot_label_efficiency --summary summary/summary.parquet --out figures/label_efficiency.png
+python -m leaf_steps.plot_label_efficiency --summary summary/summary.parquet --out figures/label_efficiency.png
 """
 
 from __future__ import annotations

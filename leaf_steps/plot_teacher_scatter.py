@@ -32,11 +32,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.linear and a.linear_ratio is not None and a.linear_seed is not None:
         subset = f"{a.linear_ratio * 100:g}% MOS, seed {a.linear_seed}"
     elif a.linear:
-        raise InputError("plot_teacher_scatter: --linear needs --linear-ratio and --linear-seed (the panel says "
-                         "which MOS subset its line was fitted on)")
-    teacher_scatter(read_parquet(a.points, ["image_id", "teacher_score", "error"]),
-                    read_parquet(a.manifest, ["image_id", "split", "mos"]), linear, a.out, a.title,
-                    subset, read_provenance(a.linear) if a.linear else None)
+        raise InputError(
+            "plot_teacher_scatter: --linear needs --linear-ratio and --linear-seed (the panel says "
+            "which MOS subset its line was fitted on)"
+        )
+    teacher_scatter(
+        read_parquet(a.points, ["image_id", "teacher_score", "error"]),
+        read_parquet(a.manifest, ["image_id", "split", "mos"]),
+        linear,
+        a.out,
+        a.title,
+        subset,
+        read_provenance(a.linear) if a.linear else None,
+    )
 
 
 if __name__ == "__main__":

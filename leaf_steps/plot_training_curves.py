@@ -26,8 +26,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage1", nargs=2, action="append", default=[], metavar=("VARIANT", "LOSSES"))
     ap.add_argument("--stage2", nargs=4, action="append", default=[], metavar=("VARIANT", "RATIO", "SEED", "LOSSES"))
-    ap.add_argument("--selection", nargs=4, action="append", default=[],
-                    metavar=("VARIANT", "RATIO", "SEED", "STAGE1_SELECTION"))
+    ap.add_argument(
+        "--selection", nargs=4, action="append", default=[], metavar=("VARIANT", "RATIO", "SEED", "STAGE1_SELECTION")
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--title", default="Training curves")
     a = ap.parse_args(argv)

@@ -29,8 +29,10 @@ def sample_subset(train: pl.DataFrame, ratio: float, seed: int, val_fraction: fl
     n = labelled.height
     k, n_val = subset_sizes(n, ratio, val_fraction)
     if k - n_val < MIN_TRAIN or (val_fraction > 0 and n_val < MIN_VAL):
-        raise InputError(f"ratio {ratio} of {n} labelled training images gives {k} MOS images "
-                         f"({k - n_val} train / {n_val} val); need >= {MIN_TRAIN} train and >= {MIN_VAL} val")
+        raise InputError(
+            f"ratio {ratio} of {n} labelled training images gives {k} MOS images "
+            f"({k - n_val} train / {n_val} val); need >= {MIN_TRAIN} train and >= {MIN_VAL} val"
+        )
     order = np.random.default_rng(seed).permutation(n)[:k]
     chosen = labelled[order.tolist()]
     val_idx = set(np.random.default_rng([seed, k]).choice(k, size=n_val, replace=False).tolist())
@@ -49,10 +51,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     manifest = read_parquet(a.manifest, ["image_id", "split", "mos"])
     train = manifest.filter(pl.col("split") == "train")
     subset = sample_subset(train, a.ratio, a.seed, a.val_fraction)
-    write_parquet(subset, a.out, make_provenance(
-        "sample_mos_subsets", ratio=a.ratio, seed=a.seed, val_fraction=a.val_fraction,
-        n_train_labelled=int(train["mos"].is_not_null().sum()), n_subset=subset.height,
-        n_calib_val=int((subset["role"] == "calib_val").sum())))
+    write_parquet(
+        subset,
+        a.out,
+        make_provenance(
+            "sample_mos_subsets",
+            ratio=a.ratio,
+            seed=a.seed,
+            val_fraction=a.val_fraction,
+            n_train_labelled=int(train["mos"].is_not_null().sum()),
+            n_subset=subset.height,
+            n_calib_val=int((subset["role"] == "calib_val").sum()),
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     manifest = read_parquet(a.manifest, ["image_id", "split"])
     train = manifest.filter(pl.col("split") == "train")["image_id"].to_list()
     pairs = sample_pairs(train, a.settings.get("count"), a.settings.get("seed", 0))
-    write_parquet(pairs, a.out, make_provenance("sample_pairs", settings=a.settings, n_train=len(train),
-                                                n_pairs=pairs.height, manifest=str(a.manifest)))
+    write_parquet(
+        pairs,
+        a.out,
+        make_provenance(
+            "sample_pairs", settings=a.settings, n_train=len(train), n_pairs=pairs.height, manifest=str(a.manifest)
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -27,23 +27,46 @@ import polars as pl
 from leaf_steps.core.cli import run_step
 from leaf_steps.core.errors import InputError
 from leaf_steps.core.io import make_provenance, read_parquet, stable_hash, write_parquet
-from leaf_steps.teachers.scoring import (FLUSH_ROWS, SHARD_SCHEMA_TAIL, Request, check_failed_requests, collect_answers,
-                                shard_rows)
 from leaf_steps.teachers.base import ImageRef, make_teacher
 from leaf_steps.teachers.run_args import add_arguments, read_image_list, run_settings
+from leaf_steps.teachers.scoring import (
+    FLUSH_ROWS,
+    SHARD_SCHEMA_TAIL,
+    Request,
+    check_failed_requests,
+    collect_answers,
+    shard_rows,
+)
 from leaf_steps.teachers.store import TeacherStore, pair_key, request_settings, settings_hash
 
-PAIR_SHARD_SCHEMA: dict[str, pl.DataType] = {"pair_id": pl.Int64, "a_id": pl.String, "b_id": pl.String,
-                                             "order": pl.String, **SHARD_SCHEMA_TAIL}
+PAIR_SHARD_SCHEMA: dict[str, pl.DataType] = {
+    "pair_id": pl.Int64,
+    "a_id": pl.String,
+    "b_id": pl.String,
+    "order": pl.String,
+    **SHARD_SCHEMA_TAIL,
+}
 ORDERS = ("forward", "reverse")
 
 
-def score_pairs(pairs: Path, images: Path, teacher_spec: dict[str, Any], prompts: dict[str, str], shard: str,
-                out: Path, store: Path | str, both_orders: bool = False, batch_size: int = 16,
-                max_error_fraction: float = 0.05, teacher_name: str = "teacher",
-                flush_rows: int = FLUSH_ROWS) -> pl.DataFrame:
-    listed = {image_id: (path, sha) for image_id, path, sha in
-              read_image_list(images).select("image_id", "path", "sha256").iter_rows()}
+def score_pairs(
+    pairs: Path,
+    images: Path,
+    teacher_spec: dict[str, Any],
+    prompts: dict[str, str],
+    shard: str,
+    out: Path,
+    store: Path | str,
+    both_orders: bool = False,
+    batch_size: int = 16,
+    max_error_fraction: float = 0.05,
+    teacher_name: str = "teacher",
+    flush_rows: int = FLUSH_ROWS,
+) -> pl.DataFrame:
+    listed = {
+        image_id: (path, sha)
+        for image_id, path, sha in read_image_list(images).select("image_id", "path", "sha256").iter_rows()
+    }
     table = shard_rows(read_parquet(pairs, ["pair_id", "a_id", "b_id"]), shard, "pair_id")
     unknown = set(table["a_id"]).union(table["b_id"]) - listed.keys()
     if unknown:
@@ -62,23 +85,49 @@ def score_pairs(pairs: Path, images: Path, teacher_spec: dict[str, Any], prompts
             if both_orders:
                 items.append((pair_id, a_id, b_id, "reverse", Request(pair_key(sha_b, sha_a), (ref_b, ref_a))))
         job = make_provenance("score_pairs", teacher=teacher_name, shard=shard, pairs=str(pairs))
-        answers = collect_answers(teacher, "pair", [it[-1] for it in items], teacher_store, shash, batch_size, job,
-                                  desc=f"score_pairs[{teacher_name} {shard}]", flush_rows=flush_rows)
-        rows = [{"pair_id": pid, "a_id": a, "b_id": b, "order": order, **answers.records[req.key]}
-                for pid, a, b, order, req in items]
+        answers = collect_answers(
+            teacher,
+            "pair",
+            [it[-1] for it in items],
+            teacher_store,
+            shash,
+            batch_size,
+            job,
+            desc=f"score_pairs[{teacher_name} {shard}]",
+            flush_rows=flush_rows,
+        )
+        rows = [
+            {"pair_id": pid, "a_id": a, "b_id": b, "order": order, **answers.records[req.key]}
+            for pid, a, b, order, req in items
+        ]
         df = pl.DataFrame(rows, schema=PAIR_SHARD_SCHEMA)
         # Each request's images: those an error names are checked for being unusable (they would fail again).
         request_id = pl.concat_str([pl.col("pair_id").cast(pl.String), pl.col("order")], separator="/")
         shown = {f"{pid}/{order}": [ref.path for ref in req.images] for pid, _, _, order, req in items}
-        check_failed_requests(df.with_columns(request=request_id), "request", shown, out, teacher_store,
-                              max_error_fraction)
+        check_failed_requests(
+            df.with_columns(request=request_id), "request", shown, out, teacher_store, max_error_fraction
+        )
         counts = answers.counts([req.key for *_, req in items])
-        write_parquet(df, out, make_provenance(
-            "score_pairs", teacher=teacher_name, teacher_info=teacher.describe(), prompt=prompts.get("pair"),
-            prompt_hash=stable_hash(prompts.get("pair")), prompt_read=teacher.reads_prompts, settings_hash=shash,
-            store=str(teacher_store.root), shard=shard, pairs=str(pairs), both_orders=both_orders, requests=counts,
-            teacher_set_up=answers.teacher_set_up, run={"batch_size": batch_size,
-                                                        "max_error_fraction": max_error_fraction}))
+        write_parquet(
+            df,
+            out,
+            make_provenance(
+                "score_pairs",
+                teacher=teacher_name,
+                teacher_info=teacher.describe(),
+                prompt=prompts.get("pair"),
+                prompt_hash=stable_hash(prompts.get("pair")),
+                prompt_read=teacher.reads_prompts,
+                settings_hash=shash,
+                store=str(teacher_store.root),
+                shard=shard,
+                pairs=str(pairs),
+                both_orders=both_orders,
+                requests=counts,
+                teacher_set_up=answers.teacher_set_up,
+                run={"batch_size": batch_size, "max_error_fraction": max_error_fraction},
+            ),
+        )
         return df
     finally:
         teacher.close()
@@ -92,8 +141,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_arguments(ap)
     a = ap.parse_args(argv)
     run = run_settings(a, "pair")
-    score_pairs(a.pairs, a.images, run["teacher"], run["prompts"], a.shard, a.out, run["store"], a.both_orders,
-                run.get("batch_size", 16), run.get("max_error_fraction", 0.05), a.teacher_name)
+    score_pairs(
+        a.pairs,
+        a.images,
+        run["teacher"],
+        run["prompts"],
+        a.shard,
+        a.out,
+        run["store"],
+        a.both_orders,
+        run.get("batch_size", 16),
+        run.get("max_error_fraction", 0.05),
+        a.teacher_name,
+    )
 
 
 if __name__ == "__main__":

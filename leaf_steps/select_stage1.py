@@ -52,10 +52,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     if choice.reason:
         log.warning("select_stage1: %s; using the teacher rule's epoch %d", choice.reason, choice.epoch)
     log.info("select_stage1: epoch %d (%s) for %s\n%s", choice.epoch, choice.rule, a.subset, choice.table)
-    write_parquet(choice.table, a.out, make_provenance(
-        "select_stage1", selected_epoch=choice.epoch, rule=choice.rule, reason=choice.reason,
-        teacher_epoch=fallback, subset=str(a.subset), calib_val_hash=calib_val_hash(subset),
-        epoch_predictions=str(a.epoch_predictions)))
+    write_parquet(
+        choice.table,
+        a.out,
+        make_provenance(
+            "select_stage1",
+            selected_epoch=choice.epoch,
+            rule=choice.rule,
+            reason=choice.reason,
+            teacher_epoch=fallback,
+            subset=str(a.subset),
+            calib_val_hash=calib_val_hash(subset),
+            epoch_predictions=str(a.epoch_predictions),
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leaf_steps.core.cli import json_arg, run_step
-from leaf_steps.datasets.demo import demo_manifest, resolve_split
 from leaf_steps.core.io import make_provenance, read_parquet, read_provenance, write_parquet
+from leaf_steps.datasets.demo import demo_manifest, resolve_split
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -29,13 +29,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     a = ap.parse_args(argv)
     split = resolve_split(a.settings)
     images = read_parquet(a.image_list, ["image_id", "path", "width", "height"]).select(
-        "image_id", "path", "width", "height")
+        "image_id", "path", "width", "height"
+    )
     labels = read_parquet(a.labels, ["image_id", "mos", "photo", "reference", "distortion", "level"])
     manifest, splits = demo_manifest(images, labels, split["split_seed"], split["test_fraction"])
     facts = {k: v for k, v in read_provenance(a.labels).items() if k not in ("step", "created_utc", "versions")}
-    write_parquet(manifest, a.out, make_provenance(
-        "split_demo_dataset", **facts, split=split,
-        split_references={part: sorted(n for n, sp in splits.items() if sp == part) for part in ("train", "test")}))
+    write_parquet(
+        manifest,
+        a.out,
+        make_provenance(
+            "split_demo_dataset",
+            **facts,
+            split=split,
+            split_references={part: sorted(n for n, sp in splits.items() if sp == part) for part in ("train", "test")},
+        ),
+    )
 
 
 if __name__ == "__main__":

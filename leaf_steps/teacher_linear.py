@@ -31,8 +31,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     test = read_parquet(a.manifest, ["image_id", "split"]).filter(pl.col("split") == "test")
     slope, intercept = fit_linear(points, read_parquet(a.subset, ["image_id", "mos"]))
     preds = zero_shot(points, test).with_columns(prediction=pl.col("teacher_score") * slope + intercept)
-    provenance = make_provenance("teacher_linear", teacher=read_provenance(a.points).get("teacher"), slope=slope,
-                                 intercept=intercept, subset=str(a.subset))
+    provenance = make_provenance(
+        "teacher_linear",
+        teacher=read_provenance(a.points).get("teacher"),
+        slope=slope,
+        intercept=intercept,
+        subset=str(a.subset),
+    )
     write_parquet(preds.select("image_id", "prediction", "teacher_score"), a.out, provenance)
 
 

@@ -30,9 +30,17 @@ LABELLED_EVERY = 3  # two of every three images get a MOS; the others are unlabe
 
 def make_example(out: Path) -> tuple[int, int]:
     """(images written, labelled) under ``out``; an existing example there is replaced."""
-    settings = {"split_seed": 0, "test_fraction": 0.2,
-                "demo": {"references": PHOTOS, "distortions": ["gaussian_blur", "gaussian_noise", "jpeg", "pixelate"],
-                         "levels": 2, "size": 96, "tiles": 1}}
+    settings = {
+        "split_seed": 0,
+        "test_fraction": 0.2,
+        "demo": {
+            "references": PHOTOS,
+            "distortions": ["gaussian_blur", "gaussian_noise", "jpeg", "pixelate"],
+            "levels": 2,
+            "size": 96,
+            "tiles": 1,
+        },
+    }
     with tempfile.TemporaryDirectory() as tmp:
         manifest = build_demo_dataset(settings, Path(tmp) / "images", Path(tmp) / "refs", Path(tmp) / "m.parquet")
         images = out / "images"

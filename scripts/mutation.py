@@ -46,8 +46,10 @@ def targets() -> list[str]:
         module = glob.split(".x_")[0].removesuffix(".*")
         path = module.replace(".", "/") + ".py"
         if only and not any(fnmatch.fnmatch(path, pattern) for pattern in only):
-            raise SystemExit(f"pyproject.toml: target {glob!r} is in {path}, which [tool.mutmut] only_mutate "
-                             f"does not list: add {path!r} there")
+            raise SystemExit(
+                f"pyproject.toml: target {glob!r} is in {path}, which [tool.mutmut] only_mutate "
+                f"does not list: add {path!r} there"
+            )
     return found
 
 
@@ -56,8 +58,9 @@ def mutmut(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     # mutmut puts its mutated copy (mutants/) first on sys.path; a PYTHONPATH naming the checkout would
     # let the tests import the original modules instead, and every mutant would survive.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HYPOTHESIS_PROFILE": "mutation"}
-    return subprocess.run([str(mutmut_bin), *args], cwd=ROOT, env=env, check=check, text=True,
-                          capture_output=args[0] == "results")
+    return subprocess.run(
+        [str(mutmut_bin), *args], cwd=ROOT, env=env, check=check, text=True, capture_output=args[0] == "results"
+    )
 
 
 def statuses(globs: list[str]) -> dict[str, str]:
@@ -109,8 +112,10 @@ def report(globs: list[str]) -> int:
         print(_row(module, row))
     print(_row("**all**", totals))
     if unexplained:
-        print(f"\n{len(unexplained)} surviving mutant(s) not listed as equivalent in {EQUIVALENT_DOC.relative_to(ROOT)}"
-              " (`mutmut show NAME` prints the change):")
+        print(
+            f"\n{len(unexplained)} surviving mutant(s) not listed as equivalent in {EQUIVALENT_DOC.relative_to(ROOT)}"
+            " (`mutmut show NAME` prints the change):"
+        )
         for name, status in unexplained:
             print(f"  {name}: {status}")
     stale = sorted(set(known) - set(found))

@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     if result.matches:
         print(f"{a.readme}: the demo table matches this run ({a.table}).")
         return 0
-    print(f"{a.readme}: the demo table DIFFERS from this run ({a.table}):\n{result.diff}\n"
-          f"Update it with: python scripts/readme_demo_table.py --write --table {a.table}")
+    print(
+        f"{a.readme}: the demo table DIFFERS from this run ({a.table}):\n{result.diff}\n"
+        f"Update it with: python scripts/readme_demo_table.py --write --table {a.table}"
+    )
     return 0 if a.exit_zero else 1
 
 

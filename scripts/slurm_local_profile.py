@@ -17,6 +17,7 @@ Changes, each printed when written:
 
 Usage: python scripts/slurm_local_profile.py --cpus 2 --mem-mb 10000 --out DIR [--scatter 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{args.profile}: not a Slurm profile (executor: slurm missing)")
     local, changes = derive(profile, args.cpus, args.mem_mb, args.jobs, args.scatter)
     args.out.mkdir(parents=True, exist_ok=True)
-    header = (f"# Derived from {args.profile} by scripts/slurm_local_profile.py for a node with "
-              f"{args.cpus} CPUs and no GPU. Do not edit: regenerate.\n")
+    header = (
+        f"# Derived from {args.profile} by scripts/slurm_local_profile.py for a node with "
+        f"{args.cpus} CPUs and no GPU. Do not edit: regenerate.\n"
+    )
     (args.out / "config.yaml").write_text(header + yaml.safe_dump(local, sort_keys=False))
     print(f"wrote {args.out / 'config.yaml'} (from {args.profile}):")
     for line in changes:

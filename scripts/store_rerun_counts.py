@@ -56,17 +56,34 @@ class DemoRun:
 
     def snakemake(self, *extra: str) -> dict:
         before = self.shards()
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        env = dict(
+            os.environ, PYTHONPATH=str(ROOT), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+        )
         targets = [str(self.out(k).relative_to(self.workdir)) for k in KINDS]
-        cmd = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory",
-               str(self.workdir), "--configfile", str(self.configfile), "--cores", "2", *targets, *extra]
+        cmd = [
+            str(Path(sys.executable).parent / "snakemake"),
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(self.workdir),
+            "--configfile",
+            str(self.configfile),
+            "--cores",
+            "2",
+            *targets,
+            *extra,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=self.workdir)
         if proc.returncode:
             sys.exit(f"snakemake failed:\n{proc.stderr[-4000:]}")
         ran = [p for p, t in self.shards().items() if before.get(p) != t]
-        return {k: {"jobs": sum(p.parent.name == f"{k}s" for p in ran),
-                    **add_counts([read_provenance(p)["requests"] for p in ran if p.parent.name == f"{k}s"])}
-                for k in KINDS}
+        return {
+            k: {
+                "jobs": sum(p.parent.name == f"{k}s" for p in ran),
+                **add_counts([read_provenance(p)["requests"] for p in ran if p.parent.name == f"{k}s"]),
+            }
+            for k in KINDS
+        }
 
     def images(self) -> int:
         return pl.read_parquet(self.results / "dataset/images.parquet").height
@@ -113,18 +130,25 @@ def main() -> None:
     step("level_scale back to its default")
     shutil.rmtree(run.store)
     step("teacher store deleted (scoring jobs forced)", "--forcerun", "score_points", "score_pairs")
-    same = (pl.read_parquet(run.out("point")).equals(reference[0]) and pl.read_parquet(run.out("pair"))
-            .equals(reference[1]))
+    same = pl.read_parquet(run.out("point")).equals(reference[0]) and pl.read_parquet(run.out("pair")).equals(
+        reference[1]
+    )
 
-    print(f"Demo (`config/demo.yaml`, teacher `{run.teacher}`), {n0} images, then {n0 + added}; each cell: scoring "
-          "jobs that ran: rows reused from the store / rows scored now.\n")
+    print(
+        f"Demo (`config/demo.yaml`, teacher `{run.teacher}`), {n0} images, then {n0 + added}; each cell: scoring "
+        "jobs that ran: rows reused from the store / rows scored now.\n"
+    )
     print("| change | point scoring | pair scoring | requests sent |")
     print("|---|---|---|---|")
     for what, c in rows:
-        print(f"| {what} | {cell(c['point'])} | {cell(c['pair'])} | "
-              f"{c['point']['requests_sent'] + c['pair']['requests_sent']} |")
-    print(f"\nAfter the store was deleted, points.parquet and pairs.parquet are "
-          f"{'identical' if same else 'NOT identical'} to those before the prompt edit.")
+        print(
+            f"| {what} | {cell(c['point'])} | {cell(c['pair'])} | "
+            f"{c['point']['requests_sent'] + c['pair']['requests_sent']} |"
+        )
+    print(
+        f"\nAfter the store was deleted, points.parquet and pairs.parquet are "
+        f"{'identical' if same else 'NOT identical'} to those before the prompt edit."
+    )
     if a.workdir is None:
         shutil.rmtree(workdir)
 

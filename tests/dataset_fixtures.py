@@ -59,8 +59,14 @@ class KoniqFixture:
     image_size: tuple[int, int]
 
 
-def make_koniq(archive_dir: Path, n: int = 40, counts: tuple[int, int, int] = (28, 4, 8), resolution: str = "512x384",
-               image_prefix: str = "", seed: int = 0) -> KoniqFixture:
+def make_koniq(
+    archive_dir: Path,
+    n: int = 40,
+    counts: tuple[int, int, int] = (28, 4, 8),
+    resolution: str = "512x384",
+    image_prefix: str = "",
+    seed: int = 0,
+) -> KoniqFixture:
     """``koniq10k_<res>.zip`` (``<prefix><res>/<name>.jpg``), the scores zip and the official split CSV."""
     assert sum(counts) == n
     rng = np.random.default_rng(seed)
@@ -106,8 +112,9 @@ class SpaqFixture:
     sizes: dict[str, tuple[int, int]]
 
 
-def make_spaq(root: Path, n: int = 40, seed: int = 0, top: str = "SPAQ",
-              skip_images: tuple[str, ...] = ()) -> SpaqFixture:
+def make_spaq(
+    root: Path, n: int = 40, seed: int = 0, top: str = "SPAQ", skip_images: tuple[str, ...] = ()
+) -> SpaqFixture:
     """``<top>/TestImage/00001.jpg ...`` and ``<top>/Annotations/MOS and Image attribute scores.xlsx``."""
     import openpyxl
 
@@ -168,8 +175,19 @@ def make_agiqa3k(root: Path, n: int = 36, seed: int = 0, top: str = "AGIQA-3K", 
         style = "anime style" if i % 3 == 0 else ""
         prompt = f"a cat doing karaoke number {i}" + (f", {style}" if style else "")
         m = round(float(rng.uniform(0.0, 4.5)), 9)
-        rows.append([name, prompt, "", "", style, m, round(float(rng.uniform(0.2, 1.0)), 9),
-                     round(float(rng.uniform(0, 4.5)), 9), round(float(rng.uniform(0.2, 1.0)), 9)])
+        rows.append(
+            [
+                name,
+                prompt,
+                "",
+                "",
+                style,
+                m,
+                round(float(rng.uniform(0.2, 1.0)), 9),
+                round(float(rng.uniform(0, 4.5)), 9),
+                round(float(rng.uniform(0.2, 1.0)), 9),
+            ]
+        )
         names.append(name)
         mos[name], prompts[name], gens[name] = m, prompt, gen
         (base / image_subdir).mkdir(parents=True, exist_ok=True)
@@ -224,7 +242,7 @@ class RangeServer:
             def log_message(self, *args):  # keep pytest output clean
                 pass
 
-            def do_GET(self):  # noqa: N802 - http.server naming
+            def do_GET(self):
                 name = self.path.lstrip("/").split("?")[0]
                 range_header = self.headers.get("Range")
                 server.requests.append((name, range_header))

@@ -3,8 +3,8 @@
 import math
 import zlib
 
-from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS, LabelScores
 from leaf_steps.teachers.base import Teacher
+from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS, LabelScores
 
 
 class FakeTeacher(Teacher):
@@ -32,7 +32,7 @@ class FakeTeacher(Teacher):
                 out.append(LabelScores.failed(LEVELS, f"{im.path}: simulated failure"))
                 continue
             q = self.quality(im.image_id) * 4  # 0..4 on the Bad..Excellent axis
-            out.append(LabelScores([-(q - c) ** 2 for c in (4, 3, 2, 1, 0)], mass=0.9))
+            out.append(LabelScores([-((q - c) ** 2) for c in (4, 3, 2, 1, 0)], mass=0.9))
         return out
 
     def answer_pairs(self, pairs):

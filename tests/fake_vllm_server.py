@@ -113,8 +113,15 @@ class Behaviour:
                 values[f.name] = tuple(x for x in raw.split(",") if x)
             elif f.name in ("api_key", "lead_token"):
                 values[f.name] = raw
-            elif f.name in ("malformed", "no_logprobs", "variants", "subword", "never_healthy", "think_first",
-                            "endless_body"):
+            elif f.name in (
+                "malformed",
+                "no_logprobs",
+                "variants",
+                "subword",
+                "never_healthy",
+                "think_first",
+                "endless_body",
+            ):
                 values[f.name] = raw.lower() in ("1", "true", "yes")
             elif f.name in ("latency_s", "hang_s"):
                 values[f.name] = float(raw)
@@ -148,8 +155,9 @@ def _log_softmax(logits: dict[str, float]) -> dict[str, float]:
     return {k: v - lse for k, v in logits.items()}
 
 
-def answer_logprobs(images: list[bytes], behaviour: Behaviour | None = None,
-                    lead: str | None = None) -> dict[str, float]:
+def answer_logprobs(
+    images: list[bytes], behaviour: Behaviour | None = None, lead: str | None = None
+) -> dict[str, float]:
     """Next-token log-probabilities over the toy vocabulary for a prompt with these images.
 
     Keys are token strings as the server returns them (with variants and sub-words
@@ -285,8 +293,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _send_error(self, status: int, message: str, err_type: str, headers: dict[str, str] | None = None) -> None:
-        self._send_json(status, {"error": {"message": message, "type": err_type, "param": None, "code": status}},
-                        headers)
+        self._send_json(
+            status, {"error": {"message": message, "type": err_type, "param": None, "code": status}}, headers
+        )
 
     def _read_json(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
@@ -310,7 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     # -- routes
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         if self._dead():
             return
         if self.path == "/health":
@@ -320,16 +329,30 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_raw(200, b"")
         elif self.path == "/v1/models":
             if self._authorised():
-                self._send_json(200, {"object": "list", "data": [{
-                    "id": self.server.model, "object": "model", "created": int(self.server.started),
-                    "owned_by": "vllm", "root": self.server.model, "parent": None,
-                    "max_model_len": MAX_MODEL_LEN, "permission": []}]})
+                self._send_json(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": self.server.model,
+                                "object": "model",
+                                "created": int(self.server.started),
+                                "owned_by": "vllm",
+                                "root": self.server.model,
+                                "parent": None,
+                                "max_model_len": MAX_MODEL_LEN,
+                                "permission": [],
+                            }
+                        ],
+                    },
+                )
         elif self.path == "/fake/stats":
             self._send_json(200, self.server.stats_snapshot())
         else:
             self._send_json(404, {"detail": "Not Found"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self._dead():
             return
         try:
@@ -347,9 +370,15 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
             raise _Refused(400, "prompt: field required")
         strs = toy_tokenize(body["prompt"], self.server.behaviour.subword)
-        self._send_json(200, {"count": len(strs), "max_model_len": MAX_MODEL_LEN,
-                              "tokens": [token_id(t) for t in strs],
-                              "token_strs": strs if body.get("return_token_strs") else None})
+        self._send_json(
+            200,
+            {
+                "count": len(strs),
+                "max_model_len": MAX_MODEL_LEN,
+                "tokens": [token_id(t) for t in strs],
+                "token_strs": strs if body.get("return_token_strs") else None,
+            },
+        )
 
     def _chat(self) -> None:
         srv, b = self.server, self.server.behaviour
@@ -398,7 +427,7 @@ class _Handler(BaseHTTPRequestHandler):
         for data in images:
             try:
                 image_luminance(data)
-            except Exception as exc:  # noqa: BLE001 - any decode failure is the client's bad input
+            except Exception as exc:
                 raise _Refused(400, f"cannot identify image file: {exc}") from exc
         return images, model
 
@@ -406,17 +435,35 @@ class _Handler(BaseHTTPRequestHandler):
         b = self.server.behaviour
         ranked = sorted(logprobs.items(), key=lambda kv: kv[1], reverse=True)
         token, lp = ranked[0]
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": token},
-                                  "logprobs": None, "finish_reason": "length", "stop_reason": None}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": token},
+            "logprobs": None,
+            "finish_reason": "length",
+            "stop_reason": None,
+        }
         if body.get("logprobs") and not b.no_logprobs:
             hidden = {w.lower() for w in b.missing}
             visible = [(t, v) for t, v in ranked if (label_of(t, b) or "").lower() not in hidden]
             top = visible[: int(body.get("top_logprobs") or 0)]
-            choice["logprobs"] = {"content": [{
-                "token": token, "logprob": lp, "bytes": list(token.encode()),
-                "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in top]}]}
-        return {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [choice], "usage": {"prompt_tokens": 100, "total_tokens": 101, "completion_tokens": 1}}
+            choice["logprobs"] = {
+                "content": [
+                    {
+                        "token": token,
+                        "logprob": lp,
+                        "bytes": list(token.encode()),
+                        "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in top],
+                    }
+                ]
+            }
+        return {
+            "id": f"chatcmpl-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [choice],
+            "usage": {"prompt_tokens": 100, "total_tokens": 101, "completion_tokens": 1},
+        }
 
 
 class _Server(ThreadingHTTPServer):
@@ -446,10 +493,18 @@ class _Server(ThreadingHTTPServer):
     def record_request(self, body: Any, auth: str | None) -> None:
         summary = {k: v for k, v in body.items() if k != "messages"} if isinstance(body, dict) else None
         if isinstance(body, dict):
-            summary["content_types"] = [[p.get("type") for p in m.get("content", [])]
-                                        for m in body.get("messages", []) if isinstance(m.get("content"), list)]
-            summary["texts"] = [p.get("text") for m in body.get("messages", []) if isinstance(m.get("content"), list)
-                                for p in m["content"] if p.get("type") == "text"]
+            summary["content_types"] = [
+                [p.get("type") for p in m.get("content", [])]
+                for m in body.get("messages", [])
+                if isinstance(m.get("content"), list)
+            ]
+            summary["texts"] = [
+                p.get("text")
+                for m in body.get("messages", [])
+                if isinstance(m.get("content"), list)
+                for p in m["content"]
+                if p.get("type") == "text"
+            ]
         with self._lock:
             self.last_request = summary
             if auth:
@@ -459,8 +514,10 @@ class _Server(ThreadingHTTPServer):
         with self._lock:
             self.last_images = list(images)
             if self.last_request is not None:
-                self.last_request["images"] = [{"mime": mime, "bytes": len(data),
-                                                "sha256": hashlib.sha256(data).hexdigest()} for mime, data in images]
+                self.last_request["images"] = [
+                    {"mime": mime, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                    for mime, data in images
+                ]
 
     def count_answer(self) -> None:
         with self._lock:
@@ -477,19 +534,28 @@ class _Server(ThreadingHTTPServer):
 
     def stats_snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {"pid": os.getpid(), "worker_pid": self.worker_pid, "argv": self.argv, "model": self.model,
-                    "chat_requests": self.requests, "answers": self.answers, "last_request": self.last_request,
-                    "auth_headers": sorted(self.auth_headers), "max_logprobs": self.behaviour.max_logprobs,
-                    "image_limit": self.behaviour.image_limit,
-                    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                    "api_key_required": bool(self.behaviour.api_key)}
+            return {
+                "pid": os.getpid(),
+                "worker_pid": self.worker_pid,
+                "argv": self.argv,
+                "model": self.model,
+                "chat_requests": self.requests,
+                "answers": self.answers,
+                "last_request": self.last_request,
+                "auth_headers": sorted(self.auth_headers),
+                "max_logprobs": self.behaviour.max_logprobs,
+                "image_limit": self.behaviour.image_limit,
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "api_key_required": bool(self.behaviour.api_key),
+            }
 
 
 class FakeVllmServer:
     """In-process fake server on 127.0.0.1 (port 0: a free port). Use as a context manager."""
 
-    def __init__(self, model: str = "fake/vlm", behaviour: Behaviour | None = None, port: int = 0,
-                 argv: list[str] | None = None):
+    def __init__(
+        self, model: str = "fake/vlm", behaviour: Behaviour | None = None, port: int = 0, argv: list[str] | None = None
+    ):
         self._server = _Server(("127.0.0.1", port), model, behaviour or Behaviour(), argv or [])
         self._thread: threading.Thread | None = None
 
@@ -514,8 +580,7 @@ class FakeVllmServer:
             return list(self._server.last_images)
 
     def start(self) -> FakeVllmServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -545,8 +610,12 @@ def _parse_cli(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-logprobs", type=int, default=20)
-    parser.add_argument("--limit-mm-per-prompt", type=json.loads, default=None,
-                        help="JSON, e.g. '{\"image\": 2}' (the form recent vLLM requires)")
+    parser.add_argument(
+        "--limit-mm-per-prompt",
+        type=json.loads,
+        default=None,
+        help="JSON, e.g. '{\"image\": 2}' (the form recent vLLM requires)",
+    )
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
     return parser.parse_known_args(argv)

@@ -30,9 +30,20 @@ PLCC = {
 
 
 def run_row(method, ratio, seed, srcc, plcc):
-    return {"method": method, "ratio": ratio, "seed": seed, "n": 20, "n_test": 20, "n_missing": 0, "srcc": srcc,
-            "plcc": plcc, "plcc_logistic": plcc + 0.01, "krcc": srcc - 0.1, "rmse": 10 * (1 - srcc),
-            "rmse_logistic": 9 * (1 - srcc)}
+    return {
+        "method": method,
+        "ratio": ratio,
+        "seed": seed,
+        "n": 20,
+        "n_test": 20,
+        "n_missing": 0,
+        "srcc": srcc,
+        "plcc": plcc,
+        "plcc_logistic": plcc + 0.01,
+        "krcc": srcc - 0.1,
+        "rmse": 10 * (1 - srcc),
+        "rmse_logistic": 9 * (1 - srcc),
+    }
 
 
 def runs_table() -> pl.DataFrame:
@@ -46,8 +57,13 @@ def runs_table() -> pl.DataFrame:
 def test_mean_and_sample_std_over_seeds_of_every_metric():
     runs = runs_table()
     summary = aggregate.summarize(runs)
-    assert summary.select("method", "ratio").rows() == [("cft_only", 0.1), ("cft_only", 0.3), ("leaf", 0.0),
-                                                        ("leaf", 0.1), ("leaf", 0.3)]
+    assert summary.select("method", "ratio").rows() == [
+        ("cft_only", 0.1),
+        ("cft_only", 0.3),
+        ("leaf", 0.0),
+        ("leaf", 0.1),
+        ("leaf", 0.3),
+    ]
     for cell in summary.iter_rows(named=True):
         mine = runs.filter((pl.col("method") == cell["method"]) & (pl.col("ratio") == cell["ratio"]))
         assert cell["n_runs"] == mine.height and cell["n_images"] == 20
@@ -70,19 +86,25 @@ def test_table_cells_are_mean_and_sample_std_to_three_decimals():
     assert table.splitlines() == [
         "| Method | label-free SRCC | label-free PLCC | 10% MOS SRCC | 10% MOS PLCC | 30% MOS SRCC | 30% MOS PLCC |",
         "|---|---|---|---|---|---|---|",
-        "| LEAF (leaf) | 0.450 ± 0.000 | 0.470 ± 0.000 | 0.640 ± 0.047 | 0.700 ± 0.158 | 0.612 ± 0.231 | 0.800 ± 0.000 |",
-        ("| CFT-only (student on MOS subset alone) | - | - | 0.550 ± 0.101 | 0.400 ± 0.000 | 0.744 ± 0.088 "
-         "| 0.500 ± 0.158 |"),
+        "| LEAF (leaf) | 0.450 ± 0.000 | 0.470 ± 0.000 | 0.640 ± 0.047 | 0.700 ± 0.158 | 0.612 ± 0.231 | 0.800 ± 0.000 |",  # noqa: E501
+        (
+            "| CFT-only (student on MOS subset alone) | - | - | 0.550 ± 0.101 | 0.400 ± 0.000 | 0.744 ± 0.088 "
+            "| 0.500 ± 0.158 |"
+        ),
     ]
 
 
 def test_claim_check_pairs_runs_by_seed_and_judges_by_mean_srcc():
     lines = aggregate.claim_check(runs_table(), "leaf")
     assert lines == [
-        ("- 10% MOS: leaf SRCC 0.640 vs cft_only 0.550 (PLCC 0.700 vs 0.400); leaf better on 3/5 seeds "
-         "-> the claim holds here."),
-        ("- 30% MOS: leaf SRCC 0.612 vs cft_only 0.744 (PLCC 0.800 vs 0.500); leaf better on 4/5 seeds "
-         "-> the claim does NOT hold here."),
+        (
+            "- 10% MOS: leaf SRCC 0.640 vs cft_only 0.550 (PLCC 0.700 vs 0.400); leaf better on 3/5 seeds "
+            "-> the claim holds here."
+        ),
+        (
+            "- 30% MOS: leaf SRCC 0.612 vs cft_only 0.744 (PLCC 0.800 vs 0.500); leaf better on 4/5 seeds "
+            "-> the claim does NOT hold here."
+        ),
     ]
 
 
@@ -96,7 +118,9 @@ def test_claim_check_counts_only_seeds_both_methods_ran_and_skips_label_free():
     # A tie is not a win.
     tied = runs_table().with_columns(
         srcc=pl.when((pl.col("method") == "cft_only") & (pl.col("seed") == 0) & (pl.col("ratio") == 0.1))
-        .then(0.61).otherwise(pl.col("srcc")))
+        .then(0.61)
+        .otherwise(pl.col("srcc"))
+    )
     assert "leaf better on 2/5 seeds" in aggregate.claim_check(tied, "leaf")[0]
 
 
@@ -118,13 +142,17 @@ def test_claim_check_goes_on_past_a_ratio_one_method_lacks_and_a_tie_of_means_do
     same = runs_table().with_columns(
         srcc=pl.when((pl.col("method") == "cft_only") & (pl.col("ratio") == 0.1))
         .then(pl.col("seed").replace_strict(dict(enumerate(SRCC[("leaf", 0.1)])), return_dtype=pl.Float64) - 0.0)
-        .otherwise(pl.col("srcc")))
+        .otherwise(pl.col("srcc"))
+    )
     assert aggregate.claim_check(same, "leaf")[0].endswith("better on 0/5 seeds -> the claim does NOT hold here.")
 
 
 def test_cells_mixing_image_counts_are_refused_by_name():
     runs = runs_table().with_columns(n=pl.when(pl.col("seed") == 3).then(19).otherwise(pl.col("n")))
     # Several cells mix counts (every method at 10% and 30%): one of them is named, with the reason.
-    with pytest.raises(aggregate.InputError, match=r"^runs of (leaf|cft_only) at ratio 0\.[13] were evaluated on different "
-                       r"numbers of test images; a table cell would mix them$"):
+    with pytest.raises(
+        aggregate.InputError,
+        match=r"^runs of (leaf|cft_only) at ratio 0\.[13] were evaluated on different "
+        r"numbers of test images; a table cell would mix them$",
+    ):
         aggregate.summarize(runs)

@@ -23,10 +23,10 @@ from PIL import Image
 from scipy import stats
 
 from leaf_steps import calibrate
+from leaf_steps.core.io import read_provenance
 from leaf_steps.training.data import image_rows, read_manifest
 from leaf_steps.training.models import build_model, load_checkpoint, output_layer, save_checkpoint
 from leaf_steps.training.scoring import predict
-from leaf_steps.core.io import read_provenance
 
 MODEL = "convnext_atto"
 STUDENT = {"model": MODEL, "pretrained": False, "resize": 40, "crop": 32, "num_workers": 0, "amp": False}
@@ -55,18 +55,39 @@ def data(tmp_path_factory):
         img = np.clip(img + rng.normal(0, 20 + 4 * k, img.shape), 0, 255).astype(np.uint8)
         path = root / f"{image_id}.png"
         Image.fromarray(img).save(path)
-        manifest.append({"image_id": image_id, "path": str(path), "mos": None,
-                         "split": "test" if image_id in TEST_IDS else "train", "width": 40, "height": 40})
+        manifest.append(
+            {
+                "image_id": image_id,
+                "path": str(path),
+                "mos": None,
+                "split": "test" if image_id in TEST_IDS else "train",
+                "width": 40,
+                "height": 40,
+            }
+        )
     pl.DataFrame(manifest).write_parquet(root / "manifest.parquet")
     mos = {i: float(m) for i, m in zip(TRAIN_IDS + VAL_IDS, rng.uniform(20, 90, 12), strict=True)}
-    pl.DataFrame([{"image_id": i, "role": "calib_train" if i in TRAIN_IDS else "calib_val", "mos": m}
-                  for i, m in mos.items()]).write_parquet(root / "subset.parquet")
+    pl.DataFrame(
+        [{"image_id": i, "role": "calib_train" if i in TRAIN_IDS else "calib_val", "mos": m} for i, m in mos.items()]
+    ).write_parquet(root / "subset.parquet")
     torch.manual_seed(0)
     stage1 = build_model(MODEL, pretrained=False)
-    save_checkpoint(stage1, root / "stage1.safetensors", model_name=MODEL, stage="distill", settings={},
-                       output_units="teacher_score", extra={"epoch": "3", "selected_epoch": "3"})
-    return {"root": root, "manifest": root / "manifest.parquet", "subset": root / "subset.parquet",
-            "stage1": root / "stage1.safetensors", "mos": mos}
+    save_checkpoint(
+        stage1,
+        root / "stage1.safetensors",
+        model_name=MODEL,
+        stage="distill",
+        settings={},
+        output_units="teacher_score",
+        extra={"epoch": "3", "selected_epoch": "3"},
+    )
+    return {
+        "root": root,
+        "manifest": root / "manifest.parquet",
+        "subset": root / "subset.parquet",
+        "stage1": root / "stage1.safetensors",
+        "mos": mos,
+    }
 
 
 def outputs(model, data, ids) -> np.ndarray:
@@ -75,8 +96,13 @@ def outputs(model, data, ids) -> np.ndarray:
 
 
 def settings(calibration=FROZEN):
-    return {"student": dict(STUDENT), "calibration": dict(calibration), "student_model": None, "device": "cpu",
-            "seed": 0}
+    return {
+        "student": dict(STUDENT),
+        "calibration": dict(calibration),
+        "student_model": None,
+        "device": "cpu",
+        "seed": 0,
+    }
 
 
 def test_affine_init_is_the_closed_form_least_squares_fit(data):
@@ -106,11 +132,27 @@ def test_frozen_calibration_predicts_the_least_squares_line_of_mos_on_stage1(dat
     y_val = np.array([data["mos"][i] for i in VAL_IDS])
     a, c = closed_form_line(s_train, y_train)  # in MOS units, straight on the stage-1 outputs
 
-    out = {k: tmp_path / f"{k}.{ext}" for k, ext in (("model", "safetensors"), ("losses", "parquet"),
-                                                     ("preds", "parquet"))}
-    calibrate.main(["--manifest", str(data["manifest"]), "--subset", str(data["subset"]), "--init",
-                    str(data["stage1"]), "--out-model", str(out["model"]), "--out-losses", str(out["losses"]),
-                    "--out-predictions", str(out["preds"]), "--settings", json.dumps(settings())])
+    out = {
+        k: tmp_path / f"{k}.{ext}" for k, ext in (("model", "safetensors"), ("losses", "parquet"), ("preds", "parquet"))
+    }
+    calibrate.main(
+        [
+            "--manifest",
+            str(data["manifest"]),
+            "--subset",
+            str(data["subset"]),
+            "--init",
+            str(data["stage1"]),
+            "--out-model",
+            str(out["model"]),
+            "--out-losses",
+            str(out["losses"]),
+            "--out-predictions",
+            str(out["preds"]),
+            "--settings",
+            json.dumps(settings()),
+        ]
+    )
 
     preds = pl.read_parquet(out["preds"])
     assert preds["image_id"].to_list() == TEST_IDS

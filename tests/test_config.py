@@ -24,8 +24,13 @@ def shipped_configs() -> list[str]:
     config/mine.yaml is nobody else's business), every file otherwise (an unpacked archive).
     Overlays of tests/configs/ are checked merged onto the demo config, as the tests use them."""
     try:
-        tracked = subprocess.run(["git", "ls-files", "--", "config/*.yaml"], cwd=ROOT,  # "*" spans folders
-                                 capture_output=True, text=True, check=True).stdout.split()
+        tracked = subprocess.run(
+            ["git", "ls-files", "--", "config/*.yaml"],
+            cwd=ROOT,  # "*" spans folders
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
     except (OSError, subprocess.CalledProcessError):  # no git, or not a checkout
         tracked = None
     found = tracked if tracked else [str(p.relative_to(ROOT)) for p in (ROOT / "config").rglob("*.yaml")]
@@ -74,9 +79,23 @@ def test_export_choice_must_be_a_trained_model(tmp_path, demo):
     demo["export"] = {"seed": 7}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(demo))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"),
-                           "--directory", str(tmp_path), "--configfile", str(path)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "export.seed: 7 is not one of calibration.seeds [0, 1, 2, 3, 4]" in proc.stdout + proc.stderr
 
@@ -94,8 +113,24 @@ def test_snakemake_refuses_a_bad_config(tmp_path, demo):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(demo))
     # Its own working directory: nothing is read from or written to the checkout's .snakemake/.
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"),
-                           "--directory", str(tmp_path), "--configfile", str(bad), "--cores", "1"],
-                          cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(bad),
+            "--cores",
+            "1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     assert "student.crop: 'big' is not of type 'integer'" in proc.stdout + proc.stderr

@@ -23,10 +23,10 @@ import pytest
 from PIL import Image
 
 from leaf_steps import prepare_dataset
-from leaf_steps.images.check import Limits, check_images, decode_all
-from leaf_steps.images.verdict import decode_chunk
 from leaf_steps.core.errors import ConfigError
 from leaf_steps.core.io import read_provenance, write_json, write_parquet
+from leaf_steps.images.check import Limits, check_images, decode_all
+from leaf_steps.images.verdict import decode_chunk
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,12 +43,14 @@ def photo(path: Path, size: tuple[int, int] = (96, 72), seed: int = 0, fmt: str 
 
 def bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
     """A PNG whose header claims ``width x height`` pixels (a decompression bomb), with almost no data."""
+
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -62,9 +64,13 @@ def broken_folder(root: Path) -> dict[str, str]:
     photo(root / "icon.png", size=(16, 16))
     photo(root / "banner.png", size=(1200, 40))
     bomb_png(root / "bomb.png")
-    return {"truncated.jpg": "cannot decode image", "not_an_image.jpg": "not a readable image",
-            "icon.png": "dataset.min_side", "banner.png": "dataset.max_aspect_ratio",
-            "bomb.png": "decompression bomb"}
+    return {
+        "truncated.jpg": "cannot decode image",
+        "not_an_image.jpg": "not a readable image",
+        "icon.png": "dataset.min_side",
+        "banner.png": "dataset.max_aspect_ratio",
+        "bomb.png": "decompression bomb",
+    }
 
 
 def folder_settings(images: Path, **extra) -> dict:
@@ -72,11 +78,23 @@ def folder_settings(images: Path, **extra) -> dict:
 
 
 def run_prepare(tmp_path: Path, settings: dict, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "leaf_steps.prepare_dataset", "--dataset", settings["name"], "--resources-dir",
-           str(tmp_path / "res"), "--settings", json.dumps(settings), "--out", str(tmp_path / "run/manifest.parquet"),
-           *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    cmd = [
+        sys.executable,
+        "-m",
+        "leaf_steps.prepare_dataset",
+        "--dataset",
+        settings["name"],
+        "--resources-dir",
+        str(tmp_path / "res"),
+        "--settings",
+        json.dumps(settings),
+        "--out",
+        str(tmp_path / "run/manifest.parquet"),
+        *extra,
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
 
 
 def test_every_problem_is_named_at_once_without_a_traceback(tmp_path):
@@ -85,7 +103,7 @@ def test_every_problem_is_named_at_once_without_a_traceback(tmp_path):
     proc = run_prepare(tmp_path, folder_settings(images))
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
-    error = proc.stderr[proc.stderr.index("error: "):]
+    error = proc.stderr[proc.stderr.index("error: ") :]
     assert error.startswith(f"error: {len(expected)} of {12 + len(expected)} images cannot be used")
     for name, words in expected.items():
         line = next(ln for ln in error.splitlines() if f"{images / name}:" in ln)
@@ -129,12 +147,24 @@ def test_pixel_limit_is_configurable(tmp_path):
     photo(images / "big.png", size=(400, 300))
     proc = run_prepare(tmp_path, folder_settings(images, max_pixels=100_000))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert f"{images / 'big.png'}: 400x300 = 120,000 pixels exceeds the limit of 100,000 (dataset.max_pixels)" \
+    assert (
+        f"{images / 'big.png'}: 400x300 = 120,000 pixels exceeds the limit of 100,000 (dataset.max_pixels)"
         in proc.stderr
+    )
     # Raising the limit above what every later stage's decoder accepts is refused at once.
     with pytest.raises(ConfigError, match="dataset.max_pixels: must be an integer in 1..250,000,000"):
-        prepare_dataset.run(["--dataset", "folder", "--resources-dir", str(tmp_path / "res"), "--settings",
-                             json.dumps(folder_settings(images, max_pixels=10**9)), "--out", str(tmp_path / "m.pq")])
+        prepare_dataset.run(
+            [
+                "--dataset",
+                "folder",
+                "--resources-dir",
+                str(tmp_path / "res"),
+                "--settings",
+                json.dumps(folder_settings(images, max_pixels=10**9)),
+                "--out",
+                str(tmp_path / "m.pq"),
+            ]
+        )
 
 
 def test_size_limits_are_configurable(tmp_path):
@@ -154,13 +184,25 @@ def test_verdicts_are_cached_by_fingerprint(tmp_path):
     settings = folder_settings(images)
 
     def prepared() -> dict:
-        prepare_dataset.run(["--dataset", "folder", "--resources-dir", str(tmp_path / "res"), "--settings",
-                             json.dumps(settings), "--out", str(tmp_path / "m.parquet"), "--workers", "1"])
+        prepare_dataset.run(
+            [
+                "--dataset",
+                "folder",
+                "--resources-dir",
+                str(tmp_path / "res"),
+                "--settings",
+                json.dumps(settings),
+                "--out",
+                str(tmp_path / "m.parquet"),
+                "--workers",
+                "1",
+            ]
+        )
         return read_provenance(tmp_path / "m.parquet")["image_check"]
 
     assert (prepared()["decoded"], prepared()["decoded"]) == (6, 0)
-    photo(images / "new.jpg", seed=9)                      # added
-    photo(images / "0.jpg", size=(100, 72), seed=0)        # edited (size changes)
+    photo(images / "new.jpg", seed=9)  # added
+    photo(images / "0.jpg", size=(100, 72), seed=0)  # edited (size changes)
     data = (images / "1.jpg").read_bytes()
     (images / "1.jpg").write_bytes(data[: len(data) // 2])  # truncated in place
     settings["on_bad_image"] = "drop"
@@ -202,8 +244,16 @@ def test_manifest_splits_are_drawn_before_dropping(tmp_path):
     (tmp_path / "mos.csv").write_text("image,mos\n" + "\n".join(rows) + "\n")
     settings = folder_settings(images, on_bad_image="drop")
     settings["options"]["mos_csv"] = str(tmp_path / "mos.csv")
-    argv = ["--dataset", "folder", "--resources-dir", str(tmp_path / "res"), "--settings", json.dumps(settings),
-            "--out", str(tmp_path / "m.parquet")]
+    argv = [
+        "--dataset",
+        "folder",
+        "--resources-dir",
+        str(tmp_path / "res"),
+        "--settings",
+        json.dumps(settings),
+        "--out",
+        str(tmp_path / "m.parquet"),
+    ]
     clean = dict(prepare_dataset.run(argv).select("image_id", "split").iter_rows())
     (images / "05.jpg").write_text("broken")
     dropped = dict(prepare_dataset.run(argv).select("image_id", "split").iter_rows())
@@ -245,12 +295,32 @@ def test_a_run_says_what_it_left_out_and_where_the_list_is(tmp_path):
     def snakemake(on_bad_image: str) -> subprocess.CompletedProcess:
         cfg["dataset"]["on_bad_image"] = on_bad_image
         (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-        env = {**os.environ, "PYTHONPATH": str(REPO),
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                               "--directory", str(tmp_path), "--configfile", str(tmp_path / "c.yaml"), "--cores", "2",
-                               "results/bad/dataset/manifest.parquet"], capture_output=True, text=True, timeout=600,
-                              env=env, cwd=tmp_path)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "--snakefile",
+                str(REPO / "Snakefile"),
+                "--directory",
+                str(tmp_path),
+                "--configfile",
+                str(tmp_path / "c.yaml"),
+                "--cores",
+                "2",
+                "results/bad/dataset/manifest.parquet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            cwd=tmp_path,
+        )
 
     failed = snakemake("fail")
     assert failed.returncode != 0
@@ -259,8 +329,10 @@ def test_a_run_says_what_it_left_out_and_where_the_list_is(tmp_path):
     assert f"{images / 'bomb.png'}: 100000x100000 = 10,000,000,000 pixels exceeds the limit" in out
     dropped = snakemake("drop")
     assert dropped.returncode == 0, dropped.stderr[-3000:]
-    assert ("LEAF dataset: 5 image(s) were left out as unusable (dataset.on_bad_image: drop); the list, with each "
-            "file's problem: results/bad/dataset/bad_images.csv") in dropped.stderr
+    assert (
+        "LEAF dataset: 5 image(s) were left out as unusable (dataset.on_bad_image: drop); the list, with each "
+        "file's problem: results/bad/dataset/bad_images.csv"
+    ) in dropped.stderr
 
 
 def crash_on_marked(args):

@@ -13,10 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
+from leaf_steps.datasets.fingerprint import dataset_fingerprint
 from test_reruns import planned, with_config
 from tiny_run import ROOT, Run, dryrun, touched_tiny_run
-
-from leaf_steps.datasets.fingerprint import dataset_fingerprint
 
 
 def photo(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> None:
@@ -146,9 +145,9 @@ def test_fingerprint_covers_names_sizes_mtimes_only(tmp_path):
     fp = lambda: dataset_fingerprint("agiqa3k", {"name": "agiqa3k"}, root)  # noqa: E731
     first = fp()
     assert first.startswith("2 files:")
-    (root / "agiqa3k" / ".image_checks.parquet").write_bytes(b"cache")        # LEAF's own hidden files
+    (root / "agiqa3k" / ".image_checks.parquet").write_bytes(b"cache")  # LEAF's own hidden files
     (root / "agiqa3k" / ".extracted.a.zip.json").write_text("{}")
-    photo(root / "agiqa3k" / "derived" / "short512" / "x.jpg", seed=1)      # derived copies
+    photo(root / "agiqa3k" / "derived" / "short512" / "x.jpg", seed=1)  # derived copies
     (fx / "readme.txt").write_text("not read")
     assert fp() == first
     (fx / "data.csv").write_text("name,prompt,mos_quality\nx_normal_000.jpg,p,2.6\n")
@@ -177,5 +176,10 @@ def test_a_new_split_of_a_folder_rescores_no_point(done, tmp_path):
     changed = planned(with_config(run, tmp_path, lambda cfg: cfg["dataset"].update(split_seed=7)))
     rules = {rule for rule, _ in changed}
     # The image list (teacher scoring's input) does not depend on the split: only the manifest is made again.
-    assert "prepare_dataset" in rules and not rules & {"download_dataset", "list_images", "score_points",
-                                                       "gather_points", "fit_niqe"}
+    assert "prepare_dataset" in rules and not rules & {
+        "download_dataset",
+        "list_images",
+        "score_points",
+        "gather_points",
+        "fit_niqe",
+    }

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from PIL import Image
+
 from dataset_fixtures import (
     RangeServer,
     make_agiqa3k,
@@ -26,12 +28,10 @@ from dataset_fixtures import (
     write_csv,
     zip_folder,
 )
-from PIL import Image
-
 from leaf_steps import download_dataset, prepare_dataset
-from leaf_steps.datasets.common import download, random_split, sha256_file
 from leaf_steps.core.errors import ConfigError, InputError, LeafError
 from leaf_steps.core.io import read_provenance
+from leaf_steps.datasets.common import download, random_split, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,8 +45,18 @@ def _no_proxy(monkeypatch):
 
 def fetch(name: str, resources: Path, settings: dict) -> dict:
     marker = resources / name / ".ready.json"
-    download_dataset.run(["--dataset", name, "--resources-dir", str(resources), "--settings", json.dumps(settings),
-                          "--out-marker", str(marker)])
+    download_dataset.run(
+        [
+            "--dataset",
+            name,
+            "--resources-dir",
+            str(resources),
+            "--settings",
+            json.dumps(settings),
+            "--out-marker",
+            str(marker),
+        ]
+    )
     return json.loads(marker.read_text())
 
 
@@ -59,8 +69,13 @@ def prepare(name: str, resources: Path, settings: dict, out: Path, images_dir: P
 
 
 def koniq_settings(server: RangeServer, **options) -> dict:
-    opts = {"resolution": "512x384", "base_url": server.url,
-            "split_url": f"{server.url}/koniq10k_distributions_sets.csv", "retry_wait_s": 0, **options}
+    opts = {
+        "resolution": "512x384",
+        "base_url": server.url,
+        "split_url": f"{server.url}/koniq10k_distributions_sets.csv",
+        "retry_wait_s": 0,
+        **options,
+    }
     return {"name": "koniq10k", "split_seed": 0, "test_fraction": 0.2, "options": opts}
 
 
@@ -167,7 +182,8 @@ def test_koniq_random_split_zscore_and_determinism(tmp_path):
     assert a.equals(b)
     assert a["split"].value_counts().sort("split").rows() == [("test", 8), ("train", 32)]
     assert set(a.filter(pl.col("split") == "test")["image_id"]) != set(
-        other_seed.filter(pl.col("split") == "test")["image_id"])
+        other_seed.filter(pl.col("split") == "test")["image_id"]
+    )
     for row in a.iter_rows(named=True):
         assert row["mos"] == pytest.approx(fx.mos_zscore[row["image_id"]], rel=1e-12)
 
@@ -221,8 +237,10 @@ def test_spaq_archive_is_extracted_checked_and_a_broken_one_gets_the_repair_hint
     fx = make_spaq(staging)
     resources = tmp_path / "res"
     archive = zip_folder(fx.top, resources / "spaq" / "SPAQ_fixed.zip")
-    settings = {"name": "spaq",
-                "options": {"expected_count": 40, "checksums": {"SPAQ_fixed.zip": sha256_file(archive)}}}
+    settings = {
+        "name": "spaq",
+        "options": {"expected_count": 40, "checksums": {"SPAQ_fixed.zip": sha256_file(archive)}},
+    }
     marker = fetch("spaq", resources, settings)
     assert marker["images"] == 40
     assert marker["files"] == {"SPAQ_fixed.zip": sha256_file(archive)}
@@ -246,15 +264,25 @@ def test_spaq_real_split_zip_gets_the_repair_hint(tmp_path):
     target = tmp_path / "res" / "spaq"
     target.mkdir(parents=True)
     # How the authors ship it: SPAQ.z01, ..., SPAQ.zip (the last part holds the central directory).
-    subprocess.run(["zip", "-q", "-r", "-s", "64k", str(target / "SPAQ.zip"), fx.top.name], cwd=fx.top.parent,
-                   check=True, timeout=60)
+    subprocess.run(
+        ["zip", "-q", "-r", "-s", "64k", str(target / "SPAQ.zip"), fx.top.name],
+        cwd=fx.top.parent,
+        check=True,
+        timeout=60,
+    )
     assert (target / "SPAQ.z01").exists()
     with pytest.raises(InputError, match=r"SPAQ\.zip: cannot be extracted(.|\n)*zip -FF SPAQ\.zip --out SPAQ_fixed"):
         fetch("spaq", tmp_path / "res", {"name": "spaq"})
     assert not (target / "SPAQ").exists()  # nothing half-extracted is left behind
     # Following the hint, with the broken parts still lying there, works.
-    subprocess.run(["zip", "-FF", "SPAQ.zip", "--out", "SPAQ_fixed.zip"], cwd=target, check=True, timeout=60,
-                   stdin=subprocess.DEVNULL, capture_output=True)  # (with -q, zip -FF writes an empty archive)
+    subprocess.run(
+        ["zip", "-FF", "SPAQ.zip", "--out", "SPAQ_fixed.zip"],
+        cwd=target,
+        check=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )  # (with -q, zip -FF writes an empty archive)
     marker = fetch("spaq", tmp_path / "res", {"name": "spaq", "options": {"expected_count": 40}})
     assert marker["images"] == 40 and set(marker["files"]) == {"SPAQ.zip", "SPAQ_fixed.zip"}
 
@@ -333,13 +361,18 @@ def test_agiqa3k_placed_archive_to_manifest(tmp_path):
     assert set(df.filter(pl.col("split") == "test")["image_id"]) == expected_test
 
 
-@pytest.mark.parametrize("corrupt, pattern", [
-    (lambda rows: rows[3].__setitem__(5, "four"), r"data\.csv: line 5: mos_quality 'four' is not a finite number"),
-    (lambda rows: rows[7].__setitem__(0, rows[2][0]),
-     r"data\.csv: line 9: duplicate name 'glide_normal_002\.jpg' \(first on line 4\)"),
-    (lambda rows: rows[4].__setitem__(0, "DALLE2_normal_999.jpg"), r"DALLE2_normal_999\.jpg \(line 6\)"),
-    (lambda rows: [r.pop(5) for r in rows], r"data\.csv: missing column\(s\) \['mos_quality'\]"),
-])
+@pytest.mark.parametrize(
+    "corrupt, pattern",
+    [
+        (lambda rows: rows[3].__setitem__(5, "four"), r"data\.csv: line 5: mos_quality 'four' is not a finite number"),
+        (
+            lambda rows: rows[7].__setitem__(0, rows[2][0]),
+            r"data\.csv: line 9: duplicate name 'glide_normal_002\.jpg' \(first on line 4\)",
+        ),
+        (lambda rows: rows[4].__setitem__(0, "DALLE2_normal_999.jpg"), r"DALLE2_normal_999\.jpg \(line 6\)"),
+        (lambda rows: [r.pop(5) for r in rows], r"data\.csv: missing column\(s\) \['mos_quality'\]"),
+    ],
+)
 def test_agiqa3k_malformed_label_file(tmp_path, corrupt, pattern):
     resources = tmp_path / "res"
     fx = make_agiqa3k(resources / "agiqa3k", n=12)
@@ -356,8 +389,9 @@ def test_aigiqa20k_headerless_labels_train_folder_only(tmp_path):
     fx = make_aigiqa20k(resources / "aigiqa20k")
     marker = fetch("aigiqa20k", resources, {"name": "aigiqa20k", "options": {"expected_count": 40}})
     assert marker["images"] == 40 and marker["warnings"] == []
-    df = prepare("aigiqa20k", resources, {"name": "aigiqa20k", "split_seed": 0, "test_fraction": 0.2},
-                 tmp_path / "m.parquet")
+    df = prepare(
+        "aigiqa20k", resources, {"name": "aigiqa20k", "split_seed": 0, "test_fraction": 0.2}, tmp_path / "m.parquet"
+    )
     assert df.height == 40 and "DALLE2_9999.png" not in df["image_id"].to_list()  # the unlabelled val image
     assert df["split"].value_counts().sort("split").rows() == [("test", 8), ("train", 32)]
     for row in df.iter_rows(named=True):
@@ -409,8 +443,12 @@ def test_folder_partial_mos_unlabelled_go_to_train(tmp_path):
     # Every other row gives the bare file name: allowed while it is unique in the folder.
     rows = [[k if i % 2 else Path(k).name, v] for i, (k, v) in enumerate(labelled.items())]
     write_csv(csv_path, ["image", "mos"], rows)
-    settings = {"name": "folder", "split_seed": 1, "test_fraction": 0.2,
-                "options": {"images_dir": str(images), "mos_csv": str(csv_path), "mos_scale": "1..10"}}
+    settings = {
+        "name": "folder",
+        "split_seed": 1,
+        "test_fraction": 0.2,
+        "options": {"images_dir": str(images), "mos_csv": str(csv_path), "mos_scale": "1..10"},
+    }
     marker = fetch("folder", tmp_path / "res", settings)
     assert marker["images"] == 12 and marker["labelled"] == 10
     df = prepare("folder", tmp_path / "res", settings, tmp_path / "m.parquet")
@@ -426,13 +464,18 @@ def test_folder_partial_mos_unlabelled_go_to_train(tmp_path):
     assert read_provenance(tmp_path / "m.parquet")["protocol"]["mos_scale"] == "1..10"
 
 
-@pytest.mark.parametrize("rows, pattern", [
-    ([["day/img_00.png", "1"], ["day/missing.jpg", "2"]], r"mos\.csv: line 3: image 'day/missing\.jpg' not found"),
-    ([["day/img_00.png", "1"], ["day/img_00.png", "2"]], r"mos\.csv: line 3: duplicate image 'day/img_00\.png'"),
-    ([["day/img_00.png", "1"], ["img_00.png", "2"]],
-     r"mos\.csv: line 3: image 'img_00\.png' is the same file as line 2"),
-    ([["day/img_00.png", "good"]], r"mos\.csv: line 2: mos 'good' is not a finite number"),
-])
+@pytest.mark.parametrize(
+    "rows, pattern",
+    [
+        ([["day/img_00.png", "1"], ["day/missing.jpg", "2"]], r"mos\.csv: line 3: image 'day/missing\.jpg' not found"),
+        ([["day/img_00.png", "1"], ["day/img_00.png", "2"]], r"mos\.csv: line 3: duplicate image 'day/img_00\.png'"),
+        (
+            [["day/img_00.png", "1"], ["img_00.png", "2"]],
+            r"mos\.csv: line 3: image 'img_00\.png' is the same file as line 2",
+        ),
+        ([["day/img_00.png", "good"]], r"mos\.csv: line 2: mos 'good' is not a finite number"),
+    ],
+)
 def test_folder_bad_mos_csv(tmp_path, rows, pattern):
     images = tmp_path / "imgs"
     make_folder(images)
@@ -464,10 +507,23 @@ def test_random_split_is_order_independent_and_keeps_both_sides():
 
 def test_cli_errors_are_one_line_exit_2(tmp_path):
     settings = json.dumps({"name": "spaq"})
-    argv = ["--dataset", "agiqa3k", "--resources-dir", str(tmp_path), "--settings", settings,
-            "--out", str(tmp_path / "m.parquet")]
-    proc = subprocess.run([sys.executable, "-m", "leaf_steps.prepare_dataset", *argv],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    argv = [
+        "--dataset",
+        "agiqa3k",
+        "--resources-dir",
+        str(tmp_path),
+        "--settings",
+        settings,
+        "--out",
+        str(tmp_path / "m.parquet"),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "leaf_steps.prepare_dataset", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "error: dataset.name: settings say 'spaq' but the step was run with --dataset agiqa3k" in proc.stderr
     with pytest.raises(LeafError, match="dataset.options.resolution: must be one of"):

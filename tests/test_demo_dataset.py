@@ -15,10 +15,15 @@ from leaf_steps.core.io import read_provenance
 from leaf_steps.make_demo_dataset import build_demo_dataset, main, split_references
 
 SETTINGS = {
-    "name": "demo", "split_seed": 3, "test_fraction": 0.4,
-    "demo": {"references": ["astronaut", "chelsea", "camera", "coins", "rocket"],
-             "distortions": ["gaussian_blur", "gaussian_noise", "jpeg", "contrast", "pixelate", "saturation"],
-             "levels": 3, "size": 64},
+    "name": "demo",
+    "split_seed": 3,
+    "test_fraction": 0.4,
+    "demo": {
+        "references": ["astronaut", "chelsea", "camera", "coins", "rocket"],
+        "distortions": ["gaussian_blur", "gaussian_noise", "jpeg", "contrast", "pixelate", "saturation"],
+        "levels": 3,
+        "size": 64,
+    },
 }
 GREY = {"camera", "coins"}
 
@@ -41,9 +46,18 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame]
 
 def test_manifest_schema_and_files(built):
     root, df = built
-    assert df.schema == {"image_id": pl.String, "path": pl.String, "mos": pl.Float64, "split": pl.String,
-                         "width": pl.Int32, "height": pl.Int32, "photo": pl.String, "reference": pl.String,
-                         "distortion": pl.String, "level": pl.Int32}
+    assert df.schema == {
+        "image_id": pl.String,
+        "path": pl.String,
+        "mos": pl.Float64,
+        "split": pl.String,
+        "width": pl.Int32,
+        "height": pl.Int32,
+        "photo": pl.String,
+        "reference": pl.String,
+        "distortion": pl.String,
+        "level": pl.Int32,
+    }
     demo = SETTINGS["demo"]
     n_refs, n_dists, n_levels = len(demo["references"]), len(demo["distortions"]), demo["levels"]
     # saturation cannot change a grey photo, so those versions are skipped
@@ -110,8 +124,16 @@ def test_unknown_reference_is_a_config_error(tmp_path, capsys):
     bad = {**SETTINGS, "demo": {**SETTINGS["demo"], "references": ["astronaut", "chelsea", "not_a_photo"]}}
     with pytest.raises(ConfigError, match=r"dataset\.demo\.references.*not_a_photo"):
         build_demo_dataset(bad, tmp_path / "i", tmp_path / "r", tmp_path / "m.parquet")
-    argv = ["--settings", '{"demo": {"references": ["astronaut", "nope"]}}', "--images-dir", str(tmp_path / "i"),
-            "--references-dir", str(tmp_path / "r"), "--out", str(tmp_path / "m.parquet")]
+    argv = [
+        "--settings",
+        '{"demo": {"references": ["astronaut", "nope"]}}',
+        "--images-dir",
+        str(tmp_path / "i"),
+        "--references-dir",
+        str(tmp_path / "r"),
+        "--out",
+        str(tmp_path / "m.parquet"),
+    ]
     with pytest.raises(SystemExit) as exit_info:
         run_step(main, argv)
     assert exit_info.value.code == 2
@@ -119,10 +141,15 @@ def test_unknown_reference_is_a_config_error(tmp_path, capsys):
     assert not (tmp_path / "m.parquet").exists()
 
 
-@pytest.mark.parametrize("demo, key", [({"levels": 0}, "dataset.demo.levels"),
-                                       ({"distortions": ["fog"]}, "dataset.demo.distortions"),
-                                       ({"size": 8}, "dataset.demo.size"),
-                                       ({"colour": 1}, "dataset.demo.colour")])
+@pytest.mark.parametrize(
+    "demo, key",
+    [
+        ({"levels": 0}, "dataset.demo.levels"),
+        ({"distortions": ["fog"]}, "dataset.demo.distortions"),
+        ({"size": 8}, "dataset.demo.size"),
+        ({"colour": 1}, "dataset.demo.colour"),
+    ],
+)
 def test_bad_demo_settings_name_the_key(tmp_path, demo, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         build_demo_dataset({"demo": demo}, tmp_path / "i", tmp_path / "r", tmp_path / "m.parquet")

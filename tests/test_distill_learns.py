@@ -24,8 +24,16 @@ from leaf_steps.core.io import read_provenance
 
 SIDE = 24
 STUDENT = {"model": "resnet10t", "pretrained": False, "resize": SIDE, "crop": 20, "num_workers": 0, "amp": False}
-DISTILL = {"epochs": 2, "batch_size": 8, "pair_batch_size": 12, "lr": 3e-3, "weight_decay": 0.0,
-           "lambda_dis": 1.0, "holdout_fraction": 0.2, "seed": 0}
+DISTILL = {
+    "epochs": 2,
+    "batch_size": 8,
+    "pair_batch_size": 12,
+    "lr": 3e-3,
+    "weight_decay": 0.0,
+    "lambda_dis": 1.0,
+    "holdout_fraction": 0.2,
+    "seed": 0,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -48,17 +56,40 @@ def brightness_task(tmp_path_factory):
         pixels = np.clip(b + texture, 0, 255).astype(np.uint8)
         path = root / f"im{i:02d}.png"
         Image.fromarray(pixels).save(path)
-        rows.append({"image_id": f"im{i:02d}", "path": str(path), "mos": None,
-                     "split": "train" if i < n_train else "test", "width": SIDE, "height": SIDE})
-    manifest = pl.DataFrame(rows, schema={"image_id": pl.String, "path": pl.String, "mos": pl.Float64,
-                                          "split": pl.String, "width": pl.Int32, "height": pl.Int32})
+        rows.append(
+            {
+                "image_id": f"im{i:02d}",
+                "path": str(path),
+                "mos": None,
+                "split": "train" if i < n_train else "test",
+                "width": SIDE,
+                "height": SIDE,
+            }
+        )
+    manifest = pl.DataFrame(
+        rows,
+        schema={
+            "image_id": pl.String,
+            "path": pl.String,
+            "mos": pl.Float64,
+            "split": pl.String,
+            "width": pl.Int32,
+            "height": pl.Int32,
+        },
+    )
     manifest.write_parquet(root / "manifest.parquet")
     bright = dict(zip(manifest["image_id"], level))
     train = [r["image_id"] for r in rows if r["split"] == "train"]
     a = rng.choice(train, 160)
     b = np.array([rng.choice([t for t in train if t != x]) for x in a])
-    pairs = pl.DataFrame({"a_id": a, "b_id": b, "t_ab": [int(bright[x] > bright[y]) for x, y in zip(a, b)],
-                          "confidence": np.full(len(a), 1.0)})
+    pairs = pl.DataFrame(
+        {
+            "a_id": a,
+            "b_id": b,
+            "t_ab": [int(bright[x] > bright[y]) for x, y in zip(a, b)],
+            "confidence": np.full(len(a), 1.0),
+        }
+    )
     pairs.write_parquet(root / "pairs.parquet")
     # Points are required by the CLI; with use_point false they are not trained on.
     pl.DataFrame({"image_id": train, "teacher_score": np.full(len(train), 3.0)}).write_parquet(root / "points.parquet")
@@ -67,12 +98,34 @@ def brightness_task(tmp_path_factory):
 
 def train_on_pairs(root, out):
     out.mkdir()
-    settings = {"student": STUDENT, "distill": DISTILL, "use_point": False, "use_pair": True,
-                "use_confidence": True, "student_model": None, "device": "cpu", "seed": 0}
-    distill.main(["--manifest", str(root / "manifest.parquet"), "--points", str(root / "points.parquet"),
-                  "--pairs", str(root / "pairs.parquet"), "--out-model", str(out / "m.safetensors"),
-                  "--out-losses", str(out / "losses.parquet"), "--out-predictions", str(out / "preds.parquet"),
-                  "--settings", json.dumps(settings)])
+    settings = {
+        "student": STUDENT,
+        "distill": DISTILL,
+        "use_point": False,
+        "use_pair": True,
+        "use_confidence": True,
+        "student_model": None,
+        "device": "cpu",
+        "seed": 0,
+    }
+    distill.main(
+        [
+            "--manifest",
+            str(root / "manifest.parquet"),
+            "--points",
+            str(root / "points.parquet"),
+            "--pairs",
+            str(root / "pairs.parquet"),
+            "--out-model",
+            str(out / "m.safetensors"),
+            "--out-losses",
+            str(out / "losses.parquet"),
+            "--out-predictions",
+            str(out / "preds.parquet"),
+            "--settings",
+            json.dumps(settings),
+        ]
+    )
     return out
 
 

@@ -15,18 +15,32 @@ LAMBDA = 0.7
 
 
 def cfg(**flags):
-    return distill.DistillSettings.parse({"student": STUDENT, "distill": {"lambda_dis": LAMBDA}, "device": "cpu",
-                                          "student_model": None, "seed": 0, **flags})
+    return distill.DistillSettings.parse(
+        {
+            "student": STUDENT,
+            "distill": {"lambda_dis": LAMBDA},
+            "device": "cpu",
+            "student_model": None,
+            "seed": 0,
+            **flags,
+        }
+    )
 
 
 SCORES = {"a": 4.2, "b": 1.0, "c": 3.5, "d": 2.9, "e": 0.2}
 POINTS = pl.DataFrame({"image_id": ["a", "b", "c", "d", "e"], "teacher_score": [4.0, 2.5, 3.0, 3.1, 1.0]})
-PAIRS = pl.DataFrame({"a_id": ["a", "b", "c", "e"], "b_id": ["b", "c", "d", "a"], "t_ab": [1.0, 0.0, 1.0, 1.0],
-                      "confidence": [0.9, 0.5, 0.2, 1.0]})
+PAIRS = pl.DataFrame(
+    {
+        "a_id": ["a", "b", "c", "e"],
+        "b_id": ["b", "c", "d", "a"],
+        "t_ab": [1.0, 0.0, 1.0, 1.0],
+        "confidence": [0.9, 0.5, 0.2, 1.0],
+    }
+)
 
 
 def smooth_l1(d: np.ndarray) -> np.ndarray:  # beta = 1 (Eq 6)
-    return np.where(np.abs(d) < 1, 0.5 * d ** 2, np.abs(d) - 0.5)
+    return np.where(np.abs(d) < 1, 0.5 * d**2, np.abs(d) - 0.5)
 
 
 def bce(x: np.ndarray, t: np.ndarray) -> np.ndarray:  # -log P of the label, P = sigmoid(s_a - s_b) (Eq 7-8)
@@ -72,10 +86,23 @@ def test_val_terms_without_held_out_pairs_or_points():
     assert nothing == {"val_loss": None, "val_reg": None, "val_rank": None, "val_teacher_srcc": None}
 
 
-@pytest.mark.parametrize("n,fraction,expected", [
-    (0, 0.25, 0), (2, 0.9, 0), (3, 0.0, 0), (3, 0.01, 1), (3, 0.9, 1), (4, 0.25, 1), (10, 0.25, 2),
-    (10, 0.26, 3), (10, 0.5, 5), (10, 0.95, 8), (100, 0.2, 20), (7, 0.5, 4),
-])
+@pytest.mark.parametrize(
+    "n,fraction,expected",
+    [
+        (0, 0.25, 0),
+        (2, 0.9, 0),
+        (3, 0.0, 0),
+        (3, 0.01, 1),
+        (3, 0.9, 1),
+        (4, 0.25, 1),
+        (10, 0.25, 2),
+        (10, 0.26, 3),
+        (10, 0.5, 5),
+        (10, 0.95, 8),
+        (100, 0.2, 20),
+        (7, 0.5, 4),
+    ],
+)
 def test_holdout_count_rounds_and_keeps_two_for_training(n, fraction, expected):
     # round(fraction * n), at least one when fraction > 0, at most n - 2; none below three candidates.
     # (10 * 0.25 = 2.5 rounds to even: 2; 7 * 0.5 = 3.5 rounds to 4.)

@@ -45,5 +45,5 @@ def test_env_requirements_match_pyproject():
 
 def test_every_rule_names_an_existing_env():
     rules = "\n".join(p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk"))
-    for name in re.findall(r'envs/([a-z\-]+\.yaml)', rules):
+    for name in re.findall(r"envs/([a-z\-]+\.yaml)", rules):
         assert (ROOT / "envs" / name).is_file(), name

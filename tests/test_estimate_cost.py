@@ -17,20 +17,30 @@ import torch
 from PIL import Image
 
 from leaf_steps import calibrate, distill
-from leaf_steps.tools import estimate_cost
-from leaf_steps.teachers import cost as teacher_cost
-from leaf_steps.training import models as student_models
-from leaf_steps.training.models import build_model as models_build_model
 from leaf_steps.core.config import load_config
 from leaf_steps.core.errors import ConfigError, InputError
 from leaf_steps.sample_pairs import sample_pairs
+from leaf_steps.teachers import cost as teacher_cost
 from leaf_steps.teachers.visual_budget import VisualBudget
+from leaf_steps.tools import estimate_cost
+from leaf_steps.training import models as student_models
 from leaf_steps.training.epochs import candidate_epochs
+from leaf_steps.training.models import build_model as models_build_model
 
 # Three layers each: the coefficients are counted on one- and two-layer models and extended to the
 # depth, which the tests below check against models built at full depth.
-TINY = teacher_cost.TeacherArch("internvl", hidden=64, intermediate=128, layers=3, heads=4, kv_heads=2,
-                                v_hidden=32, v_intermediate=64, v_layers=3, v_heads=4)
+TINY = teacher_cost.TeacherArch(
+    "internvl",
+    hidden=64,
+    intermediate=128,
+    layers=3,
+    heads=4,
+    kv_heads=2,
+    v_hidden=32,
+    v_intermediate=64,
+    v_layers=3,
+    v_heads=4,
+)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,30 +50,38 @@ def paper_config(name: str) -> dict:
 
 # --------------------------------------------------------------------------- visual tokens
 
-@pytest.mark.parametrize("size, tokens", [
-    ((1024, 768), 13 * 256),    # 4:3 -> 12 tiles + thumbnail
-    ((683, 512), 13 * 256),     # the tile grid follows the aspect ratio, not the resolution
-    ((2048, 1536), 13 * 256),   # downscaled to 1024x768 first (image_max_side)
-    ((512, 512), 256),          # square up to 633 px: one tile, no thumbnail
-    ((1024, 1024), 10 * 256),   # square above 950 px: 3x3 + thumbnail
-])
+
+@pytest.mark.parametrize(
+    "size, tokens",
+    [
+        ((1024, 768), 13 * 256),  # 4:3 -> 12 tiles + thumbnail
+        ((683, 512), 13 * 256),  # the tile grid follows the aspect ratio, not the resolution
+        ((2048, 1536), 13 * 256),  # downscaled to 1024x768 first (image_max_side)
+        ((512, 512), 256),  # square up to 633 px: one tile, no thumbnail
+        ((1024, 1024), 10 * 256),  # square above 950 px: 3x3 + thumbnail
+    ],
+)
 def test_internvl_visual_tokens_follow_the_processor(size, tokens):
     assert teacher_cost.image_layout("internvl", *size)[0] == tokens
 
 
-@pytest.mark.parametrize("size, tokens", [((1024, 768), 768), ((683, 512), 336), ((512, 512), 256),
-                                          ((200, 200), 64), ((4096, 3072), 768)])
+@pytest.mark.parametrize(
+    "size, tokens", [((1024, 768), 768), ((683, 512), 336), ((512, 512), 256), ((200, 200), 64), ((4096, 3072), 768)]
+)
 def test_qwen3vl_visual_tokens_follow_the_processor(size, tokens):
     assert teacher_cost.image_layout("qwen3vl", *size)[0] == tokens
 
 
-@pytest.mark.parametrize("family, budget, size, tokens", [
-    ("internvl", VisualBudget(max_tiles=1), (1024, 768), 256),        # one tile, no thumbnail
-    ("internvl", VisualBudget(max_tiles=4), (1024, 768), 5 * 256),    # 2x2 + thumbnail
-    ("internvl", VisualBudget(max_tiles=12), (1024, 768), 13 * 256),  # the default, spelled out
-    ("qwen3vl", VisualBudget(max_pixels=200_000), (1024, 768), 192),  # 512x384 px -> 16x12 tokens
-    ("qwen3vl", VisualBudget(max_pixels=10**8, min_pixels=10**6), (200, 200), 1024),  # upscaled to 1024x1024
-])
+@pytest.mark.parametrize(
+    "family, budget, size, tokens",
+    [
+        ("internvl", VisualBudget(max_tiles=1), (1024, 768), 256),  # one tile, no thumbnail
+        ("internvl", VisualBudget(max_tiles=4), (1024, 768), 5 * 256),  # 2x2 + thumbnail
+        ("internvl", VisualBudget(max_tiles=12), (1024, 768), 13 * 256),  # the default, spelled out
+        ("qwen3vl", VisualBudget(max_pixels=200_000), (1024, 768), 192),  # 512x384 px -> 16x12 tokens
+        ("qwen3vl", VisualBudget(max_pixels=10**8, min_pixels=10**6), (200, 200), 1024),  # upscaled to 1024x1024
+    ],
+)
 def test_visual_budget_sets_the_tokens_per_image(family, budget, size, tokens):
     assert teacher_cost.image_layout(family, *size, budget=budget)[0] == tokens
 
@@ -77,8 +95,9 @@ def test_one_internvl_tile_costs_about_a_tenth_of_the_default_view():
     config["teachers"]["internvl3_5_8b"]["visual_budget"] = {"max_tiles": 1}
     one_tile = {r.stage: r for r in estimate_cost.teacher_rows(config, shape, costs())}
     for stage in default:
-        ratio = (one_tile[stage].gpu_hours - one_tile[stage].detail["startup_s"] / 3600) / \
-                (default[stage].gpu_hours - default[stage].detail["startup_s"] / 3600)
+        ratio = (one_tile[stage].gpu_hours - one_tile[stage].detail["startup_s"] / 3600) / (
+            default[stage].gpu_hours - default[stage].detail["startup_s"] / 3600
+        )
         assert 0.07 < ratio < 0.13, (stage, ratio)
     assert one_tile["score_points (internvl3_5_8b)"].detail["tokens"] == 1_000_000 * (256 + teacher_cost.TEXT_TOKENS)
     assert "256 visual tokens/image, visual_budget {'max_tiles': 1}" in one_tile["score_points (internvl3_5_8b)"].work
@@ -96,12 +115,20 @@ def test_unknown_teacher_model_is_a_clear_error():
 
 # --------------------------------------------------------------------------- FLOP curves
 
+
 def test_decoder_curve_predicts_counts_it_was_not_fitted_on():
     from transformers import Qwen3Config, Qwen3Model
 
     c, a, b = teacher_cost.decoder_coefficients(TINY)
-    cfg = Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=TINY.layers, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=128, vocab_size=teacher_cost.VOCAB)
+    cfg = Qwen3Config(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=TINY.layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=128,
+        vocab_size=teacher_cost.VOCAB,
+    )
     with torch.device("meta"):
         model = Qwen3Model(cfg)
     for n in (100, 3000):
@@ -123,7 +150,8 @@ def test_vision_curve_predicts_counts_it_was_not_fitted_on():
         assert teacher_cost._tower_flops(TINY, side, 14) == pytest.approx(c0 + a0 * p + b0 * p * p, rel=1e-9)
     # The tower at its full depth, counted directly: what one- and two-layer counts extend to.
     assert teacher_cost._tower_flops(TINY, 24, 14, layers=TINY.v_layers) == teacher_cost._at_depth(
-        lambda n: teacher_cost._tower_flops(TINY, 24, 14, layers=n), TINY.v_layers)
+        lambda n: teacher_cost._tower_flops(TINY, 24, 14, layers=n), TINY.v_layers
+    )
 
 
 def test_request_flops_of_the_default_teacher_are_about_twice_its_parameters_per_token():
@@ -149,13 +177,22 @@ def small(tmp_path_factory):
     for i in range(N_TRAIN + N_TEST):
         path = root / f"im{i}.png"
         Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(path)
-        rows.append({"image_id": f"im{i:02d}", "path": str(path), "split": "train" if i < N_TRAIN else "test",
-                     "mos": float(rng.uniform(1, 5)), "width": 20, "height": 20})
+        rows.append(
+            {
+                "image_id": f"im{i:02d}",
+                "path": str(path),
+                "split": "train" if i < N_TRAIN else "test",
+                "mos": float(rng.uniform(1, 5)),
+                "width": 20,
+                "height": 20,
+            }
+        )
     manifest = pl.DataFrame(rows)
     manifest.write_parquet(root / "manifest.parquet")
     train_ids = manifest.filter(pl.col("split") == "train")["image_id"].to_list()
-    pl.DataFrame({"image_id": manifest["image_id"], "teacher_score": rng.uniform(1, 5, manifest.height)}
-                 ).write_parquet(root / "points.parquet")
+    pl.DataFrame({"image_id": manifest["image_id"], "teacher_score": rng.uniform(1, 5, manifest.height)}).write_parquet(
+        root / "points.parquet"
+    )
     pairs = sample_pairs(train_ids, None, 0)
     pairs.with_columns(t_ab=pl.lit(1, pl.Int8), confidence=pl.lit(0.9)).write_parquet(root / "pairs.parquet")
     return root, manifest
@@ -170,6 +207,7 @@ class Counter:
             model = real(name, pretrained)
             model.register_forward_pre_hook(self.hook)
             return model
+
         return build_model
 
     def hook(self, module, args):
@@ -181,16 +219,23 @@ class Counter:
 
 def paper_like_config(**distill_over):
     config = paper_config("paper/table2_koniq10k.yaml")
-    config["distill"].update({"epochs": 3, "batch_size": 8, "pair_batch_size": 4, "holdout_fraction": 0.2,
-                              **distill_over})
+    config["distill"].update(
+        {"epochs": 3, "batch_size": 8, "pair_batch_size": 4, "holdout_fraction": 0.2, **distill_over}
+    )
     config["calibration"].update({"epochs": 2, "batch_size": 4})
     return config
 
 
 def out_args(folder):
     folder.mkdir(parents=True, exist_ok=True)
-    return ["--out-model", str(folder / "m.safetensors"), "--out-losses", str(folder / "l.parquet"),
-            "--out-predictions", str(folder / "p.parquet")]
+    return [
+        "--out-model",
+        str(folder / "m.safetensors"),
+        "--out-losses",
+        str(folder / "l.parquet"),
+        "--out-predictions",
+        str(folder / "p.parquet"),
+    ]
 
 
 @pytest.mark.parametrize("use_pair,selection", [(True, "mos_subset"), (False, "teacher")])
@@ -201,17 +246,39 @@ def test_distill_work_matches_what_distill_runs(small, tmp_path, monkeypatch, us
     per_epoch = []
     if selection == "mos_subset":
         epochs = candidate_epochs(config["distill"]["epochs"], 2)
-        per_epoch = ["--out-epoch-checkpoints", *(str(tmp_path / f"e{e}.safetensors") for e in epochs),
-                     "--out-epoch-predictions", str(tmp_path / "epoch_predictions.parquet")]
+        per_epoch = [
+            "--out-epoch-checkpoints",
+            *(str(tmp_path / f"e{e}.safetensors") for e in epochs),
+            "--out-epoch-predictions",
+            str(tmp_path / "epoch_predictions.parquet"),
+        ]
     counter = Counter()
     monkeypatch.setattr(distill, "build_model", counter.build(models_build_model))
-    settings = {"student": STUDENT, "distill": config["distill"], "use_point": True, "use_pair": use_pair,
-                "use_confidence": True, "student_model": None, "device": "cpu", "seed": 0}
-    distill.main(["--manifest", str(root / "manifest.parquet"), "--points", str(root / "points.parquet"),
-                  *(["--pairs", str(root / "pairs.parquet")] if use_pair else []),
-                  *out_args(tmp_path), "--settings", json.dumps(settings), *per_epoch])
+    settings = {
+        "student": STUDENT,
+        "distill": config["distill"],
+        "use_point": True,
+        "use_pair": use_pair,
+        "use_confidence": True,
+        "student_model": None,
+        "device": "cpu",
+        "seed": 0,
+    }
+    distill.main(
+        [
+            "--manifest",
+            str(root / "manifest.parquet"),
+            "--points",
+            str(root / "points.parquet"),
+            *(["--pairs", str(root / "pairs.parquet")] if use_pair else []),
+            *out_args(tmp_path),
+            "--settings",
+            json.dumps(settings),
+            *per_epoch,
+        ]
+    )
     work = estimate_cost.distill_images(config, N_TRAIN, N_TEST, True, use_pair)
-    assert counter.train == work["train_images"]          # the schedule is exact
+    assert counter.train == work["train_images"]  # the schedule is exact
     # The evaluated count depends on which pairs touch the held-out images: an expectation.
     assert counter.eval == pytest.approx(work["eval_images"], rel=0.15)
 
@@ -227,24 +294,57 @@ def test_calibrate_work_matches_what_calibrate_runs(small, tmp_path, monkeypatch
     subset.write_parquet(tmp_path / "subset.parquet")
     init = []
     if with_init:
-        settings = {"student": STUDENT, "distill": config["distill"], "use_point": True, "use_pair": False,
-                    "use_confidence": True, "student_model": None, "device": "cpu", "seed": 0}
-        distill.main(["--manifest", str(root / "manifest.parquet"), "--points", str(root / "points.parquet"),
-                      *out_args(tmp_path / "s1"), "--settings", json.dumps(settings)])
+        settings = {
+            "student": STUDENT,
+            "distill": config["distill"],
+            "use_point": True,
+            "use_pair": False,
+            "use_confidence": True,
+            "student_model": None,
+            "device": "cpu",
+            "seed": 0,
+        }
+        distill.main(
+            [
+                "--manifest",
+                str(root / "manifest.parquet"),
+                "--points",
+                str(root / "points.parquet"),
+                *out_args(tmp_path / "s1"),
+                "--settings",
+                json.dumps(settings),
+            ]
+        )
         init = ["--init", str(tmp_path / "s1" / "m.safetensors")]
     counter = Counter()
     counted = counter.build(models_build_model)
     monkeypatch.setattr(calibrate, "build_model", counted)
     monkeypatch.setattr(student_models, "build_model", counted)  # load_checkpoint builds the stage-1 model
-    settings = {"student": STUDENT, "calibration": config["calibration"], "student_model": None, "device": "cpu",
-                "seed": 0}
-    calibrate.main(["--manifest", str(root / "manifest.parquet"), "--subset", str(tmp_path / "subset.parquet"),
-                    *out_args(tmp_path / "s2"), "--settings", json.dumps(settings), *init])
+    settings = {
+        "student": STUDENT,
+        "calibration": config["calibration"],
+        "student_model": None,
+        "device": "cpu",
+        "seed": 0,
+    }
+    calibrate.main(
+        [
+            "--manifest",
+            str(root / "manifest.parquet"),
+            "--subset",
+            str(tmp_path / "subset.parquet"),
+            *out_args(tmp_path / "s2"),
+            "--settings",
+            json.dumps(settings),
+            *init,
+        ]
+    )
     work = estimate_cost.calibrate_images(config, N_TRAIN, N_TEST, ratio, with_init)
     assert (counter.train, counter.eval) == (work["train_images"], work["eval_images"])
 
 
 # --------------------------------------------------------------------------- costing and CLI
+
 
 def costs(**over):
     c = json.loads(estimate_cost.DEFAULT_COSTS.read_text())
@@ -259,8 +359,12 @@ def test_student_phase_runs_at_the_slower_of_gpu_and_loader():
     fast_loader = costs(loader_ms_fixed=0.0, loader_ms_per_megapixel=1.0, student_job_startup_s=0)  # 8000 img/s
     slow_loader = costs(loader_ms_fixed=0.0, loader_ms_per_megapixel=80.0, student_job_startup_s=0)  # 100 img/s
     gpu = fast_loader["student_train_images_per_s"]["convnext_base"]
-    assert estimate_cost.student_seconds(work, "convnext_base", config, shape, fast_loader) == pytest.approx(10000 / gpu)
-    assert estimate_cost.student_seconds(work, "convnext_base.fb_in1k", config, shape, slow_loader) == pytest.approx(100.0)
+    assert estimate_cost.student_seconds(work, "convnext_base", config, shape, fast_loader) == pytest.approx(
+        10000 / gpu
+    )
+    assert estimate_cost.student_seconds(work, "convnext_base.fb_in1k", config, shape, slow_loader) == pytest.approx(
+        100.0
+    )
 
 
 def test_in_process_loading_adds_decode_to_compute_and_rates_scale_with_the_crop():
@@ -304,8 +408,10 @@ def test_paper_table4_counts_every_job(tmp_path):
 def test_manifest_sizes_are_used_exactly(small, tmp_path):
     _, manifest = small
     path = tmp_path / "m.parquet"
-    manifest.with_columns(width=pl.when(pl.col("split") == "train").then(1024).otherwise(512),
-                          height=pl.when(pl.col("split") == "train").then(768).otherwise(512)).write_parquet(path)
+    manifest.with_columns(
+        width=pl.when(pl.col("split") == "train").then(1024).otherwise(512),
+        height=pl.when(pl.col("split") == "train").then(768).otherwise(512),
+    ).write_parquet(path)
     shape = estimate_cost.shape_from_manifest(path)
     assert shape.splits == {"train": N_TRAIN, "test": N_TEST}
     config = paper_config("paper/table1_agiqa3k.yaml")
@@ -313,7 +419,9 @@ def test_manifest_sizes_are_used_exactly(small, tmp_path):
     assert points.detail["tokens"] == N_TRAIN * (3328 + 100) + N_TEST * (256 + 100)
     assert points.detail["flops"] == pytest.approx(
         N_TRAIN * teacher_cost.request_flops("OpenGVLab/InternVL3_5-8B", [(1024, 768)])[1]
-        + N_TEST * teacher_cost.request_flops("OpenGVLab/InternVL3_5-8B", [(512, 512)])[1], rel=1e-9)
+        + N_TEST * teacher_cost.request_flops("OpenGVLab/InternVL3_5-8B", [(512, 512)])[1],
+        rel=1e-9,
+    )
     # Pairs: the expectation over two uniformly drawn images equals the mean over ordered size pairs.
     sizes = [((1024, 768), N_TRAIN), ((512, 512), N_TEST)]
     total = N_TRAIN + N_TEST
@@ -363,8 +471,23 @@ def test_measure_costs_writes_a_costs_file_the_estimator_accepts(tmp_path, capsy
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "costs.json"
-    bench.main(["--device", "cpu", "--models", "resnet10t", "--quick", "--resize", "40", "--crop", "32",
-                "--batch", "4", "--out", str(out)])
+    bench.main(
+        [
+            "--device",
+            "cpu",
+            "--models",
+            "resnet10t",
+            "--quick",
+            "--resize",
+            "40",
+            "--crop",
+            "32",
+            "--batch",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     assert "loader, one core (decode + resize 40 + augment to 32)" in capsys.readouterr().out
     measured = estimate_cost.load_costs(out)
     assert measured["student_train_images_per_s"]["resnet10t"] > 0
@@ -376,7 +499,8 @@ def test_measure_costs_writes_a_costs_file_the_estimator_accepts(tmp_path, capsy
     fixed, per_mp = bench.fit_loader({k: float(v) for k, v in loader_ms.items()})
     assert len(loader_ms) >= 2 and measured["loader_ms_fixed"] >= 0
     assert (measured["loader_ms_fixed"], measured["loader_ms_per_megapixel"]) == pytest.approx(
-        (round(fixed, 3), round(per_mp, 3)), abs=0.02)
+        (round(fixed, 3), round(per_mp, 3)), abs=0.02
+    )
     assert bench.fit_loader({"1000x1000": 12.0, "2000x1000": 20.0, "500x500": 6.0}) == pytest.approx((4.0, 8.0))
     assert measured["teacher_tflops_per_gpu"] == costs()["teacher_tflops_per_gpu"]  # not measured: kept
     assert "measured by benchmarks/measure_costs.py" in measured["sources"]["student_train_images_per_s"]

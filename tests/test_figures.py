@@ -6,14 +6,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+import numpy as np
+import polars as pl
+import pytest
+from matplotlib.lines import Line2D
 
-from leaf_steps import plot_teacher_scatter  # noqa: E402
-from leaf_steps.evaluation import result_figures, training_figures  # noqa: E402
-from leaf_steps.core.errors import InputError  # noqa: E402
+from leaf_steps import plot_teacher_scatter
+from leaf_steps.core.errors import InputError
+from leaf_steps.evaluation import result_figures, training_figures
 
 
 @pytest.fixture
@@ -32,8 +32,11 @@ def captured(monkeypatch):
 
 def dots(ax):
     """The single-point markers of an axes (the selected-epoch dots)."""
-    return [(float(line.get_xdata()[0]), float(line.get_ydata()[0])) for line in ax.get_lines()
-            if line.get_marker() == "o" and line.get_linestyle() == "None" and len(line.get_xdata()) == 1]
+    return [
+        (float(line.get_xdata()[0]), float(line.get_ydata()[0]))
+        for line in ax.get_lines()
+        if line.get_marker() == "o" and line.get_linestyle() == "None" and len(line.get_xdata()) == 1
+    ]
 
 
 def test_teacher_scatter_states_units_and_the_subset_of_its_fit(captured, tmp_path):
@@ -41,12 +44,15 @@ def test_teacher_scatter_states_units_and_the_subset_of_its_fit(captured, tmp_pa
     ids = [f"i{k}" for k in range(30)]
     mos = rng.uniform(0, 100, 30)
     manifest = pl.DataFrame({"image_id": ids, "split": ["test"] * 30, "mos": mos})
-    points = pl.DataFrame({"image_id": ids, "teacher_score": 1 + mos / 25 + rng.normal(0, 0.3, 30),
-                           "error": [None] * 30}, schema_overrides={"error": pl.String})
+    points = pl.DataFrame(
+        {"image_id": ids, "teacher_score": 1 + mos / 25 + rng.normal(0, 0.3, 30), "error": [None] * 30},
+        schema_overrides={"error": pl.String},
+    )
     linear = pl.DataFrame({"image_id": ids, "prediction": points["teacher_score"] * 25 - 20})
     out = tmp_path / "scatter.png"
-    result_figures.teacher_scatter(points, manifest, linear, out, "T", "30% MOS, seed 2",
-                                 {"slope": 25.0, "intercept": -20.0})
+    result_figures.teacher_scatter(
+        points, manifest, linear, out, "T", "30% MOS, seed 2", {"slope": 25.0, "intercept": -20.0}
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     left, right = captured[0].axes
     assert "mean residual" not in left.get_title() and "scales differ: no residual" in left.get_title()
@@ -58,21 +64,52 @@ def test_teacher_scatter_states_units_and_the_subset_of_its_fit(captured, tmp_pa
 def test_teacher_scatter_cli_needs_the_subset_of_the_linear_fit(tmp_path):
     with pytest.raises(InputError, match="--linear-ratio and --linear-seed"):
         for name in ("p", "m", "l"):
-            pl.DataFrame({"image_id": ["a"], "teacher_score": [1.0], "error": [None], "split": ["test"],
-                          "mos": [1.0], "prediction": [1.0]}).write_parquet(tmp_path / f"{name}.parquet")
-        plot_teacher_scatter.main(["--points", str(tmp_path / "p.parquet"), "--manifest",
-                                   str(tmp_path / "m.parquet"), "--linear", str(tmp_path / "l.parquet"), "--out",
-                                   str(tmp_path / "x.png")])
+            pl.DataFrame(
+                {
+                    "image_id": ["a"],
+                    "teacher_score": [1.0],
+                    "error": [None],
+                    "split": ["test"],
+                    "mos": [1.0],
+                    "prediction": [1.0],
+                }
+            ).write_parquet(tmp_path / f"{name}.parquet")
+        plot_teacher_scatter.main(
+            [
+                "--points",
+                str(tmp_path / "p.parquet"),
+                "--manifest",
+                str(tmp_path / "m.parquet"),
+                "--linear",
+                str(tmp_path / "l.parquet"),
+                "--out",
+                str(tmp_path / "x.png"),
+            ]
+        )
 
 
 def test_label_efficiency_legend_covers_no_axes(captured, tmp_path):
     rows = []
-    for method, ratios in (("teacher_zero_shot", [0.0]), ("teacher_linear", [0.1, 0.3]), ("leaf", [0.0, 0.1, 0.3]),
-                           ("cft_only", [0.1, 0.3])):
+    for method, ratios in (
+        ("teacher_zero_shot", [0.0]),
+        ("teacher_linear", [0.1, 0.3]),
+        ("leaf", [0.0, 0.1, 0.3]),
+        ("cft_only", [0.1, 0.3]),
+    ):
         for r in ratios:
             v = {"teacher_zero_shot": 0.82, "teacher_linear": 0.82, "leaf": 0.4 + r, "cft_only": r}[method]
-            rows.append({"method": method, "ratio": r, "n_runs": 5, "n_images": 208, "srcc_mean": v, "srcc_std": 0.05,
-                         "plcc_mean": v, "plcc_std": 0.05})
+            rows.append(
+                {
+                    "method": method,
+                    "ratio": r,
+                    "n_runs": 5,
+                    "n_images": 208,
+                    "srcc_mean": v,
+                    "srcc_std": 0.05,
+                    "plcc_mean": v,
+                    "plcc_std": 0.05,
+                }
+            )
     result_figures.label_efficiency(pl.DataFrame(rows), tmp_path / "le.png", "T")
     fig = captured[0]
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
@@ -85,34 +122,55 @@ def test_label_efficiency_legend_covers_no_axes(captured, tmp_path):
 
 
 def _stage1():
-    return pl.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.6, 0.4], "val_loss": [0.9, 0.7, 0.8],
-                         "selected": [False, True, False]})
+    return pl.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [1.0, 0.6, 0.4],
+            "val_loss": [0.9, 0.7, 0.8],
+            "selected": [False, True, False],
+        }
+    )
 
 
 def _stage2(selected_epoch, start=True):
     epochs = [0, 1, 2] if start else [1, 2]
     train = [None, 1.2, 1.0] if start else [1.2, 1.0]
-    srcc = [0.5, 0.6, 0.4][-len(epochs):]
-    return pl.DataFrame({"epoch": epochs, "train_loss": train, "val_srcc": srcc, "val_plcc": [s + 0.1 for s in srcc],
-                         "selected": [e == selected_epoch for e in epochs]})
+    srcc = [0.5, 0.6, 0.4][-len(epochs) :]
+    return pl.DataFrame(
+        {
+            "epoch": epochs,
+            "train_loss": train,
+            "val_srcc": srcc,
+            "val_plcc": [s + 0.1 for s in srcc],
+            "selected": [e == selected_epoch for e in epochs],
+        }
+    )
 
 
 def _selection(selected_epoch):
-    return pl.DataFrame({"epoch": [1, 2, 3], "score": [0.8, 1.1, 0.9] if selected_epoch == 2 else [1.3, 1.1, 0.9],
-                         "selected": [e == selected_epoch for e in (1, 2, 3)]})
+    return pl.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "score": [0.8, 1.1, 0.9] if selected_epoch == 2 else [1.3, 1.1, 0.9],
+            "selected": [e == selected_epoch for e in (1, 2, 3)],
+        }
+    )
 
 
 def test_training_curves_mark_selections_on_the_criteria_they_were_made_on(captured, tmp_path):
-    stage2 = [("leaf", "0.1", "0", _stage2(1)), ("leaf", "0.1", "1", _stage2(0)),
-              ("cft_only", "0.1", "0", _stage2(1, start=False))]
+    stage2 = [
+        ("leaf", "0.1", "0", _stage2(1)),
+        ("leaf", "0.1", "1", _stage2(0)),
+        ("cft_only", "0.1", "0", _stage2(1, start=False)),
+    ]
     selections = [("leaf", "0.1", "0", _selection(2)), ("leaf", "0.1", "1", _selection(1))]
     training_figures.training_curves([("leaf", _stage1())], stage2, tmp_path / "tc.png", "T", selections)
     visible = [ax for ax in captured[0].axes if ax.get_visible()]
     loss1, held1, few1, loss_leaf, val_leaf, loss_cft, val_cft = visible
     # Training losses carry no selection marks.
     assert dots(loss1) == dots(loss_leaf) == dots(loss_cft) == []
-    assert dots(held1) == [(2.0, 0.7)]                              # lowest held-out teacher loss
-    assert sorted(dots(few1)) == [(1.0, 1.3), (2.0, 1.1)]          # each subset's best calib_val criterion
+    assert dots(held1) == [(2.0, 0.7)]  # lowest held-out teacher loss
+    assert sorted(dots(few1)) == [(1.0, 1.3), (2.0, 1.1)]  # each subset's best calib_val criterion
     teacher_line = [line for line in few1.get_lines() if "label-free epoch" in str(line.get_label())]
     assert len(teacher_line) == 1 and list(teacher_line[0].get_xdata()) == [2, 2]
     assert sorted(dots(val_leaf)) == [(0.0, pytest.approx(1.1)), (1.0, pytest.approx(1.3))]  # SRCC + PLCC

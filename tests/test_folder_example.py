@@ -18,17 +18,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A working directory holding the example folder where the config expects it."""
     work = tmp_path_factory.mktemp("folder_example")
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts/make_folder_example.py"), "--out",
-                           str(work / "resources/folder_example")], capture_output=True, text=True, env=env(),
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/make_folder_example.py"), "--out", str(work / "resources/folder_example")],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "90 images, 60 of them in" in proc.stdout
     return work
@@ -36,15 +43,36 @@ def workdir(tmp_path_factory) -> Path:
 
 def snakemake(work: Path, *args: str, overlays: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     configfiles = [str(ROOT / "config/folder_example.yaml"), *(str(ROOT / "tests/configs" / o) for o in overlays)]
-    return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
-                           str(work), "--configfile", *configfiles, *args],
-                          capture_output=True, text=True, env=env(), cwd=work, timeout=1800)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(work),
+            "--configfile",
+            *configfiles,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=work,
+        timeout=1800,
+    )
 
 
 def test_example_validates_and_builds(workdir):
-    proc = subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", "validate-config",
-                           str(ROOT / "config/folder_example.yaml")], capture_output=True, text=True, env=env(),
-                          cwd=workdir, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "leaf_steps.core.cli", "validate-config", str(ROOT / "config/folder_example.yaml")],
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=workdir,
+        timeout=300,
+    )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("folder_example.yaml: ok"), proc.stderr
     assert "warning: dataset: only 12 labelled test images" in proc.stderr
     dry = snakemake(workdir, "-n", "--quiet", "rules")

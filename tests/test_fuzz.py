@@ -32,6 +32,7 @@ class Hang(Exception):
 
 def outcome(fn: Callable[[], object]) -> tuple[str, str]:
     """("ok", "") | ("error", message); anything else propagates (the test fails with its traceback)."""
+
     def alarm(*_):
         raise Hang(f"no answer within {HANG_S} s")
 
@@ -92,12 +93,16 @@ def label_mutations(text: str, rng: np.random.Generator) -> dict[str, bytes]:
         "swapped_columns": "\n".join(swapped).encode(),
         "swapped_values": "\n".join(swapped_values).encode(),
         "huge_field": "\n".join([header, *body[:k], "x" * 2_000_000 + ",3", *body[k:]]).encode(),
-        "nan": "\n".join([header, *[ln if i != k else ln.rsplit(",", 1)[0] + ",nan" for i, ln in enumerate(body)]]).encode(),
-        "inf": "\n".join([header, *[ln if i != k else ln.rsplit(",", 1)[0] + ",-inf" for i, ln in enumerate(body)]]).encode(),
+        "nan": "\n".join(
+            [header, *[ln if i != k else ln.rsplit(",", 1)[0] + ",nan" for i, ln in enumerate(body)]]
+        ).encode(),
+        "inf": "\n".join(
+            [header, *[ln if i != k else ln.rsplit(",", 1)[0] + ",-inf" for i, ln in enumerate(body)]]
+        ).encode(),
         "binary": bytes(rng.integers(0, 256, 4096, dtype=np.uint8)),
         "header_only": (header + "\n").encode(),
         "empty": b"",
-        "unquoted_comma": "\n".join([header, *body[:k], body[k].replace(",", ",x,", 1), *body[k + 1:]]).encode(),
+        "unquoted_comma": "\n".join([header, *body[:k], body[k].replace(",", ",x,", 1), *body[k + 1 :]]).encode(),
     }
 
 
@@ -106,10 +111,26 @@ def label_mutations(text: str, rng: np.random.Generator) -> dict[str, bytes]:
 
 def run_prepare(root: Path, images: Path, mos: Path, on_bad_image: str = "fail") -> Path:
     out = root / "manifest.parquet"
-    settings = {"name": "folder", "test_fraction": 0.25, "on_bad_image": on_bad_image,
-                "options": {"images_dir": str(images), "mos_csv": str(mos)}}
-    prepare_dataset.run(["--dataset", "folder", "--resources-dir", str(root / "res"), "--settings",
-                         json.dumps(settings), "--out", str(out), "--workers", "1"])
+    settings = {
+        "name": "folder",
+        "test_fraction": 0.25,
+        "on_bad_image": on_bad_image,
+        "options": {"images_dir": str(images), "mos_csv": str(mos)},
+    }
+    prepare_dataset.run(
+        [
+            "--dataset",
+            "folder",
+            "--resources-dir",
+            str(root / "res"),
+            "--settings",
+            json.dumps(settings),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+        ]
+    )
     return out
 
 
@@ -160,8 +181,20 @@ def test_damaged_images(tmp_path, niqe_model, case):
         assert any(str(p) in message for p in damaged if str(p) not in kept), message
 
 
-LABEL_CASES = ["truncated", "utf16", "latin1_names", "swapped_columns", "swapped_values", "huge_field", "nan", "inf", "binary",
-               "header_only", "empty", "unquoted_comma"]
+LABEL_CASES = [
+    "truncated",
+    "utf16",
+    "latin1_names",
+    "swapped_columns",
+    "swapped_values",
+    "huge_field",
+    "nan",
+    "inf",
+    "binary",
+    "header_only",
+    "empty",
+    "unquoted_comma",
+]
 
 
 @pytest.mark.parametrize("kind", LABEL_CASES)

@@ -19,18 +19,28 @@ from PIL import Image
 from scipy import stats
 
 from leaf_steps import calibrate, distill
-from leaf_steps.training.data import image_rows, make_loader as data_make_loader, read_manifest
-from leaf_steps.training import models as student_models
-from leaf_steps.training.models import build_model as models_build_model, load_checkpoint
-from leaf_steps.training.scoring import predict
 from leaf_steps.core.io import read_provenance
+from leaf_steps.training import models as student_models
+from leaf_steps.training.data import image_rows, read_manifest
+from leaf_steps.training.data import make_loader as data_make_loader
+from leaf_steps.training.models import build_model as models_build_model
+from leaf_steps.training.models import load_checkpoint
+from leaf_steps.training.scoring import predict
 
 pytestmark = pytest.mark.gpu
 
 CUDA = torch.device("cuda")
 STUDENT = {"model": "resnet10t", "pretrained": False, "resize": 40, "crop": 32, "num_workers": 0, "amp": True}
-DISTILL = {"epochs": 2, "batch_size": 8, "pair_batch_size": 8, "lr": 1e-3, "weight_decay": 0.05,
-           "lambda_dis": 0.5, "holdout_fraction": 0.25, "seed": 0}
+DISTILL = {
+    "epochs": 2,
+    "batch_size": 8,
+    "pair_batch_size": 8,
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+    "lambda_dis": 0.5,
+    "holdout_fraction": 0.25,
+    "seed": 0,
+}
 CALIB = {"epochs": 2, "batch_size": 8, "lr": 3e-4, "weight_decay": 0.05, "lambda_cal": 1.0}
 
 
@@ -44,21 +54,38 @@ def data(tmp_path_factory):
         path = root / f"g{i:02d}.png"
         Image.fromarray(np.clip(b + rng.normal(0, 15, (48, 48, 3)), 0, 255).astype(np.uint8)).save(path)
         split = "test" if i % 4 == 3 else "train"
-        rows.append({"image_id": f"g{i:02d}", "path": str(path), "mos": None, "split": split, "width": 48,
-                     "height": 48})
+        rows.append(
+            {"image_id": f"g{i:02d}", "path": str(path), "mos": None, "split": split, "width": 48, "height": 48}
+        )
         points.append({"image_id": f"g{i:02d}", "teacher_score": 1 + 4 * (b - 30) / 190})
         if split == "train":
-            subset.append({"image_id": f"g{i:02d}", "role": "calib_val" if i % 3 == 0 else "calib_train",
-                           "mos": float(b / 2.2)})
+            subset.append(
+                {"image_id": f"g{i:02d}", "role": "calib_val" if i % 3 == 0 else "calib_train", "mos": float(b / 2.2)}
+            )
     train = [r["image_id"] for r in rows if r["split"] == "train"]
     score = {p["image_id"]: p["teacher_score"] for p in points}
     a = rng.choice(train, 40)
     b_ = [rng.choice([t for t in train if t != x]) for x in a]
-    pl.DataFrame(rows, schema={"image_id": pl.String, "path": pl.String, "mos": pl.Float64, "split": pl.String,
-                               "width": pl.Int32, "height": pl.Int32}).write_parquet(root / "manifest.parquet")
+    pl.DataFrame(
+        rows,
+        schema={
+            "image_id": pl.String,
+            "path": pl.String,
+            "mos": pl.Float64,
+            "split": pl.String,
+            "width": pl.Int32,
+            "height": pl.Int32,
+        },
+    ).write_parquet(root / "manifest.parquet")
     pl.DataFrame(points).write_parquet(root / "points.parquet")
-    pl.DataFrame({"a_id": a, "b_id": b_, "t_ab": [int(score[x] >= score[y]) for x, y in zip(a, b_)],
-                  "confidence": rng.uniform(0.3, 1.0, len(a))}).write_parquet(root / "pairs.parquet")
+    pl.DataFrame(
+        {
+            "a_id": a,
+            "b_id": b_,
+            "t_ab": [int(score[x] >= score[y]) for x, y in zip(a, b_)],
+            "confidence": rng.uniform(0.3, 1.0, len(a)),
+        }
+    ).write_parquet(root / "pairs.parquet")
     pl.DataFrame(subset).write_parquet(root / "subset.parquet")
     return root
 
@@ -102,12 +129,34 @@ class _PinCheck:
 
 def run_distill(data, out, amp=True, device="cuda"):
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"student": {**STUDENT, "amp": amp}, "distill": DISTILL, "use_point": True, "use_pair": True,
-                "use_confidence": True, "student_model": None, "device": device, "seed": 0}
-    distill.main(["--manifest", str(data / "manifest.parquet"), "--points", str(data / "points.parquet"),
-                  "--pairs", str(data / "pairs.parquet"), "--out-model", str(out / "m.safetensors"),
-                  "--out-losses", str(out / "l.parquet"), "--out-predictions", str(out / "p.parquet"),
-                  "--settings", json.dumps(settings)])
+    settings = {
+        "student": {**STUDENT, "amp": amp},
+        "distill": DISTILL,
+        "use_point": True,
+        "use_pair": True,
+        "use_confidence": True,
+        "student_model": None,
+        "device": device,
+        "seed": 0,
+    }
+    distill.main(
+        [
+            "--manifest",
+            str(data / "manifest.parquet"),
+            "--points",
+            str(data / "points.parquet"),
+            "--pairs",
+            str(data / "pairs.parquet"),
+            "--out-model",
+            str(out / "m.safetensors"),
+            "--out-losses",
+            str(out / "l.parquet"),
+            "--out-predictions",
+            str(out / "p.parquet"),
+            "--settings",
+            json.dumps(settings),
+        ]
+    )
     return out
 
 
@@ -149,10 +198,24 @@ def test_calibrate_on_cuda_uses_autocast_and_pinned_batches(data, tmp_path, monk
     out = tmp_path / "s2"
     out.mkdir()
     settings = {"student": STUDENT, "calibration": CALIB, "student_model": None, "device": "cuda", "seed": 0}
-    calibrate.main(["--manifest", str(data / "manifest.parquet"), "--subset", str(data / "subset.parquet"),
-                    "--init", str(s1 / "m.safetensors"), "--out-model", str(out / "m.safetensors"),
-                    "--out-losses", str(out / "l.parquet"), "--out-predictions", str(out / "p.parquet"),
-                    "--settings", json.dumps(settings)])
+    calibrate.main(
+        [
+            "--manifest",
+            str(data / "manifest.parquet"),
+            "--subset",
+            str(data / "subset.parquet"),
+            "--init",
+            str(s1 / "m.safetensors"),
+            "--out-model",
+            str(out / "m.safetensors"),
+            "--out-losses",
+            str(out / "l.parquet"),
+            "--out-predictions",
+            str(out / "p.parquet"),
+            "--settings",
+            json.dumps(settings),
+        ]
+    )
     assert rec.pinned and all(rec.pinned)
     assert rec.dtypes[True] == {torch.bfloat16}
     preds = pl.read_parquet(out / "p.parquet")["prediction"].to_numpy()
@@ -169,9 +232,9 @@ def test_calibrate_on_cuda_uses_autocast_and_pinned_batches(data, tmp_path, monk
 
 PROMPTS = {
     "point": "How would you rate the overall perceptual quality of this image? "
-             "Answer with exactly one word: Excellent, Good, Fair, Poor, or Bad.",
+    "Answer with exactly one word: Excellent, Good, Fair, Poor, or Bad.",
     "pair": "The first image is Image A and the second image is Image B. "
-            "Which image has higher overall perceptual quality? Answer with one letter: A or B.",
+    "Which image has higher overall perceptual quality? Answer with one letter: A or B.",
 }
 TEACHER = {"backend": "transformers", "model": "tiny:qwen2_vl", "batch_size": 3}
 

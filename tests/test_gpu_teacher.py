@@ -1,7 +1,8 @@
 """The transformers teacher on CUDA in bf16 (the dtype GPU configs use), against float32 on the CPU.
 
 A tiny random-weight Qwen2-VL built offline (``tiny:qwen2_vl``) scores the same images on both;
-bf16 keeps 8 bits of mantissa, so log-likelihoods agree to 0.1 (a relative 2^-8 on each of a few layers), not bit for bit.
+bf16 keeps 8 bits of mantissa, so log-likelihoods agree to 0.1 (a relative 2^-8 on each of a few layers),
+not bit for bit.
 Skipped without a CUDA device (``scripts/gpu_check.sh`` runs it on one).
 """
 
@@ -14,16 +15,16 @@ import pytest
 import torch
 from PIL import Image
 
-from leaf_steps.teachers.teacher_math import LEVELS
 from leaf_steps.teachers import ImageRef, make_teacher
+from leaf_steps.teachers.teacher_math import LEVELS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 PROMPTS = {
     "point": "How would you rate the overall perceptual quality of this image? "
-             "Answer with exactly one word: Excellent, Good, Fair, Poor, or Bad.",
+    "Answer with exactly one word: Excellent, Good, Fair, Poor, or Bad.",
     "pair": "The first image is Image A and the second image is Image B. "
-            "Which image has higher overall perceptual quality? Answer with one letter: A or B.",
+    "Which image has higher overall perceptual quality? Answer with one letter: A or B.",
 }
 SPEC = {"backend": "transformers", "model": "tiny:qwen2_vl", "batch_size": 4}
 

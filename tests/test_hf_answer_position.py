@@ -19,13 +19,19 @@ from leaf_steps.teachers import ImageRef, make_teacher
 
 PROMPTS = {
     "point": "How would you rate the overall perceptual quality of this image? "
-             "Answer with exactly one word: Excellent, Good, Fair, Poor, or Bad.",
+    "Answer with exactly one word: Excellent, Good, Fair, Poor, or Bad.",
     "pair": "The first image is Image A and the second image is Image B. "
-            "Which image has higher overall perceptual quality? Answer with one letter: A or B.",
+    "Which image has higher overall perceptual quality? Answer with one letter: A or B.",
 }
 # min_token_mass 0: random weights put little mass on the labels; this test compares log-likelihoods, not acceptance.
-SPEC = {"backend": "transformers", "model": "tiny:qwen2_vl", "device": "cpu", "dtype": "float32", "batch_size": 3,
-        "min_token_mass": 0.0}
+SPEC = {
+    "backend": "transformers",
+    "model": "tiny:qwen2_vl",
+    "device": "cpu",
+    "dtype": "float32",
+    "batch_size": 3,
+    "min_token_mass": 0.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +65,9 @@ class Reference:
 
     @torch.no_grad()
     def answer_logprobs(self, prompt: str, paths: list[str], position: int = -1) -> torch.Tensor:
-        messages = [{"role": "user", "content": [*({"type": "image"} for _ in paths),
-                                                 {"type": "text", "text": prompt}]}]
+        messages = [
+            {"role": "user", "content": [*({"type": "image"} for _ in paths), {"type": "text", "text": prompt}]}
+        ]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         pictures = [Image.open(p).convert("RGB") for p in paths]
         inputs = self.processor(text=[text], images=pictures, return_tensors="pt")
@@ -87,8 +94,7 @@ def test_point_answers_equal_an_unpadded_forward_pass(teacher, reference, images
         mass = float(torch.logsumexp(logprobs[[i for v in teacher.point_ids.values() for i in v]], 0).exp())
         assert scores.mass == pytest.approx(mass, abs=2e-4)
         # The oracle can tell positions apart: the token before the answer predicts something else.
-        before = label_logliks(reference.answer_logprobs(PROMPTS["point"], [ref.path], position=-2),
-                               teacher.point_ids)
+        before = label_logliks(reference.answer_logprobs(PROMPTS["point"], [ref.path], position=-2), teacher.point_ids)
         assert np.abs(np.array(before) - np.array(want)).max() > 1e-2
 
 

@@ -15,19 +15,25 @@ import pytest
 from PIL import Image
 
 from leaf_steps.core.errors import ConfigError, TeacherError
-from leaf_steps.teachers.image_encoding import load_image as load_rgb_image
-from leaf_steps.teachers.teacher_math import LEVELS, NOT_ANSWERED
 from leaf_steps.teachers import ImageRef, make_teacher
 from leaf_steps.teachers.hf import label_token_ids, parse_spec
+from leaf_steps.teachers.image_encoding import load_image as load_rgb_image
+from leaf_steps.teachers.teacher_math import LEVELS, NOT_ANSWERED
 
 PROMPTS = {
     "point": "How would you rate the overall perceptual quality of this image? "
-             "Answer with exactly one word: Excellent, Good, Fair, Poor, or Bad.",
+    "Answer with exactly one word: Excellent, Good, Fair, Poor, or Bad.",
     "pair": "The first image is Image A and the second image is Image B. "
-            "Which image has higher overall perceptual quality? Answer with one letter: A or B.",
+    "Which image has higher overall perceptual quality? Answer with one letter: A or B.",
 }
-SPEC = {"backend": "transformers", "model": "tiny:qwen2_vl", "device": "cpu", "dtype": "float32", "batch_size": 4,
-        "min_token_mass": 0.0}
+SPEC = {
+    "backend": "transformers",
+    "model": "tiny:qwen2_vl",
+    "device": "cpu",
+    "dtype": "float32",
+    "batch_size": 4,
+    "min_token_mass": 0.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -110,16 +116,23 @@ def test_bad_images_are_error_rows_naming_the_file(teacher, images, tmp_path):
     garbage.write_bytes(b"this is not an image")
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(open(images[0].path, "rb").read()[:200])
-    refs = [images[1], ImageRef("g", str(garbage)), images[2], ImageRef("m", str(tmp_path / "missing.png")),
-            ImageRef("t", str(truncated)), images[3]]
+    refs = [
+        images[1],
+        ImageRef("g", str(garbage)),
+        images[2],
+        ImageRef("m", str(tmp_path / "missing.png")),
+        ImageRef("t", str(truncated)),
+        images[3],
+    ]
     scores = teacher.score_points(refs)
     for i, name in [(1, "garbage.png"), (3, "missing.png"), (4, "truncated.png")]:
         assert scores[i].error is not None and name in scores[i].error
         assert all(math.isnan(x) for x in scores[i].logliks)
     good = [scores[0], scores[2], scores[5]]
     assert all(s.error is None for s in good)
-    np.testing.assert_allclose(_logliks(good), _logliks(teacher.score_points([images[1], images[2], images[3]])),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        _logliks(good), _logliks(teacher.score_points([images[1], images[2], images[3]])), atol=1e-4
+    )
     pair = teacher.score_pairs([(images[0], ImageRef("g", str(garbage))), (images[0], images[1])])
     assert "garbage.png" in pair[0].error and pair[1].error is None
 
@@ -153,8 +166,9 @@ def _bytes_only_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    tok.train_from_iterator(["Good Great"], trainers.BpeTrainer(vocab_size=len(alphabet), initial_alphabet=alphabet,
-                                                                show_progress=False))
+    tok.train_from_iterator(
+        ["Good Great"], trainers.BpeTrainer(vocab_size=len(alphabet), initial_alphabet=alphabet, show_progress=False)
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok)
 
 
@@ -178,21 +192,24 @@ def test_label_the_tokenizer_cannot_spell_raises(env):
         label_token_ids(hf, LEVELS, "word/level")
 
 
-@pytest.mark.parametrize("change, key", [
-    ({"colour": "red"}, "teachers.*.colour"),
-    ({"dtype": "float8"}, "teachers.*.dtype"),
-    ({"device": "tpu"}, "teachers.*.device"),
-    ({"batch_size": 0}, "teachers.*.batch_size"),
-    ({"batch_size": True}, "teachers.*.batch_size"),
-    ({"image_max_side": 8}, "teachers.*.image_max_side"),
-    ({"trust_remote_code": "yes"}, "teachers.*.trust_remote_code"),
-    ({"missing_token_policy": "guess"}, "teachers.*.missing_token_policy"),
-    ({"min_token_mass": -0.1}, "teachers.*.min_token_mass"),
-    ({"enable_thinking": "off"}, "teachers.*.enable_thinking"),
-    ({"visual_budget": {"max_tiles": 1, "min_pixels": 4}}, "teachers.*.visual_budget.min_pixels"),
-    ({"model": ""}, "teachers.*.model"),
-    ({"name": "tq", "colour": "red"}, "teachers.tq.colour"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"colour": "red"}, "teachers.*.colour"),
+        ({"dtype": "float8"}, "teachers.*.dtype"),
+        ({"device": "tpu"}, "teachers.*.device"),
+        ({"batch_size": 0}, "teachers.*.batch_size"),
+        ({"batch_size": True}, "teachers.*.batch_size"),
+        ({"image_max_side": 8}, "teachers.*.image_max_side"),
+        ({"trust_remote_code": "yes"}, "teachers.*.trust_remote_code"),
+        ({"missing_token_policy": "guess"}, "teachers.*.missing_token_policy"),
+        ({"min_token_mass": -0.1}, "teachers.*.min_token_mass"),
+        ({"enable_thinking": "off"}, "teachers.*.enable_thinking"),
+        ({"visual_budget": {"max_tiles": 1, "min_pixels": 4}}, "teachers.*.visual_budget.min_pixels"),
+        ({"model": ""}, "teachers.*.model"),
+        ({"name": "tq", "colour": "red"}, "teachers.tq.colour"),
+    ],
+)
 def test_bad_spec_is_config_error_naming_the_key(change, key):
     with pytest.raises(ConfigError) as err:
         make_teacher(SPEC | change, PROMPTS)  # validation happens before any model is loaded
@@ -241,17 +258,22 @@ def test_low_label_mass_is_an_error_row_naming_the_tokens(env, images):
         pair = strict.score_pairs([(images[0], images[1])])[0]
         tokenizer = strict.processor.tokenizer
     for row in [*rows, pair]:
-        assert row.error.startswith(NOT_ANSWERED) and f"answer-token mass {row.mass:.3g} < min_token_mass 0.5" in row.error
+        assert (
+            row.error.startswith(NOT_ANSWERED) and f"answer-token mass {row.mass:.3g} < min_token_mass 0.5" in row.error
+        )
         assert 0 < row.mass < 0.5 and all(math.isnan(x) for x in row.logliks)
         assert len(row.top) == 5 and row.top[0][1] >= row.top[-1][1]
         assert repr(row.top[0][0]) in row.error  # the decoded token the model preferred
         assert row.top[0][0] == tokenizer.decode(tokenizer.encode(row.top[0][0], add_special_tokens=False))
 
 
-@pytest.mark.parametrize(("arch", "budget", "field"), [
-    ("internvl", {"max_tiles": 1}, "pixel_values"),  # 4 tiles + thumbnail -> 1 tile
-    ("qwen2_vl", {"max_pixels": 56 * 56}, "image_grid_thw"),  # 112x112 px cap -> 56x56
-])
+@pytest.mark.parametrize(
+    ("arch", "budget", "field"),
+    [
+        ("internvl", {"max_tiles": 1}, "pixel_values"),  # 4 tiles + thumbnail -> 1 tile
+        ("qwen2_vl", {"max_pixels": 56 * 56}, "image_grid_thw"),  # 112x112 px cap -> 56x56
+    ],
+)
 def test_visual_budget_reaches_the_processor_and_cuts_image_tokens(env, images, arch, budget, field):
     spec = SPEC | {"model": f"tiny:{arch}"}
     big = [[load_rgb_image(images[0].path)]]  # 160 x 160
@@ -265,18 +287,26 @@ def test_visual_budget_reaches_the_processor_and_cuts_image_tokens(env, images, 
         else:
             assert small[field].prod() < full[field].prod()
         # The cut view is what the model is scored on: its answer differs from the default view's.
-        assert not np.allclose(default.score_points(images[:1])[0].logliks, cut.score_points(images[:1])[0].logliks,
-                               atol=1e-4)
+        assert not np.allclose(
+            default.score_points(images[:1])[0].logliks, cut.score_points(images[:1])[0].logliks, atol=1e-4
+        )
         assert cut.describe()["processor_images_kwargs"] == (
-            {"max_patches": 1} if arch == "internvl" else {"size": {"longest_edge": 3136, "shortest_edge": 784}})
+            {"max_patches": 1} if arch == "internvl" else {"size": {"longest_edge": 3136, "shortest_edge": 784}}
+        )
 
 
 def test_budget_of_the_wrong_kind_is_a_config_error(env):
     # The processor decides which budget fits: checked when the model is set up.
-    with pytest.raises(ConfigError, match=r"teachers\.q\.visual_budget\.max_tiles: .*Qwen2VLImageProcessor.*max_pixels"):
+    with pytest.raises(
+        ConfigError, match=r"teachers\.q\.visual_budget\.max_tiles: .*Qwen2VLImageProcessor.*max_pixels"
+    ):
         make_teacher(SPEC | {"name": "q", "visual_budget": {"max_tiles": 2}}, PROMPTS).setup()
-    with pytest.raises(ConfigError, match=r"teachers\.i\.visual_budget\.max_pixels: .*GotOcr2ImageProcessor.*max_tiles"):
-        make_teacher(SPEC | {"name": "i", "model": "tiny:internvl", "visual_budget": {"max_pixels": 5000}}, PROMPTS).setup()
+    with pytest.raises(
+        ConfigError, match=r"teachers\.i\.visual_budget\.max_pixels: .*GotOcr2ImageProcessor.*max_tiles"
+    ):
+        make_teacher(
+            SPEC | {"name": "i", "model": "tiny:internvl", "visual_budget": {"max_pixels": 5000}}, PROMPTS
+        ).setup()
 
 
 QWEN3_STYLE_TEMPLATE = (  # the part of Qwen3's chat template that implements the non-thinking mode
@@ -284,7 +314,8 @@ QWEN3_STYLE_TEMPLATE = (  # the part of Qwen3's chat template that implements th
     "{% for content in message['content'] %}{% if content['type'] == 'image' %}<|vision_start|><|image_pad|>"
     "<|vision_end|>{% else %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
 
 
 @pytest.mark.parametrize(("thinking", "empty_block"), [(False, True), (None, False), (True, False)])

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leaf_steps.training.data import ImageRow, load_image
-from leaf_steps.datasets.common import image_size, list_images
 from leaf_steps.core.errors import InputError
-from leaf_steps.teachers.image_encoding import load_image as teacher_view
+from leaf_steps.datasets.common import image_size, list_images
 from leaf_steps.images import load_rgb, probe, sendable_as_is
+from leaf_steps.teachers.image_encoding import load_image as teacher_view
 from leaf_steps.teachers.niqe_model import read_luminance
+from leaf_steps.training.data import ImageRow, load_image
 
 RNG = np.random.default_rng(7)
 PIXELS = RNG.integers(0, 256, size=(12, 20, 3), dtype=np.uint8)  # 20 wide, 12 high
@@ -34,8 +34,9 @@ def png16(path: Path, arr: np.ndarray, color_type: int) -> None:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +98,9 @@ def stage_views(path: Path, tmp_path: Path) -> dict[str, np.ndarray]:
     return views
 
 
-@pytest.mark.parametrize("name", ["plain", "exif_rotated", "gray16", "rgb16", "palette_gif", "cmyk", "rgba",
-                                  "grayscale"])
+@pytest.mark.parametrize(
+    "name", ["plain", "exif_rotated", "gray16", "rgb16", "palette_gif", "cmyk", "rgba", "grayscale"]
+)
 def test_every_stage_sees_the_same_upright_8bit_pixels(files, name, tmp_path):
     path, expected = files[name]
     views = stage_views(path, tmp_path)

@@ -36,8 +36,12 @@ def imported_leaf_modules(path: Path) -> set[str]:
             found.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == "leaf_steps")
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant)):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             found.add(str(node.args[0].value))
     return found
 
@@ -46,7 +50,8 @@ def test_the_package_top_level_holds_the_steps_and_the_library_subpackages_only(
     steps = set().union(*rules_and_steps().values())
     assert top_level_modules() == steps, (
         f"top-level modules no rule runs: {sorted(top_level_modules() - steps)}; "
-        f"steps that are not top-level modules: {sorted(steps - top_level_modules())}")
+        f"steps that are not top-level modules: {sorted(steps - top_level_modules())}"
+    )
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert folders == LIBRARY
 
@@ -91,7 +96,9 @@ def test_no_library_module_imports_a_step():
 def test_the_import_checker_sees_a_step_importing_a_step(tmp_path):
     # the checks above would pass vacuously if the parser missed an import form
     probe = tmp_path / "probe.py"
-    probe.write_text("import importlib\nfrom leaf_steps import distill\n"
-                     "def f():\n    from leaf_steps.aggregate import x\n    importlib.import_module('leaf_steps.evaluate')\n")
+    probe.write_text(
+        "import importlib\nfrom leaf_steps import distill\n"
+        "def f():\n    from leaf_steps.aggregate import x\n    importlib.import_module('leaf_steps.evaluate')\n"
+    )
     found = imported_leaf_modules(probe)
     assert {"leaf_steps.distill", "leaf_steps.aggregate", "leaf_steps.evaluate"} <= found

@@ -24,8 +24,14 @@ REPORTED = {
 
 def snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The checkout's Snakefile run in ``cwd``, its own working directory (never the checkout's)."""
-    return subprocess.run([str(VENV_BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory",
-                           str(cwd), *args], capture_output=True, text=True, timeout=600, env=env_for(ROOT), cwd=cwd)
+    return subprocess.run(
+        [str(VENV_BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(cwd), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env_for(ROOT),
+        cwd=cwd,
+    )
 
 
 @pytest.mark.parametrize("configfile", ["config/demo.yaml", "config/config.yaml"])

@@ -121,8 +121,9 @@ def test_gradients_flow_to_parameters(name):
     elif name == "rank":
         loss = losses.rank_loss(s[:3], s[3:], t(1.0, 0.0, 1.0), t(0.9, 0.4, 0.7))
     elif name == "distill":
-        loss = losses.distill_loss(scores=s, teacher_scores=y, s_a=s[:3], s_b=s[3:], t_ab=t(1.0, 0.0, 1.0),
-                                   confidence=t(0.9, 0.4, 0.7)).total
+        loss = losses.distill_loss(
+            scores=s, teacher_scores=y, s_a=s[:3], s_b=s[3:], t_ab=t(1.0, 0.0, 1.0), confidence=t(0.9, 0.4, 0.7)
+        ).total
     else:
         loss = losses.calibration_loss(s, y).total
     loss.backward()
@@ -144,26 +145,42 @@ def test_rank_loss_gradient_pushes_preferred_image_up():
 def test_default_lambdas_are_the_papers():
     s, y = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.5, 3.0, 2.5])  # not collinear: L_PLCC > 0
     assert float(losses.plcc_loss(s, y)) > 0.1
-    sa, sb, t, w = torch.tensor([0.3, -1.0]), torch.tensor([0.1, 0.5]), torch.tensor([1.0, 0.0]), torch.tensor([0.9, 0.4])
+    sa, sb, t, w = (
+        torch.tensor([0.3, -1.0]),
+        torch.tensor([0.1, 0.5]),
+        torch.tensor([1.0, 0.0]),
+        torch.tensor([0.9, 0.4]),
+    )
     total = losses.distill_loss(scores=s, teacher_scores=y, s_a=sa, s_b=sb, t_ab=t, confidence=w).total
     assert float(total) == pytest.approx(float(losses.point_loss(s, y) + 0.5 * losses.rank_loss(sa, sb, t, w)))
     cal = losses.calibration_loss(s, y).total
     assert float(cal) == pytest.approx(float(losses.mse_loss(s, y) + 1.0 * losses.plcc_loss(s, y)))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"use_point": False, "use_pair": False}, "distill_loss needs use_point or use_pair"),
-    ({"scores": torch.ones(2), "use_pair": False}, "use_point=True needs scores and teacher_scores"),
-    ({"teacher_scores": torch.ones(2), "use_pair": False}, "use_point=True needs scores and teacher_scores"),
-    ({"s_b": torch.ones(2), "t_ab": torch.ones(2), "use_point": False, "use_confidence": False},
-     "use_pair=True needs s_a, s_b and t_ab"),
-    ({"s_a": torch.ones(2), "t_ab": torch.ones(2), "use_point": False, "use_confidence": False},
-     "use_pair=True needs s_a, s_b and t_ab"),
-    ({"s_a": torch.ones(2), "s_b": torch.ones(2), "use_point": False, "use_confidence": False},
-     "use_pair=True needs s_a, s_b and t_ab"),
-    ({"s_a": torch.ones(2), "s_b": torch.ones(2), "t_ab": torch.ones(2), "use_point": False},
-     "use_confidence=True needs confidence"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"use_point": False, "use_pair": False}, "distill_loss needs use_point or use_pair"),
+        ({"scores": torch.ones(2), "use_pair": False}, "use_point=True needs scores and teacher_scores"),
+        ({"teacher_scores": torch.ones(2), "use_pair": False}, "use_point=True needs scores and teacher_scores"),
+        (
+            {"s_b": torch.ones(2), "t_ab": torch.ones(2), "use_point": False, "use_confidence": False},
+            "use_pair=True needs s_a, s_b and t_ab",
+        ),
+        (
+            {"s_a": torch.ones(2), "t_ab": torch.ones(2), "use_point": False, "use_confidence": False},
+            "use_pair=True needs s_a, s_b and t_ab",
+        ),
+        (
+            {"s_a": torch.ones(2), "s_b": torch.ones(2), "use_point": False, "use_confidence": False},
+            "use_pair=True needs s_a, s_b and t_ab",
+        ),
+        (
+            {"s_a": torch.ones(2), "s_b": torch.ones(2), "t_ab": torch.ones(2), "use_point": False},
+            "use_confidence=True needs confidence",
+        ),
+    ],
+)
 def test_missing_inputs_of_an_enabled_term_are_named(kwargs, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         losses.distill_loss(**kwargs)

@@ -53,17 +53,33 @@ def test_constant_prediction_has_undefined_correlations_not_zero():
 def test_an_undefined_correlation_reaches_the_table_as_words_not_a_number():
     from leaf_steps.aggregate import markdown_table, summarize
 
-    runs = pl.DataFrame({"method": ["leaf", "leaf"], "ratio": [0.1, 0.1], "seed": [0, 1], "n": [9, 9],
-                         "srcc": [0.5, float("nan")], "plcc": [0.4, 0.6], "plcc_logistic": [0.4, 0.6],
-                         "krcc": [0.3, 0.3], "rmse": [1.0, 1.0], "rmse_logistic": [1.0, 1.0]})
+    runs = pl.DataFrame(
+        {
+            "method": ["leaf", "leaf"],
+            "ratio": [0.1, 0.1],
+            "seed": [0, 1],
+            "n": [9, 9],
+            "srcc": [0.5, float("nan")],
+            "plcc": [0.4, 0.6],
+            "plcc_logistic": [0.4, 0.6],
+            "krcc": [0.3, 0.3],
+            "rmse": [1.0, 1.0],
+            "rmse_logistic": [1.0, 1.0],
+        }
+    )
     table = markdown_table(summarize(runs), ["leaf"], None)
     assert "undefined (a run predicted a constant)" in table and "0.500 ± 0.141" in table  # PLCC cell still a number
     assert "nan" not in table.lower().replace("undefined", "")
 
 
 def test_evaluate_uses_only_test_images_with_mos():
-    manifest = pl.DataFrame({"image_id": list("abcdef"), "split": ["train", "test", "test", "test", "test", "test"],
-                             "mos": [1.0, 1.0, 2.0, 3.0, 4.0, None]})
+    manifest = pl.DataFrame(
+        {
+            "image_id": list("abcdef"),
+            "split": ["train", "test", "test", "test", "test", "test"],
+            "mos": [1.0, 1.0, 2.0, 3.0, 4.0, None],
+        }
+    )
     preds = pl.DataFrame({"image_id": list("abcdf"), "prediction": [9.0, 1.0, 2.0, 3.0, 7.0]})
     runs, lacking, _ = evaluate_runs(labelled_test_images(manifest), [Run("m", 0.0, None, preds)])
     m = runs.row(0, named=True)

@@ -17,8 +17,15 @@ def closed_form(x, b1, b2, b3, b4):
     return b2 + (b1 - b2) / (1.0 + math.exp(-(x - b3) / abs(b4)))
 
 
-@pytest.mark.parametrize("x, b", [(0.3, (90.0, 10.0, 0.5, 0.4)), (-1.2, (5.0, 1.0, -1.0, -0.7)),
-                                  (2.0, (1.0, 4.0, 2.5, 0.2)), (0.0, (80.0, 20.0, 0.0, 1.0))])
+@pytest.mark.parametrize(
+    "x, b",
+    [
+        (0.3, (90.0, 10.0, 0.5, 0.4)),
+        (-1.2, (5.0, 1.0, -1.0, -0.7)),
+        (2.0, (1.0, 4.0, 2.5, 0.2)),
+        (0.0, (80.0, 20.0, 0.0, 1.0)),
+    ],
+)
 def test_logistic4_is_the_vqeg_closed_form(x, b):
     assert float(logistic4(np.array([x]), *b)[0]) == pytest.approx(closed_form(x, *b), rel=1e-12)
 
@@ -97,11 +104,14 @@ def test_integer_inputs_are_not_computed_in_integer_arithmetic():
     assert m["rmse"] == pytest.approx(np.sqrt(np.mean((pred.astype(float) - mos.astype(float)) ** 2)))
 
 
-@pytest.mark.parametrize("pred, mos, message", [
-    (np.ones((3, 2)), np.ones((3, 2)), "1-d of equal length"),
-    (np.ones(4), np.ones(5), "1-d of equal length, got \\(4,\\) and \\(5,\\)"),
-    (np.ones(2), np.ones(2), "need at least 3 images to compute correlations, got 2"),
-])
+@pytest.mark.parametrize(
+    "pred, mos, message",
+    [
+        (np.ones((3, 2)), np.ones((3, 2)), "1-d of equal length"),
+        (np.ones(4), np.ones(5), "1-d of equal length, got \\(4,\\) and \\(5,\\)"),
+        (np.ones(2), np.ones(2), "need at least 3 images to compute correlations, got 2"),
+    ],
+)
 def test_bad_shapes_are_named(pred, mos, message):
     with pytest.raises(ValueError, match=message):
         iqa_metrics(pred, mos)

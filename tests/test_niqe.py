@@ -17,13 +17,23 @@ from leaf_steps.core.errors import ConfigError, InputError
 from leaf_steps.fit_niqe import fit_niqe
 from leaf_steps.fit_niqe import main as fit_main
 from leaf_steps.make_demo_dataset import DISTORTIONS, load_reference
+from leaf_steps.teachers.base import ImageRef, make_teacher
 from leaf_steps.teachers.niqe_model import fit_aggd, fit_pristine_model, load_model, niqe_score, save_model
 from leaf_steps.teachers.teacher_math import LEVELS, expected_score, level_probabilities, pair_probability
-from leaf_steps.teachers.base import ImageRef, make_teacher
 
 SIZE, PATCH = 160, 32
-FIT_REFS = ["rocket", "motorcycle_left", "hubble_deep_field", "moon", "coins", "grass", "gravel", "brick",
-            "retina", "ihc"]
+FIT_REFS = [
+    "rocket",
+    "motorcycle_left",
+    "hubble_deep_field",
+    "moon",
+    "coins",
+    "grass",
+    "gravel",
+    "brick",
+    "retina",
+    "ihc",
+]
 HELD_OUT = ["astronaut", "chelsea", "coffee", "camera"]  # never seen by the pristine model
 LEVELS_N = 4
 
@@ -71,8 +81,12 @@ def test_flat_patches_have_undefined_features():
 
 @pytest.mark.parametrize("distortion", ["gaussian_blur", "gaussian_noise"])
 def test_niqe_grows_with_distortion_level(model, held_out, distortion):
-    table = np.array([[niqe_score(img if lv == 0 else _distort(img, distortion, lv), model)
-                       for lv in range(LEVELS_N + 1)] for img in held_out.values()])
+    table = np.array(
+        [
+            [niqe_score(img if lv == 0 else _distort(img, distortion, lv), model) for lv in range(LEVELS_N + 1)]
+            for img in held_out.values()
+        ]
+    )
     assert np.isfinite(table).all()
     # every photo: the heaviest level is worse than pristine, and the mildest is worse on average
     assert np.all(table[:, -1] > table[:, 0] + 1.0), table
@@ -87,15 +101,20 @@ def test_undefined_and_too_small_images(model):
 
 
 def test_model_save_load_round_trip(model, held_out, tmp_path):
-    model = dataclasses.replace(model, anchor_scores=np.array([3.0, 4.5]), anchor_names=("a", "b"),
-                                anchor_method="in-sample")
+    model = dataclasses.replace(
+        model, anchor_scores=np.array([3.0, 4.5]), anchor_names=("a", "b"), anchor_method="in-sample"
+    )
     save_model(model, tmp_path / "m.npz")
     loaded = load_model(tmp_path / "m.npz")
     np.testing.assert_array_equal(loaded.mean, model.mean)
     np.testing.assert_array_equal(loaded.cov, model.cov)
     np.testing.assert_array_equal(loaded.anchor_scores, model.anchor_scores)
-    assert (loaded.patch_size, loaded.sharpness_threshold, loaded.n_patches, loaded.n_images) == \
-        (model.patch_size, model.sharpness_threshold, model.n_patches, model.n_images)
+    assert (loaded.patch_size, loaded.sharpness_threshold, loaded.n_patches, loaded.n_images) == (
+        model.patch_size,
+        model.sharpness_threshold,
+        model.n_patches,
+        model.n_images,
+    )
     assert loaded.anchor_names == ("a", "b") and loaded.anchor_method == "in-sample"
     img = held_out["chelsea"]
     assert niqe_score(img, loaded) == niqe_score(img, model)
@@ -105,6 +124,7 @@ def test_model_save_load_round_trip(model, held_out, tmp_path):
 
 
 # --- fit step and teacher on a folder of demo images ---------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, held_out) -> dict[str, Path]:
@@ -143,8 +163,14 @@ def test_fit_niqe_stores_leave_one_out_anchors(files, model):
 
 
 def test_fit_niqe_cli_rejects_unknown_setting(files, tmp_path, capsys):
-    argv = ["--references-dir", str(files["refs"]), "--settings", json.dumps({"patch_size": 32, "bogus": 1}),
-            "--out", str(tmp_path / "m.npz")]
+    argv = [
+        "--references-dir",
+        str(files["refs"]),
+        "--settings",
+        json.dumps({"patch_size": 32, "bogus": 1}),
+        "--out",
+        str(tmp_path / "m.npz"),
+    ]
     with pytest.raises(SystemExit) as exit_info:
         run_step(fit_main, argv)
     assert exit_info.value.code == 2
@@ -223,9 +249,14 @@ def test_teacher_caches_scores_per_path(files, tmp_path):
         assert teacher.score_points([ref])[0].logliks == first.logliks
 
 
-@pytest.mark.parametrize("spec, key", [({"temperature": 1.0}, "teachers.<name>.temperature"),
-                                       ({"patch_size": 48}, "teachers.<name>.patch_size"),
-                                       ({"level_scale": -1}, "teachers.<name>.level_scale")])
+@pytest.mark.parametrize(
+    "spec, key",
+    [
+        ({"temperature": 1.0}, "teachers.<name>.temperature"),
+        ({"patch_size": 48}, "teachers.<name>.patch_size"),
+        ({"level_scale": -1}, "teachers.<name>.level_scale"),
+    ],
+)
 def test_teacher_spec_errors_name_the_key(files, spec, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         _teacher(files, **spec)

@@ -25,20 +25,36 @@ from leaf_steps.teachers.vllm import validate_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CONFIGS = sorted((ROOT / "config/paper").glob("*.yaml"))
-TABLE4_TEACHERS = {"Qwen/Qwen3-VL-8B-Instruct", "Qwen/Qwen3-VL-32B-Instruct", "OpenGVLab/InternVL3_5-8B",
-                   "OpenGVLab/InternVL3_5-38B"}
+TABLE4_TEACHERS = {
+    "Qwen/Qwen3-VL-8B-Instruct",
+    "Qwen/Qwen3-VL-32B-Instruct",
+    "OpenGVLab/InternVL3_5-8B",
+    "OpenGVLab/InternVL3_5-38B",
+}
 TABLE4_STUDENTS = {"resnet18", "resnet50", "convnext_tiny", "convnext_base", "convnext_large"}
 
 
 def dry_run(configfile: Path, workdir: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory",
-           str(workdir), "--configfile", str(configfile), "--quiet", "rules"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--quiet",
+        "rules",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
 
 
 def job_counts(output: str) -> dict[str, int]:
     """Snakemake's "Job stats" table as {rule: count}."""
-    stats = output[output.index("Job stats:"):]
+    stats = output[output.index("Job stats:") :]
     counts = {}
     for line in stats.splitlines()[1:]:
         m = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
@@ -54,8 +70,10 @@ def expected_counts(cfg: dict) -> dict[str, int]:
     """Jobs per rule the LEAF design implies for a config (paper Sec. 3-4, config/README.md)."""
     ratios = [float(r) for r in cfg["calibration"]["ratios"]]
     n_few_shot = sum(r > 0 for r in ratios) * len(cfg["calibration"]["seeds"])
-    variants = [{"teacher": cfg["teacher"], "distill": True, "use_pair": True, "use_confidence": True} | v
-                for v in cfg["variants"].values()]
+    variants = [
+        {"teacher": cfg["teacher"], "distill": True, "use_pair": True, "use_confidence": True} | v
+        for v in cfg["variants"].values()
+    ]
     distilled = [v for v in variants if v["distill"]]
     point_teachers = {cfg["teacher"]} | {v["teacher"] for v in distilled}  # baselines use the default teacher
     pair_teachers = {v["teacher"] for v in distilled if v["use_pair"]}
@@ -79,8 +97,9 @@ def expected_counts(cfg: dict) -> dict[str, int]:
         "teacher_zero_shot": zero_shot,
         "teacher_linear": linear * n_few_shot,
         # Few-shot stage-1 selection (distill.selection defaults to mos_subset): one per distilled variant x subset.
-        "select_stage1": (len(distilled) * n_few_shot
-                          if cfg["distill"].get("selection", "mos_subset") == "mos_subset" else 0),
+        "select_stage1": (
+            len(distilled) * n_few_shot if cfg["distill"].get("selection", "mos_subset") == "mos_subset" else 0
+        ),
         "evaluate": 1,  # every prediction file at once, on their common test images
         "aggregate": 1,
         "paper_table": 1,
@@ -106,8 +125,10 @@ def planned(request):
 
 
 def test_there_is_a_config_per_paper_target():
-    covered = {(c["paper"]["target"], c["paper"].get("dataset") or c["dataset"]["name"])
-               for c in map(load_config, PAPER_CONFIGS)}
+    covered = {
+        (c["paper"]["target"], c["paper"].get("dataset") or c["dataset"]["name"])
+        for c in map(load_config, PAPER_CONFIGS)
+    }
     assert covered == {(name, ds) for name, t in TARGETS.items() for ds in t.datasets}
 
 
@@ -124,8 +145,12 @@ def test_config_runs_every_row_the_paper_reports(planned):
     target, dataset = cfg["paper"]["target"], cfg["paper"].get("dataset") or cfg["dataset"]["name"]
     assert dataset == cfg["dataset"]["name"]
     assert path.stem == f"{target}_{dataset}"
-    planned_cells = [(v, r) for v in cfg["variants"] for r in cfg["calibration"]["ratios"]
-                     if r > 0 or cfg["variants"][v].get("distill", True)]
+    planned_cells = [
+        (v, r)
+        for v in cfg["variants"]
+        for r in cfg["calibration"]["ratios"]
+        if r > 0 or cfg["variants"][v].get("distill", True)
+    ]
     planned_cells += [("teacher_zero_shot", 0.0)] + [("teacher_linear", r) for r in cfg["calibration"]["ratios"] if r]
     assert missing_runs(target, dataset, planned_cells) == []
     assert "does not run" not in output  # paper.smk's start-up warning
@@ -178,25 +203,55 @@ def test_a_paper_block_for_the_wrong_dataset_stops_the_workflow(tmp_path):
 
 # --- the paper_table step on a small synthetic summary ---------------------------------------------
 
+
 def summary_frame(rows: list[tuple[str, float, int, float, float]]) -> pl.DataFrame:
     return pl.DataFrame(
-        [{"method": m, "ratio": r, "n_runs": n, "srcc_mean": s, "srcc_std": 0.01 if n > 1 else 0.0,
-          "plcc_mean": p, "plcc_std": 0.02 if n > 1 else 0.0, "plcc_logistic_mean": p + 0.005}
-         for m, r, n, s, p in rows],
-        schema_overrides={"n_runs": pl.UInt32})
+        [
+            {
+                "method": m,
+                "ratio": r,
+                "n_runs": n,
+                "srcc_mean": s,
+                "srcc_std": 0.01 if n > 1 else 0.0,
+                "plcc_mean": p,
+                "plcc_std": 0.02 if n > 1 else 0.0,
+                "plcc_logistic_mean": p + 0.005,
+            }
+            for m, r, n, s, p in rows
+        ],
+        schema_overrides={"n_runs": pl.UInt32},
+    )
 
 
 def run_paper_table(tmp_path, summary: pl.DataFrame, target: str, dataset: str) -> tuple[pl.DataFrame, str]:
     summary.write_parquet(tmp_path / "summary.parquet")
     md, pq = tmp_path / f"paper_{target}.md", tmp_path / f"paper_{target}.parquet"
-    paper_table_main(["--summary", str(tmp_path / "summary.parquet"), "--target", target, "--dataset", dataset,
-                      "--out-markdown", str(md), "--out-parquet", str(pq)])
+    paper_table_main(
+        [
+            "--summary",
+            str(tmp_path / "summary.parquet"),
+            "--target",
+            target,
+            "--dataset",
+            dataset,
+            "--out-markdown",
+            str(md),
+            "--out-parquet",
+            str(pq),
+        ]
+    )
     return pl.read_parquet(pq), md.read_text()
 
 
 def test_paper_table_puts_ours_beside_the_paper(tmp_path):
-    summary = summary_frame([("leaf", 0.0, 1, 0.700, 0.800), ("leaf", 0.1, 5, 0.850, 0.890),
-                             ("cft_only", 0.1, 5, 0.760, 0.800), ("teacher_zero_shot", 0.0, 1, 0.650, 0.700)])
+    summary = summary_frame(
+        [
+            ("leaf", 0.0, 1, 0.700, 0.800),
+            ("leaf", 0.1, 5, 0.850, 0.890),
+            ("cft_only", 0.1, 5, 0.760, 0.800),
+            ("teacher_zero_shot", 0.0, 1, 0.650, 0.700),
+        ]
+    )
     table, md = run_paper_table(tmp_path, summary, "table1", "aigiqa20k")
 
     ours10 = table.filter(pl.col("label") == "Ours (10% MOS)").row(0, named=True)
@@ -242,5 +297,17 @@ def test_table4_keeps_the_params_column_and_fills_both_default_rows(tmp_path):
 def test_paper_table_refuses_a_dataset_the_paper_does_not_report(tmp_path):
     summary_frame([("leaf", 0.1, 5, 0.8, 0.9)]).write_parquet(tmp_path / "s.parquet")
     with pytest.raises(ConfigError, match=r"paper\.dataset: the paper reports table3 on \['agiqa3k'\], not 'spaq'"):
-        paper_table_main(["--summary", str(tmp_path / "s.parquet"), "--target", "table3", "--dataset", "spaq",
-                          "--out-markdown", str(tmp_path / "x.md"), "--out-parquet", str(tmp_path / "x.parquet")])
+        paper_table_main(
+            [
+                "--summary",
+                str(tmp_path / "s.parquet"),
+                "--target",
+                "table3",
+                "--dataset",
+                "spaq",
+                "--out-markdown",
+                str(tmp_path / "x.md"),
+                "--out-parquet",
+                str(tmp_path / "x.parquet"),
+            ]
+        )

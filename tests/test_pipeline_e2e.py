@@ -67,7 +67,9 @@ def test_demo_dag_end_to_end(run):
     assert leaf_runs["stage1_epoch"][0] == teacher_epoch
     assert "mos_subset rule" in table and "teacher rule" in table
     assert sorted(p.name for p in (out / "students/leaf/stage1/epochs").iterdir()) == [
-        "epoch1.safetensors", "epoch2.safetensors"]
+        "epoch1.safetensors",
+        "epoch2.safetensors",
+    ]
 
     # Nothing changed: nothing to do.
     again = run_snakemake(run, "-n")

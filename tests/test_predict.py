@@ -32,23 +32,23 @@ from PIL import Image, ImageFilter
 from skimage import data as skdata
 
 from leaf_steps import export_model
-from leaf_steps.tools import predict
-from leaf_steps.training.data import ImageRow
-from leaf_steps.training.models import build_model, load_checkpoint, save_checkpoint
-from leaf_steps.training.scoring import predict as scoring_predict
-from leaf_steps.datasets.common import list_images
 from leaf_steps.core.errors import ConfigError, InputError
+from leaf_steps.core.io import read_provenance
+from leaf_steps.datasets.common import list_images
 from leaf_steps.images import load_rgb
 from leaf_steps.inference import batches, inputs
 from leaf_steps.inference.models import file_sha256
 from leaf_steps.inference.resume import partial_dir
-from leaf_steps.core.io import read_provenance
+from leaf_steps.tools import predict
 from leaf_steps.training import scoring
+from leaf_steps.training.data import ImageRow
+from leaf_steps.training.models import build_model, load_checkpoint, save_checkpoint
+from leaf_steps.training.scoring import predict as scoring_predict
 from leaf_steps.training.transforms import EvalTransform, crop_pct_for, normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = {"model": "resnet10t", "pretrained": False, "resize": 40, "crop": 32, "num_workers": 0, "amp": False}
-ONNX_TOLERANCE = 1e-4   # x the std of the scores
+ONNX_TOLERANCE = 1e-4  # x the std of the scores
 TORCH_TOLERANCE = 1e-5  # absolute
 
 
@@ -89,10 +89,20 @@ def photos(tmp_path_factory) -> Path:
     return d
 
 
-GOOD = ["astronaut.jpg", "camera_gray.png", "chelsea.png", "coffee_q10.jpg", "sub/astronaut_noise.png",
-        "sub/rocket_blur.png"]
-BROKEN = {"anim.gif": "GIF image with 2 frames", "cut.png": "cannot decode image",
-          "empty.png": "not a readable image", "notes.jpg": "not a readable image"}
+GOOD = [
+    "astronaut.jpg",
+    "camera_gray.png",
+    "chelsea.png",
+    "coffee_q10.jpg",
+    "sub/astronaut_noise.png",
+    "sub/rocket_blur.png",
+]
+BROKEN = {
+    "anim.gif": "GIF image with 2 frames",
+    "cut.png": "cannot decode image",
+    "empty.png": "not a readable image",
+    "notes.jpg": "not a readable image",
+}
 
 
 def _random_student() -> torch.nn.Module:
@@ -111,8 +121,15 @@ def _random_student() -> torch.nn.Module:
 def checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
     settings = {"student": STUDENT, "calibration": {"epochs": 3}, "seed": 0}
-    save_checkpoint(_random_student(), path, model_name=STUDENT["model"], stage="calibrate", settings=settings,
-                       output_units="mos", extra={"selected_epoch": "2"})
+    save_checkpoint(
+        _random_student(),
+        path,
+        model_name=STUDENT["model"],
+        stage="calibrate",
+        settings=settings,
+        output_units="mos",
+        extra={"selected_epoch": "2"},
+    )
     return path
 
 
@@ -121,9 +138,14 @@ def reference_scores(paths: list[Path]) -> np.ndarray:
     on the decoded image, the model in plain NCHW float32."""
     from torchvision import transforms as T
 
-    tf = T.Compose([T.Resize(STUDENT["resize"], interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-                    T.CenterCrop(STUDENT["crop"]), T.ToTensor(),
-                    T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    tf = T.Compose(
+        [
+            T.Resize(STUDENT["resize"], interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.CenterCrop(STUDENT["crop"]),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     with torch.no_grad():
         return _random_student()(torch.stack([tf(load_rgb(p)) for p in paths])).reshape(-1).double().numpy()
 
@@ -155,8 +177,9 @@ def test_predict_folder_with_broken_files(photos, checkpoint, folder_scores):
     assert set(df["units"]) == {"mos"}
     assert df["model_id"].unique().to_list() == [f"resnet10t-calibrate-{file_sha256(checkpoint)}"]
     good = df.filter(pl.col("error").is_null())
-    np.testing.assert_allclose(good["score"].to_numpy(), reference_scores([photos / n for n in GOOD]),
-                               atol=TORCH_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        good["score"].to_numpy(), reference_scores([photos / n for n in GOOD]), atol=TORCH_TOLERANCE, rtol=0
+    )
 
 
 def test_predict_provenance_and_partial_cleanup(photos, checkpoint, tmp_path):
@@ -209,12 +232,24 @@ def test_lists_manifests_and_duplicates(photos, checkpoint, folder_scores, tmp_p
     rel = os.path.relpath(photos / GOOD[2], lists)
     (lists / "more.txt").write_text(f"# my picks\n\n{rel}\n{photos / GOOD[0]}\n")  # relative to the list; a duplicate
     pl.DataFrame({"image_id": ["a", "b"], "path": [str(photos / GOOD[3]), str(photos / "notes.jpg")]}).write_parquet(
-        lists / "manifest.parquet")
+        lists / "manifest.parquet"
+    )
     out = tmp_path / "scores.csv"
-    df = run_predict(checkpoint, [lists / "some.csv", lists / "more.txt", lists / "manifest.parquet",
-                                  photos / GOOD[4]], out, "--workers", "0")
-    expected_paths = [str(photos / GOOD[0]), str(photos / GOOD[1]), str(lists / rel), str(photos / GOOD[3]),
-                      str(photos / "notes.jpg"), str(photos / GOOD[4])]
+    df = run_predict(
+        checkpoint,
+        [lists / "some.csv", lists / "more.txt", lists / "manifest.parquet", photos / GOOD[4]],
+        out,
+        "--workers",
+        "0",
+    )
+    expected_paths = [
+        str(photos / GOOD[0]),
+        str(photos / GOOD[1]),
+        str(lists / rel),
+        str(photos / GOOD[3]),
+        str(photos / "notes.jpg"),
+        str(photos / GOOD[4]),
+    ]
     assert df["path"].to_list() == expected_paths  # argument order, then list order; the duplicate once
     by_name = {Path(p).name: s for p, s in zip(folder_scores["path"], folder_scores["score"])}
     got = {Path(p).name: s for p, s in zip(df["path"], df["score"])}
@@ -265,33 +300,88 @@ def test_crop_pct_gives_timms_scale_size_exactly():
 def exported(photos, checkpoint, tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("export_run")
     names = GOOD
-    pl.DataFrame({"image_id": names, "path": [str(photos / n) for n in names], "mos": [50.0] * len(names),
-                  "split": ["test"] * len(names), "width": [0] * len(names), "height": [0] * len(names)}
-                 ).write_parquet(d / "manifest.parquet")
+    pl.DataFrame(
+        {
+            "image_id": names,
+            "path": [str(photos / n) for n in names],
+            "mos": [50.0] * len(names),
+            "split": ["test"] * len(names),
+            "width": [0] * len(names),
+            "height": [0] * len(names),
+        }
+    ).write_parquet(d / "manifest.parquet")
     # the run's evaluation table: other methods and ratios are left off the card
-    pl.DataFrame([{"method": m, "ratio": r, "seed": seed, "n": 6, "srcc": srcc, "plcc": srcc + 0.02, "krcc": 0.6,
-                   "rmse": 9.5} for m, r, seed, srcc in (("leaf", 0.3, 0, 0.81), ("leaf", 0.3, 1, 0.79),
-                                                         ("leaf", 0.1, 0, 0.11), ("cft_only", 0.3, 0, 0.22))]
-                 ).write_parquet(d / "runs.parquet")
-    pl.DataFrame({"image_id": ["x", "y", "z"], "role": ["calib_train", "calib_train", "calib_val"],
-                  "mos": [1.0, 2.0, 3.0]}).write_parquet(d / "subset.parquet")
-    settings = {"run_name": "unit", "variant": "leaf", "ratio": 0.3, "seed": 0, "onnx": True,
-                "teacher": {"name": "internvl", "backend": "vllm", "model": "OpenGVLab/InternVL3_5-8B"},
-                "dataset": "folder", "student": STUDENT,
-                "distill": {"epochs": 10, "batch_size": 32, "pair_batch_size": 32, "lr": 1e-4, "weight_decay": 0.05,
-                            "lambda_dis": 0.5, "holdout_fraction": 0.1, "seed": 0},
-                "calibration": {"val_fraction": 0.2, "epochs": 20, "batch_size": 16, "lr": 5e-5,
-                                "weight_decay": 0.05, "lambda_cal": 1.0}, "tau": 0.1}
+    pl.DataFrame(
+        [
+            {"method": m, "ratio": r, "seed": seed, "n": 6, "srcc": srcc, "plcc": srcc + 0.02, "krcc": 0.6, "rmse": 9.5}
+            for m, r, seed, srcc in (
+                ("leaf", 0.3, 0, 0.81),
+                ("leaf", 0.3, 1, 0.79),
+                ("leaf", 0.1, 0, 0.11),
+                ("cft_only", 0.3, 0, 0.22),
+            )
+        ]
+    ).write_parquet(d / "runs.parquet")
+    pl.DataFrame(
+        {"image_id": ["x", "y", "z"], "role": ["calib_train", "calib_train", "calib_val"], "mos": [1.0, 2.0, 3.0]}
+    ).write_parquet(d / "subset.parquet")
+    settings = {
+        "run_name": "unit",
+        "variant": "leaf",
+        "ratio": 0.3,
+        "seed": 0,
+        "onnx": True,
+        "teacher": {"name": "internvl", "backend": "vllm", "model": "OpenGVLab/InternVL3_5-8B"},
+        "dataset": "folder",
+        "student": STUDENT,
+        "distill": {
+            "epochs": 10,
+            "batch_size": 32,
+            "pair_batch_size": 32,
+            "lr": 1e-4,
+            "weight_decay": 0.05,
+            "lambda_dis": 0.5,
+            "holdout_fraction": 0.1,
+            "seed": 0,
+        },
+        "calibration": {
+            "val_fraction": 0.2,
+            "epochs": 20,
+            "batch_size": 16,
+            "lr": 5e-5,
+            "weight_decay": 0.05,
+            "lambda_cal": 1.0,
+        },
+        "tau": 0.1,
+    }
     out = d / "export"
-    export_model.main(["--checkpoint", str(checkpoint), "--manifest", str(d / "manifest.parquet"), "--runs",
-                       str(d / "runs.parquet"), "--subset", str(d / "subset.parquet"), "--out-dir", str(out),
-                       "--settings", json.dumps(settings)])
+    export_model.main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--manifest",
+            str(d / "manifest.parquet"),
+            "--runs",
+            str(d / "runs.parquet"),
+            "--subset",
+            str(d / "subset.parquet"),
+            "--out-dir",
+            str(out),
+            "--settings",
+            json.dumps(settings),
+        ]
+    )
     return out
 
 
 def test_export_folder_layout_and_card(exported, checkpoint):
-    assert {p.name for p in exported.iterdir()} == {"config.json", "model.safetensors", "model.onnx", "README.md",
-                                                  "export_check.json"}
+    assert {p.name for p in exported.iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "model.onnx",
+        "README.md",
+        "export_check.json",
+    }
     cfg = json.loads((exported / "config.json").read_text())
     assert cfg["architecture"] == "resnet10t" and cfg["num_classes"] == 1
     pcfg = cfg["pretrained_cfg"]
@@ -300,10 +390,20 @@ def test_export_folder_layout_and_card(exported, checkpoint):
     assert "tag" not in pcfg and "hf_hub_id" not in pcfg  # nothing claims ImageNet weights
     assert cfg["leaf"]["units"] == "mos" and cfg["leaf"]["model_id"].startswith("resnet10t-calibrate-")
     card = (exported / "README.md").read_text()
-    for needle in ("resnet10t", "OpenGVLab/InternVL3_5-8B", ("0.3 of the training images' MOS (2 images to fine-tune, "
-                   "1 to pick the epoch), seed 0"), "| 0 (this model) | 6 | 0.810 | 0.830 |", "| 1 | 6 | 0.790 |",
-                   "0.800 ± 0.014", "shorter side to 40 px", "image.draft(\"RGB\", (40, 40))", "center crop 32", "MOS (the dataset's rating scale)",
-                   'timm.create_model("local-dir:', "leaf predict --model"):
+    for needle in (
+        "resnet10t",
+        "OpenGVLab/InternVL3_5-8B",
+        ("0.3 of the training images' MOS (2 images to fine-tune, 1 to pick the epoch), seed 0"),
+        "| 0 (this model) | 6 | 0.810 | 0.830 |",
+        "| 1 | 6 | 0.790 |",
+        "0.800 ± 0.014",
+        "shorter side to 40 px",
+        'image.draft("RGB", (40, 40))',
+        "center crop 32",
+        "MOS (the dataset's rating scale)",
+        'timm.create_model("local-dir:',
+        "leaf predict --model",
+    ):
         assert needle in card, needle
     assert "0.110" not in card and "0.220" not in card  # other ratios and methods of the run stay off the card
 
@@ -328,7 +428,7 @@ def test_onnx_matches_pytorch_on_real_images_with_a_dynamic_batch(exported, phot
     tf = EvalTransform(40, 32)
     x = normalize(torch.stack([tf(load_rgb(photos / n)) for n in GOOD])).numpy()
     full = session.run(None, {"image": x})[0].reshape(-1)
-    one = np.array([session.run(None, {"image": x[i:i + 1]})[0].item() for i in range(len(GOOD))])
+    one = np.array([session.run(None, {"image": x[i : i + 1]})[0].item() for i in range(len(GOOD))])
     torch_scores = folder_scores.filter(pl.col("error").is_null())["score"].to_numpy()
     tol = ONNX_TOLERANCE * torch_scores.std()
     np.testing.assert_allclose(full, torch_scores, atol=tol, rtol=0)
@@ -346,8 +446,9 @@ def test_leaf_predict_runs_both_exports(exported, photos, folder_scores, tmp_pat
     assert df["model_id"].unique().to_list() == ref["model_id"].unique().to_list()  # one model, one id
     assert df["error"].is_null().to_list() == ref["error"].is_null().to_list()
     tol = TORCH_TOLERANCE if form == "folder" else ONNX_TOLERANCE * ref["score"].drop_nulls().std()
-    np.testing.assert_allclose(df["score"].drop_nulls().to_numpy(), ref["score"].drop_nulls().to_numpy(),
-                               atol=tol, rtol=0)
+    np.testing.assert_allclose(
+        df["score"].drop_nulls().to_numpy(), ref["score"].drop_nulls().to_numpy(), atol=tol, rtol=0
+    )
     assert read_provenance(tmp_path / "s.parquet")["runtime"] == ("torch" if form == "folder" else "onnxruntime")
 
 
@@ -379,11 +480,25 @@ def many(photos, tmp_path_factory) -> Path:
 
 def test_killed_run_resumes_without_redoing_finished_images(many, checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "scores.parquet"
-    args = ["--model", str(checkpoint), str(many), "--out", str(out), "--device", "cpu", "--workers", "0",
-            "--batch-size", "2", "--flush-every", "2"]
+    args = [
+        "--model",
+        str(checkpoint),
+        str(many),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--batch-size",
+        "2",
+        "--flush-every",
+        "2",
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREDICT, *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_PREDICT, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     parts_dir = partial_dir(out)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(parts_dir.glob("part-*.parquet"))) < 3:
@@ -411,17 +526,32 @@ def test_killed_run_resumes_without_redoing_finished_images(many, checkpoint, tm
     fresh = run_predict(checkpoint, [many], tmp_path / "fresh.parquet", "--workers", "0")
     assert resumed["path"].to_list() == fresh["path"].to_list()
     assert resumed["error"].to_list() == fresh["error"].to_list()
-    np.testing.assert_allclose(resumed["score"].drop_nulls().to_numpy(), fresh["score"].drop_nulls().to_numpy(),
-                               atol=TORCH_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        resumed["score"].drop_nulls().to_numpy(), fresh["score"].drop_nulls().to_numpy(), atol=TORCH_TOLERANCE, rtol=0
+    )
 
 
 def test_sigterm_saves_what_is_done_and_exits_143(many, checkpoint, tmp_path):
     out = tmp_path / "scores.parquet"
-    args = ["--model", str(checkpoint), str(many), "--out", str(out), "--device", "cpu", "--workers", "0",
-            "--batch-size", "2", "--flush-every", "1000"]  # nothing is saved before the signal
+    args = [
+        "--model",
+        str(checkpoint),
+        str(many),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--batch-size",
+        "2",
+        "--flush-every",
+        "1000",
+    ]  # nothing is saved before the signal
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREDICT, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_PREDICT, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (partial_dir(out) / "job.json").exists():
         time.sleep(0.05)
@@ -439,8 +569,9 @@ def test_partial_results_of_another_model_are_not_reused(many, checkpoint, tmp_p
     pdir = partial_dir(out)
     pdir.mkdir()
     (pdir / "job.json").write_text(json.dumps({"model_id": "someone-else", "runtime": "torch"}))
-    pl.DataFrame({"absolute": [str(many / "img00.png")], "size": [1], "mtime_ns": [1], "score": [123.0]}
-                 ).write_parquet(pdir / "part-000000.parquet")
+    pl.DataFrame({"absolute": [str(many / "img00.png")], "size": [1], "mtime_ns": [1], "score": [123.0]}).write_parquet(
+        pdir / "part-000000.parquet"
+    )
     df = run_predict(checkpoint, [many / "img00.png"], out, "--workers", "0")
     assert df["score"][0] != 123.0 and not pdir.exists()
 
@@ -453,8 +584,9 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 @pytest.mark.gpu
 @cuda
 def test_cuda_batches_are_pinned(photos):
-    loader = batches.loader([str(photos / n) for n in GOOD], EvalTransform(40, 32), batch_size=3, workers=1,
-                            device=torch.device("cuda"))
+    loader = batches.loader(
+        [str(photos / n) for n in GOOD], EvalTransform(40, 32), batch_size=3, workers=1, device=torch.device("cuda")
+    )
     batch = next(iter(loader))
     assert batch.images.is_pinned() and batch.images.dtype == torch.uint8
 
@@ -476,13 +608,36 @@ def test_cuda_scorer_runs_bf16_autocast_channels_last():
 @cuda
 def test_predict_on_cuda_matches_cpu(photos, checkpoint, folder_scores, tmp_path):
     good = folder_scores.filter(pl.col("error").is_null())["score"].to_numpy()
-    fp32 = predict.main(["--model", str(checkpoint), str(photos), "--out", str(tmp_path / "a.parquet"), "--device",
-                         "cuda", "--no-amp", "--workers", "2"])
+    fp32 = predict.main(
+        [
+            "--model",
+            str(checkpoint),
+            str(photos),
+            "--out",
+            str(tmp_path / "a.parquet"),
+            "--device",
+            "cuda",
+            "--no-amp",
+            "--workers",
+            "2",
+        ]
+    )
     assert fp32 is None
     a = pl.read_parquet(tmp_path / "a.parquet").filter(pl.col("error").is_null())["score"].to_numpy()
     np.testing.assert_allclose(a, good, atol=1e-3 * good.std(), rtol=0)  # TF32/cuDNN kernels, float32
-    predict.main(["--model", str(checkpoint), str(photos), "--out", str(tmp_path / "b.parquet"), "--device", "cuda",
-                  "--workers", "2"])
+    predict.main(
+        [
+            "--model",
+            str(checkpoint),
+            str(photos),
+            "--out",
+            str(tmp_path / "b.parquet"),
+            "--device",
+            "cuda",
+            "--workers",
+            "2",
+        ]
+    )
     b = pl.read_parquet(tmp_path / "b.parquet")
     assert read_provenance(tmp_path / "b.parquet")["amp"] is True
     b = b.filter(pl.col("error").is_null())["score"].to_numpy()

@@ -1,6 +1,7 @@
 """The Slurm profile as Snakemake resolves it: dry-runs through `--workflow-profile
 profiles/slurm` (no cluster needed, the executor plugin must be installed), parsed into
 per-job resources, threads and groups; and the profile derived for a GPU-less test node."""
+
 from __future__ import annotations
 
 import os
@@ -71,13 +72,33 @@ def parse_dry_run(text: str) -> list[DryJob]:
 def dry_run(profile_dir: Path, *configfiles: str | Path, env: dict | None = None) -> list[DryJob]:
     """``snakemake -n -p`` of the checkout's Snakefile in an empty working directory of its own: what a
     fresh site would run, whatever the checkout holds (results/, resources/, .snakemake/)."""
-    env = {**os.environ, **SITE_ENV, **(env or {}),
-           "PATH": f"{SNAKEMAKE.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        **SITE_ENV,
+        **(env or {}),
+        "PATH": f"{SNAKEMAKE.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     with tempfile.TemporaryDirectory(prefix="leaf-profile-") as workdir:
         proc = subprocess.run(
-            [str(SNAKEMAKE), "-n", "-p", "--nolock", "--snakefile", str(REPO / "Snakefile"), "--directory", workdir,
-             "--workflow-profile", str(profile_dir), "--configfile", *(str(REPO / c) for c in configfiles)],
-            cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
+            [
+                str(SNAKEMAKE),
+                "-n",
+                "-p",
+                "--nolock",
+                "--snakefile",
+                str(REPO / "Snakefile"),
+                "--directory",
+                workdir,
+                "--workflow-profile",
+                str(profile_dir),
+                "--configfile",
+                *(str(REPO / c) for c in configfiles),
+            ],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
@@ -125,8 +146,14 @@ def test_paper_run_gpu_jobs_are_scoring_and_students(paper_jobs):
 
 def test_paper_run_everything_else_is_cpu_only(paper_jobs):
     cpu_jobs = [j for j in paper_jobs if j.rule not in GPU_RULES and j.rule != "all"]
-    assert {j.rule for j in cpu_jobs} >= {"download_dataset", "prepare_dataset", "select_stage1", "evaluate",
-                                          "aggregate", "gather_points"}
+    assert {j.rule for j in cpu_jobs} >= {
+        "download_dataset",
+        "prepare_dataset",
+        "select_stage1",
+        "evaluate",
+        "aggregate",
+        "gather_points",
+    }
     for job in cpu_jobs:
         assert gpus(job) == 0 and "gres" not in job.resources, job
         assert job.resources["slurm_partition"] == "cpu_t", job
@@ -205,9 +232,22 @@ def test_local_profile_asks_nothing_a_small_gpu_less_node_lacks():
 
 
 def test_local_profile_dry_run(tmp_path):
-    subprocess.run([sys.executable, str(REPO / "scripts/slurm_local_profile.py"), "--cpus", "2",
-                    "--mem-mb", "8000", "--scatter", "3", "--out", str(tmp_path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts/slurm_local_profile.py"),
+            "--cpus",
+            "2",
+            "--mem-mb",
+            "8000",
+            "--scatter",
+            "3",
+            "--out",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
     jobs = dry_run(tmp_path, "config/config.yaml", env={"LEAF_SLURM_ACCOUNT": ""})
     assert all(gpus(j) == 0 for j in jobs)  # even the paper's GPU teacher
     assert all(j.threads <= 2 for j in jobs)

@@ -19,8 +19,8 @@ from hypothesis.extra import numpy as hnp
 from scipy import stats
 from scipy.special import expit, log_softmax
 
-from leaf_steps.training import losses
 from leaf_steps.teachers import teacher_math as tm
+from leaf_steps.training import losses
 
 VALUES = np.array(tm.LEVEL_VALUES)
 
@@ -28,8 +28,11 @@ VALUES = np.array(tm.LEVEL_VALUES)
 # probability distinguishable from its neighbours.
 logit = st.floats(min_value=-40.0, max_value=40.0, allow_nan=False, allow_infinity=False)
 five_logits = hnp.arrays(np.float64, 5, elements=logit)
-batch_of_five = hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=6).map(
-    lambda s: (s[0], 5)), elements=logit)
+batch_of_five = hnp.arrays(
+    np.float64,
+    hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=6).map(lambda s: (s[0], 5)),
+    elements=logit,
+)
 probability = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 score = st.floats(min_value=-20.0, max_value=20.0, allow_nan=False, allow_infinity=False, width=32)
 
@@ -46,6 +49,7 @@ def grad_of(fn, *tensors: torch.Tensor) -> list[torch.Tensor]:
 
 # --------------------------------------------------------------------------- Eq 1-2: point-wise
 
+
 @given(batch_of_five)
 def test_eq1_probabilities_are_a_distribution_equal_to_scipy(logits):
     p = tm.level_probabilities(logits)
@@ -57,8 +61,9 @@ def test_eq1_probabilities_are_a_distribution_equal_to_scipy(logits):
 
 @given(five_logits, st.floats(min_value=-1e3, max_value=1e3))
 def test_eq1_is_unchanged_by_a_common_shift(logits, shift):
-    np.testing.assert_allclose(tm.level_probabilities(logits + shift), tm.level_probabilities(logits),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        tm.level_probabilities(logits + shift), tm.level_probabilities(logits), rtol=1e-9, atol=1e-12
+    )
 
 
 @given(five_logits)
@@ -95,6 +100,7 @@ def test_eq2_reversing_the_levels_mirrors_the_score(logits):
 
 
 # --------------------------------------------------------------------------- Eq 3-5: pair-wise
+
 
 @given(logit, logit)
 def test_eq3_is_the_two_way_softmax_and_antisymmetric(la, lb):
@@ -149,8 +155,13 @@ def test_eq3_to_5_swapping_the_shown_order_flips_the_label_keeps_the_confidence(
 token_logprob = st.floats(min_value=-30.0, max_value=0.0, allow_nan=False)
 
 
-@given(st.lists(st.tuples(st.sampled_from(["Good", " good", "GOOD", "Bad", " bad", "Fair", "x", "Okay"]),
-                          token_logprob), min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["Good", " good", "GOOD", "Bad", " bad", "Fair", "x", "Okay"]), token_logprob),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_collapse_sums_variants_in_probability_space(top):
     labels = ("Good", "Fair", "Bad")
     got = tm.collapse_top_logprobs(top, labels, missing_policy="zero")
@@ -175,6 +186,7 @@ def test_collapse_sums_variants_in_probability_space(top):
 
 # --------------------------------------------------------------------------- Eq 6: SmoothL1
 
+
 @given(vectors())
 def test_eq6_point_loss_is_zero_at_the_teacher_and_positive_elsewhere(s):
     t = torch.from_numpy(s)
@@ -189,8 +201,7 @@ def test_eq6_point_loss_matches_the_closed_form_and_its_gradient_points_to_the_t
     s, y = s[:n].astype(np.float64), y[:n].astype(np.float64)
     d = s - y
     want = np.mean(np.where(np.abs(d) < 1, 0.5 * d * d, np.abs(d) - 0.5))
-    assert float(losses.point_loss(torch.from_numpy(s), torch.from_numpy(y))) == pytest.approx(want, rel=1e-5,
-                                                                                                 abs=1e-6)
+    assert float(losses.point_loss(torch.from_numpy(s), torch.from_numpy(y))) == pytest.approx(want, rel=1e-5, abs=1e-6)
     (g,) = grad_of(lambda a: losses.point_loss(a, torch.from_numpy(y)), torch.from_numpy(s))
     g = g.numpy()
     # Descending the gradient moves every score towards its teacher score.
@@ -199,12 +210,14 @@ def test_eq6_point_loss_matches_the_closed_form_and_its_gradient_points_to_the_t
 
 # --------------------------------------------------------------------------- Eq 7-9: pair BCE
 
-pair_batch = st.integers(1, 10).flatmap(lambda n: st.tuples(
-    hnp.arrays(np.float64, n, elements=st.floats(-10, 10)),
-    hnp.arrays(np.float64, n, elements=st.floats(-10, 10)),
-    hnp.arrays(np.float64, n, elements=st.sampled_from([0.0, 1.0])),
-    hnp.arrays(np.float64, n, elements=st.floats(0.0, 1.0)),
-))
+pair_batch = st.integers(1, 10).flatmap(
+    lambda n: st.tuples(
+        hnp.arrays(np.float64, n, elements=st.floats(-10, 10)),
+        hnp.arrays(np.float64, n, elements=st.floats(-10, 10)),
+        hnp.arrays(np.float64, n, elements=st.sampled_from([0.0, 1.0])),
+        hnp.arrays(np.float64, n, elements=st.floats(0.0, 1.0)),
+    )
+)
 
 
 def bce_oracle(sa, sb, t, w):
@@ -225,15 +238,19 @@ def test_eq8_rank_loss_matches_weighted_bce(batch):
 @given(pair_batch)
 def test_eq8_swapping_a_and_b_with_the_label_leaves_the_loss_unchanged(batch):
     sa, sb, t, w = (torch.from_numpy(x) for x in batch)
-    assert float(losses.rank_loss(sb, sa, 1 - t, w)) == pytest.approx(float(losses.rank_loss(sa, sb, t, w)),
-                                                                     rel=1e-5, abs=1e-6)
+    assert float(losses.rank_loss(sb, sa, 1 - t, w)) == pytest.approx(
+        float(losses.rank_loss(sa, sb, t, w)), rel=1e-5, abs=1e-6
+    )
 
 
 @given(pair_batch)
 def test_eq8_gradient_raises_the_preferred_image_and_lowers_the_other(batch):
     sa, sb, t, w = batch
-    ga, gb = grad_of(lambda a, b: losses.rank_loss(a, b, torch.from_numpy(t), torch.from_numpy(w)),
-                     torch.from_numpy(sa), torch.from_numpy(sb))
+    ga, gb = grad_of(
+        lambda a, b: losses.rank_loss(a, b, torch.from_numpy(t), torch.from_numpy(w)),
+        torch.from_numpy(sa),
+        torch.from_numpy(sb),
+    )
     ga, gb = ga.numpy(), gb.numpy()
     np.testing.assert_allclose(ga, -gb, atol=1e-12)  # only the difference s_a - s_b matters
     # t = 1 (a preferred): gradient descent raises s_a; t = 0: lowers it. Strictly so wherever the
@@ -261,8 +278,9 @@ def test_eq9_is_the_sum_of_the_enabled_terms(batch, s, lam):
     teacher = scores.flip(0)
     reg = float(losses.point_loss(scores, teacher))
     rank = float(losses.rank_loss(sa, sb, t, w))
-    both = losses.distill_loss(scores=scores, teacher_scores=teacher, s_a=sa, s_b=sb, t_ab=t, confidence=w,
-                               lambda_dis=lam)
+    both = losses.distill_loss(
+        scores=scores, teacher_scores=teacher, s_a=sa, s_b=sb, t_ab=t, confidence=w, lambda_dis=lam
+    )
     assert float(both.total) == pytest.approx(reg + lam * rank, rel=1e-5, abs=1e-6)
     point_only = losses.distill_loss(scores=scores, teacher_scores=teacher, lambda_dis=lam, use_pair=False)
     assert float(point_only.total) == pytest.approx(reg, rel=1e-6) and point_only.rank is None
@@ -279,8 +297,11 @@ spread = st.floats(min_value=-100.0, max_value=100.0, allow_nan=False, allow_inf
 
 def varied(n_min: int = 3, n_max: int = 12):
     """Score vectors with a clear spread (so that Pearson's r is well conditioned in float32)."""
-    return st.integers(n_min, n_max).flatmap(
-        lambda n: hnp.arrays(np.float64, n, elements=spread)).filter(lambda v: np.std(v) > 1e-2 * (1 + np.abs(v).max()))
+    return (
+        st.integers(n_min, n_max)
+        .flatmap(lambda n: hnp.arrays(np.float64, n, elements=spread))
+        .filter(lambda v: np.std(v) > 1e-2 * (1 + np.abs(v).max()))
+    )
 
 
 @given(varied(), st.floats(min_value=1e-2, max_value=1e2), st.floats(min_value=-1e2, max_value=1e2))
@@ -319,13 +340,16 @@ def test_eq10_mse_is_zero_at_the_targets_and_its_gradient_points_to_them(y):
     np.testing.assert_allclose(g.numpy(), 2 * (s - y) / len(y), rtol=1e-5)
 
 
-@given(varied().flatmap(lambda y: st.tuples(hnp.arrays(np.float64, len(y), elements=spread), st.just(y))),
-       st.floats(min_value=0.0, max_value=3.0))
+@given(
+    varied().flatmap(lambda y: st.tuples(hnp.arrays(np.float64, len(y), elements=spread), st.just(y))),
+    st.floats(min_value=0.0, max_value=3.0),
+)
 def test_eq12_is_mse_plus_lambda_plcc_and_zero_at_the_targets(sy, lam):
     s, y = (torch.from_numpy(v) for v in sy)
     terms = losses.calibration_loss(s, y, lam)
-    assert float(terms.total) == pytest.approx(float(losses.mse_loss(s, y)) + lam * float(losses.plcc_loss(s, y)),
-                                               rel=1e-5, abs=1e-6)
+    assert float(terms.total) == pytest.approx(
+        float(losses.mse_loss(s, y)) + lam * float(losses.plcc_loss(s, y)), rel=1e-5, abs=1e-6
+    )
     assert float(terms.mse) == pytest.approx(float(losses.mse_loss(s, y)), rel=1e-6)
     assert float(terms.plcc) == pytest.approx(float(losses.plcc_loss(s, y)), rel=1e-6)
     at_target = losses.calibration_loss(y, y, lam)

@@ -57,11 +57,14 @@ def test_write_puts_the_run_table_between_the_markers_and_nothing_else_changes()
     assert update(new, TABLE) == new  # idempotent
 
 
-@pytest.mark.parametrize("broken,message", [
-    (README.replace(END, ""), "found 1 and 0"),
-    (README + START + "\n", "found 2 and 1"),
-    (README.replace(START, "@@").replace(END, START).replace("@@", END), "comes before its start marker"),
-])
+@pytest.mark.parametrize(
+    "broken,message",
+    [
+        (README.replace(END, ""), "found 1 and 0"),
+        (README + START + "\n", "found 2 and 1"),
+        (README.replace(START, "@@").replace(END, START).replace("@@", END), "comes before its start marker"),
+    ],
+)
 def test_missing_or_misplaced_markers_are_clear_errors(broken, message):
     with pytest.raises(InputError, match=message):
         compare(broken, TABLE, readme_name="R.md")

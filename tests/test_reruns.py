@@ -163,14 +163,19 @@ def test_stage1_selection_rule_reruns_the_leaf_student_only(done, tmp_path):
     # distill.selection: teacher starts every calibration from the MOS-free epoch: no per-subset selection,
     # and distill no longer keeps the candidate epochs; cft_only and the teacher are untouched.
     changed = planned(with_config(done, tmp_path, lambda cfg: cfg["distill"].update(selection="teacher")))
-    assert changed == {("distill", "predictions/leaf/labelfree.parquet"),
-                       ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet")} | SUMMARY | CURVES
+    assert (
+        changed
+        == {("distill", "predictions/leaf/labelfree.parquet"), ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet")}
+        | SUMMARY
+        | CURVES
+    )
 
 
 def test_tau_refilters_pairs_without_rescoring(done, tmp_path):
     changed = planned(with_config(done, tmp_path, set_tau))
-    assert changed == ({("filter_pairs", "teacher/standin/pairs_tau0.2.parquet")} | LEAF_STUDENT | SUMMARY | CURVES
-                       | PAIR_FIGURE)
+    assert changed == (
+        {("filter_pairs", "teacher/standin/pairs_tau0.2.parquet")} | LEAF_STUDENT | SUMMARY | CURVES | PAIR_FIGURE
+    )
 
 
 def test_prompts_rerun_nothing_for_a_teacher_that_reads_none(done, tmp_path):
@@ -194,10 +199,16 @@ def test_both_orders_rescores_pairs_only(done, tmp_path):
     assert changed == teacher_jobs(PAIR_SCORING) | LEAF_STUDENT | SUMMARY | CURVES | PAIR_FIGURE
 
 
-@pytest.mark.parametrize("edit", [
-    {"scoring": {"batch_size": 3}}, {"scoring": {"max_error_fraction": 0.5}}, {"teacher_store": "elsewhere/store"},
-    {"teachers": {"standin": {"gpus": 2}}},
-], ids=["batch_size", "max_error_fraction", "store_folder", "gpus"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"scoring": {"batch_size": 3}},
+        {"scoring": {"max_error_fraction": 0.5}},
+        {"teacher_store": "elsewhere/store"},
+        {"teachers": {"standin": {"gpus": 2}}},
+    ],
+    ids=["batch_size", "max_error_fraction", "store_folder", "gpus"],
+)
 def test_settings_that_cannot_change_a_score_rerun_nothing(done, tmp_path, edit):
     from snakemake.utils import update_config
 
@@ -208,11 +219,16 @@ def test_shard_count_reruns_only_the_sharded_jobs_and_after(done, tmp_path):
     # New shard files are new jobs (they answer from the score store: tests/test_store_runs.py counts 0 requests);
     # the assembled points and pairs get the same rows, but Snakemake reruns what reads a rewritten file.
     changed = planned(with_config(done, tmp_path, lambda cfg: cfg["scoring"].update(shards=3)))
-    shards = {(rule, f"teacher/standin/{kind}/{k}-of-3.parquet") for rule, kind in (("score_points", "points"),
-                                                                                      ("score_pairs", "pairs"))
-              for k in (1, 2, 3)}
-    assembled = {("gather_points", "teacher/standin/points.parquet"), ("gather_pairs", "teacher/standin/pairs.parquet"),
-                 ("filter_pairs", "teacher/standin/pairs_tau0.1.parquet")}
+    shards = {
+        (rule, f"teacher/standin/{kind}/{k}-of-3.parquet")
+        for rule, kind in (("score_points", "points"), ("score_pairs", "pairs"))
+        for k in (1, 2, 3)
+    }
+    assembled = {
+        ("gather_points", "teacher/standin/points.parquet"),
+        ("gather_pairs", "teacher/standin/pairs.parquet"),
+        ("filter_pairs", "teacher/standin/pairs_tau0.1.parquet"),
+    }
     assert changed == shards | assembled | POINT_READERS | LEAF_STUDENT | SUMMARY | CURVES | PAIR_FIGURE
 
 
@@ -255,17 +271,31 @@ def test_selection_rule_code_change_reruns_selections_and_calibrations_not_disti
     repo = repo_copy(tmp_path)
     edit_code(repo / "leaf_steps/training/selection.py")
     changed = planned(done, repo)
-    assert changed == {("select_stage1", "students/leaf/ratio0.3/seed0/stage1_selection.parquet"),
-                       ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet"),
-                       ("calibrate", "predictions/cft_only/ratio0.3/seed0.parquet")} | SUMMARY | CURVES
+    assert (
+        changed
+        == {
+            ("select_stage1", "students/leaf/ratio0.3/seed0/stage1_selection.parquet"),
+            ("calibrate", "predictions/leaf/ratio0.3/seed0.parquet"),
+            ("calibrate", "predictions/cft_only/ratio0.3/seed0.parquet"),
+        }
+        | SUMMARY
+        | CURVES
+    )
 
 
 def hf_touched_run(tmp_path_factory) -> Run:
     """The tiny demo with the transformers teacher on a tiny random-weight Qwen2-VL, completed by touching."""
     cfg = tiny_rerun_config()
     cfg["teacher"] = "tiny"
-    cfg["teachers"] = {"tiny": {"backend": "transformers", "model": "tiny:qwen2_vl", "device": "cpu",
-                                "dtype": "float32", "batch_size": 4}}
+    cfg["teachers"] = {
+        "tiny": {
+            "backend": "transformers",
+            "model": "tiny:qwen2_vl",
+            "device": "cpu",
+            "dtype": "float32",
+            "batch_size": 4,
+        }
+    }
     return touched_tiny_run(tmp_path_factory, "tiny_touched_hf", cfg)
 
 
@@ -278,15 +308,20 @@ def test_token_checks_reassemble_without_rescoring(done, tmp_path_factory, tmp_p
     (tmp_path / "hf").mkdir()
     assert planned(with_config(done, tmp_path / "niqe", lower_mass)) == set()
     # A token-reading teacher: the threshold is checked when answers are assembled; no scoring job reruns.
-    assembled = {("gather_points", "teacher/tiny/points.parquet"), ("gather_pairs", "teacher/tiny/pairs.parquet"),
-                 ("filter_pairs", "teacher/tiny/pairs_tau0.1.parquet")}
+    assembled = {
+        ("gather_points", "teacher/tiny/points.parquet"),
+        ("gather_pairs", "teacher/tiny/pairs.parquet"),
+        ("filter_pairs", "teacher/tiny/pairs_tau0.1.parquet"),
+    }
     hf = hf_touched_run(tmp_path_factory)
-    assert planned(with_config(hf, tmp_path / "hf", lower_mass)) == (assembled | POINT_READERS | LEAF_STUDENT | SUMMARY
-                                                                      | CURVES | PAIR_FIGURE)
+    assert planned(with_config(hf, tmp_path / "hf", lower_mass)) == (
+        assembled | POINT_READERS | LEAF_STUDENT | SUMMARY | CURVES | PAIR_FIGURE
+    )
 
 
-@pytest.mark.parametrize("edit", [{"batch_size": 2}, {"device": "auto"}, {"gpus": 1}],
-                         ids=["batch_size", "device", "gpus"])
+@pytest.mark.parametrize(
+    "edit", [{"batch_size": 2}, {"device": "auto"}, {"gpus": 1}], ids=["batch_size", "device", "gpus"]
+)
 def test_how_the_teacher_runs_reruns_nothing(tmp_path_factory, tmp_path, edit):
     hf = hf_touched_run(tmp_path_factory)
     assert planned(with_config(hf, tmp_path, lambda cfg: cfg["teachers"]["tiny"].update(edit))) == set()
@@ -300,30 +335,51 @@ def vllm_touched_run(tmp_path_factory) -> Run:
     return touched_tiny_run(tmp_path_factory, "tiny_touched_vllm", cfg)
 
 
-@pytest.mark.parametrize("edit", [
-    {"max_concurrency": 4}, {"request_timeout_s": 30.0}, {"max_retries": 9}, {"backoff_s": 0.5},
-    {"base_url": "http://gpu-node:8000/v1"}, {"gpus": 4}, {"api_key_env": "MY_KEY"},
-], ids=lambda e: next(iter(e)))
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"max_concurrency": 4},
+        {"request_timeout_s": 30.0},
+        {"max_retries": 9},
+        {"backoff_s": 0.5},
+        {"base_url": "http://gpu-node:8000/v1"},
+        {"gpus": 4},
+        {"api_key_env": "MY_KEY"},
+    ],
+    ids=lambda e: next(iter(e)),
+)
 def test_vllm_run_settings_rerun_nothing(tmp_path_factory, tmp_path, edit):
     done = vllm_touched_run(tmp_path_factory)
     assert planned(with_config(done, tmp_path, lambda cfg: cfg["teachers"]["vlm"].update(edit))) == set()
 
 
-@pytest.mark.parametrize("edit", [{"top_logprobs": 5}, {"image_transport": "png"}, {"enable_thinking": True},
-                                  {"extra_body": {"seed": 1}}], ids=lambda e: next(iter(e)))
+@pytest.mark.parametrize(
+    "edit",
+    [{"top_logprobs": 5}, {"image_transport": "png"}, {"enable_thinking": True}, {"extra_body": {"seed": 1}}],
+    ids=lambda e: next(iter(e)),
+)
 def test_vllm_answer_settings_rescore(tmp_path_factory, tmp_path, edit):
     done = vllm_touched_run(tmp_path_factory)
     changed = planned(with_config(done, tmp_path, lambda cfg: cfg["teachers"]["vlm"].update(edit)))
     assert teacher_jobs(POINT_SCORING | PAIR_SCORING, "vlm") <= changed
 
 
-@pytest.mark.parametrize("setting", [{"visual_budget": {"max_pixels": 3136}}, {"enable_thinking": None},
-                                     {"image_max_side": 64}], ids=["budget", "thinking", "max_side"])
+@pytest.mark.parametrize(
+    "setting",
+    [{"visual_budget": {"max_pixels": 3136}}, {"enable_thinking": None}, {"image_max_side": 64}],
+    ids=["budget", "thinking", "max_side"],
+)
 def test_what_the_teacher_sees_rescores_it(tmp_path_factory, tmp_path, setting):
     hf = hf_touched_run(tmp_path_factory)
     changed = planned(with_config(hf, tmp_path, lambda cfg: cfg["teachers"]["tiny"].update(setting)))
-    assert changed == (teacher_jobs(POINT_SCORING | PAIR_SCORING, "tiny") | POINT_READERS | LEAF_STUDENT | SUMMARY
-                       | CURVES | PAIR_FIGURE)
+    assert changed == (
+        teacher_jobs(POINT_SCORING | PAIR_SCORING, "tiny")
+        | POINT_READERS
+        | LEAF_STUDENT
+        | SUMMARY
+        | CURVES
+        | PAIR_FIGURE
+    )
 
 
 def test_teacher_backend_code_is_hashed_into_scoring(tmp_path_factory, tmp_path):
@@ -332,8 +388,14 @@ def test_teacher_backend_code_is_hashed_into_scoring(tmp_path_factory, tmp_path)
     repo = repo_copy(tmp_path)
     edit_code(repo / "leaf_steps/teachers/hf.py")
     changed = planned(done, repo)
-    assert changed == (teacher_jobs(POINT_SCORING | PAIR_SCORING, "tiny") | POINT_READERS | LEAF_STUDENT | SUMMARY
-                       | CURVES | PAIR_FIGURE)
+    assert changed == (
+        teacher_jobs(POINT_SCORING | PAIR_SCORING, "tiny")
+        | POINT_READERS
+        | LEAF_STUDENT
+        | SUMMARY
+        | CURVES
+        | PAIR_FIGURE
+    )
 
 
 @pytest.mark.slow

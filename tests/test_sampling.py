@@ -19,8 +19,8 @@ from leaf_steps.core.errors import InputError
 from leaf_steps.core.io import read_provenance
 from leaf_steps.training.mos_subsets import subset_sizes
 
-
 # --------------------------------------------------------------------------- pairs
+
 
 def test_pairs_are_uniform_over_ordered_pairs_of_distinct_images():
     ids = [f"im{i}" for i in range(5)]
@@ -44,8 +44,9 @@ def test_two_images_give_both_orders_and_one_is_an_error_naming_the_count():
 
 def test_sample_pairs_step_uses_the_train_split_and_records_its_settings(tmp_path):
     manifest = tmp_path / "manifest.parquet"
-    pl.DataFrame({"image_id": [f"i{k:02d}" for k in range(12)],
-                  "split": ["train"] * 9 + ["test"] * 3}).write_parquet(manifest)
+    pl.DataFrame({"image_id": [f"i{k:02d}" for k in range(12)], "split": ["train"] * 9 + ["test"] * 3}).write_parquet(
+        manifest
+    )
     out = tmp_path / "pairs.parquet"
     sp.main(["--manifest", str(manifest), "--settings", json.dumps({"count": 40, "seed": 2}), "--out", str(out)])
     pairs = pl.read_parquet(out)
@@ -60,15 +61,23 @@ def test_sample_pairs_step_uses_the_train_split_and_records_its_settings(tmp_pat
 
 # --------------------------------------------------------------------------- MOS subsets
 
+
 def train_table(n: int) -> pl.DataFrame:
-    return pl.DataFrame({"image_id": [f"t{k:03d}" for k in range(n)], "mos": [float(10 * k) for k in range(n)],
-                         "split": ["train"] * n})
+    return pl.DataFrame(
+        {"image_id": [f"t{k:03d}" for k in range(n)], "mos": [float(10 * k) for k in range(n)], "split": ["train"] * n}
+    )
 
 
-@pytest.mark.parametrize("n, ratio, val_fraction, sizes", [
-    (100, 0.1, 0.2, (10, 2)), (100, 0.3, 0.2, (30, 6)), (10, 0.5, 0.0, (5, 0)), (7, 0.5, 0.34, (4, 2)),
-    (10, 1.0, 0.25, (10, 3)),  # ceil: the validation part is never rounded away
-])
+@pytest.mark.parametrize(
+    "n, ratio, val_fraction, sizes",
+    [
+        (100, 0.1, 0.2, (10, 2)),
+        (100, 0.3, 0.2, (30, 6)),
+        (10, 0.5, 0.0, (5, 0)),
+        (7, 0.5, 0.34, (4, 2)),
+        (10, 1.0, 0.25, (10, 3)),  # ceil: the validation part is never rounded away
+    ],
+)
 def test_subset_sizes(n, ratio, val_fraction, sizes):
     assert subset_sizes(n, ratio, val_fraction) == sizes
 
@@ -107,12 +116,17 @@ def test_subset_draws_are_uniform_over_the_labelled_images():
 
 def test_sample_mos_subsets_step_writes_the_subset_and_its_counts(tmp_path):
     manifest = tmp_path / "manifest.parquet"
-    table = pl.concat([train_table(30).with_columns(pl.col("mos").cast(pl.Float64)),
-                       pl.DataFrame({"image_id": ["x1", "x2"], "mos": [1.0, 2.0], "split": ["test", "test"]})])
+    table = pl.concat(
+        [
+            train_table(30).with_columns(pl.col("mos").cast(pl.Float64)),
+            pl.DataFrame({"image_id": ["x1", "x2"], "mos": [1.0, 2.0], "split": ["test", "test"]}),
+        ]
+    )
     table.write_parquet(manifest)
     out = tmp_path / "subset.parquet"
-    sms.main(["--manifest", str(manifest), "--ratio", "0.3", "--seed", "5", "--val-fraction", "0.25",
-              "--out", str(out)])
+    sms.main(
+        ["--manifest", str(manifest), "--ratio", "0.3", "--seed", "5", "--val-fraction", "0.25", "--out", str(out)]
+    )
     subset = pl.read_parquet(out)
     assert subset.equals(sms.sample_subset(table.filter(pl.col("split") == "train"), 0.3, 5, 0.25))
     prov = read_provenance(out)
@@ -126,8 +140,20 @@ def test_a_missing_manifest_column_is_named(tmp_path):
     manifest = tmp_path / "manifest.parquet"
     pl.DataFrame({"image_id": ["a"], "split": ["train"]}).write_parquet(manifest)
     with pytest.raises(InputError, match="mos"):
-        sms.main(["--manifest", str(manifest), "--ratio", "0.3", "--seed", "0", "--val-fraction", "0.2",
-                  "--out", str(tmp_path / "s.parquet")])
+        sms.main(
+            [
+                "--manifest",
+                str(manifest),
+                "--ratio",
+                "0.3",
+                "--seed",
+                "0",
+                "--val-fraction",
+                "0.2",
+                "--out",
+                str(tmp_path / "s.parquet"),
+            ]
+        )
     with pytest.raises(InputError, match="split"):
         pl.DataFrame({"image_id": ["a"]}).write_parquet(manifest)
         sp.main(["--manifest", str(manifest), "--settings", "{}", "--out", str(tmp_path / "p.parquet")])

@@ -19,8 +19,8 @@ import yaml
 from PIL import Image
 
 from fake_vllm_server import Behaviour, FakeVllmServer
-from leaf_steps.datasets.common import extract_archive
 from leaf_steps.core.errors import InputError
+from leaf_steps.datasets.common import extract_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-leaf-test-7f3a9c1e5b2d4f60a8e1"
@@ -36,8 +36,17 @@ def key_run_config(images: Path, base_url: str) -> dict:
     cfg["run_name"] = "keyed"
     cfg["dataset"]["options"] = {"images_dir": str(images), "mos_csv": str(images.parent / "mos.csv")}
     cfg["teacher"] = "remote"
-    cfg["teachers"] = {"remote": {"backend": "vllm", "model": MODEL, "base_url": base_url, "api_key_env": KEY_ENV,
-                                  "request_timeout_s": 20.0, "max_concurrency": 4, "backoff_s": 0.01}}
+    cfg["teachers"] = {
+        "remote": {
+            "backend": "vllm",
+            "model": MODEL,
+            "base_url": base_url,
+            "api_key_env": KEY_ENV,
+            "request_timeout_s": 20.0,
+            "max_concurrency": 4,
+            "backoff_s": 0.01,
+        }
+    }
     cfg["student"] |= {"resize": 40, "crop": 32}
     cfg["distill"] |= {"epochs": 1, "batch_size": 8, "pair_batch_size": 8}
     cfg["calibration"] |= {"ratios": [0, 0.3], "seeds": [0], "epochs": 1, "batch_size": 4}
@@ -56,12 +65,28 @@ def write_images(folder: Path, n: int = 24) -> None:
 
 
 def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, KEY_ENV: KEY, "PYTHONPATH": str(ROOT),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        KEY_ENV: KEY,
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         env.pop(var, None)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env, cwd=workdir)
 
 
@@ -155,8 +180,11 @@ def test_tar_escaping_the_folder_is_refused_or_kept_inside(places, member):
         else:
             info = tarfile.TarInfo("data/door")
             info.type = tarfile.LNKTYPE if member == "hardlink_out" else tarfile.SYMTYPE
-            info.linkname = {"symlink_out": "../../../outside", "symlink_abs": str(tmp_path / "outside"),
-                             "hardlink_out": str(target)}[member]
+            info.linkname = {
+                "symlink_out": "../../../outside",
+                "symlink_abs": str(tmp_path / "outside"),
+                "hardlink_out": str(target),
+            }[member]
             tf.addfile(info)
             follow = tarfile.TarInfo("data/door/escaped.txt")  # writes through the link if it was made
             follow.size = 4

@@ -88,8 +88,11 @@ def test_only_calib_val_images_count():
 def test_an_affine_map_of_an_epoch_changes_nothing():
     scaled = PREDS.with_columns(prediction=pl.col("prediction") * 20.0 + 7.0)
     ids = [f"a{i}" for i in range(5)] + ["b0", "b1"]
-    assert_frame_equal(select_on_calib_val(scaled, subset(ids), 3).table,
-                       select_on_calib_val(PREDS, subset(ids), 3).table, rel_tol=1e-12)
+    assert_frame_equal(
+        select_on_calib_val(scaled, subset(ids), 3).table,
+        select_on_calib_val(PREDS, subset(ids), 3).table,
+        rel_tol=1e-12,
+    )
 
 
 def test_ties_keep_the_earliest_epoch_and_constant_outputs_are_never_chosen():
@@ -118,8 +121,11 @@ def test_a_calib_val_image_without_prediction_is_an_error_naming_it():
 
 def test_duplicate_epoch_predictions_are_an_error():
     with pytest.raises(InputError, match=r"'a1' has more than one prediction at epoch 3"):
-        select_on_calib_val(pl.concat([PREDS, PREDS.filter((pl.col("epoch") == 3) & (pl.col("image_id") == "a1"))]),
-                            subset([f"a{i}" for i in range(5)]), 1)
+        select_on_calib_val(
+            pl.concat([PREDS, PREDS.filter((pl.col("epoch") == 3) & (pl.col("image_id") == "a1"))]),
+            subset([f"a{i}" for i in range(5)]),
+            1,
+        )
 
 
 def test_select_stage1_step_writes_the_choice_and_its_provenance(tmp_path):
@@ -130,9 +136,18 @@ def test_select_stage1_step_writes_the_choice_and_its_provenance(tmp_path):
         sub = subset(ids)
         sub.write_parquet(tmp_path / f"{name}.parquet")
         out = tmp_path / f"sel_{name}.parquet"
-        select_stage1.main(["--epoch-predictions", str(tmp_path / "ep.parquet"), "--stage1-losses",
-                            str(tmp_path / "losses.parquet"), "--subset", str(tmp_path / f"{name}.parquet"),
-                            "--out", str(out)])
+        select_stage1.main(
+            [
+                "--epoch-predictions",
+                str(tmp_path / "ep.parquet"),
+                "--stage1-losses",
+                str(tmp_path / "losses.parquet"),
+                "--subset",
+                str(tmp_path / f"{name}.parquet"),
+                "--out",
+                str(out),
+            ]
+        )
         table, prov = pl.read_parquet(out), read_provenance(out)
         assert table.filter("selected")["epoch"].to_list() == [expected]
         assert prov["selected_epoch"] == expected and prov["rule"] == "mos_subset" and prov["teacher_epoch"] == 3

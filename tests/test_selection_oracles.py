@@ -56,8 +56,9 @@ def epoch_predictions() -> pl.DataFrame:
             preds = outputs(epoch, np.array(list(ids.values())))
             rows += [{"image_id": i, "epoch": epoch, "prediction": float(p)} for i, p in zip(ids, preds, strict=True)]
     # Outputs on images outside the subset (other training images, the test split): never looked at.
-    rows += [{"image_id": f"test{k}", "epoch": e, "prediction": 100.0 * e * (k + 1)} for e in range(1, 7)
-             for k in range(3)]
+    rows += [
+        {"image_id": f"test{k}", "epoch": e, "prediction": 100.0 * e * (k + 1)} for e in range(1, 7) for k in range(3)
+    ]
     return pl.DataFrame(rows, schema=EPOCH_PREDICTION_SCHEMA).sample(fraction=1.0, shuffle=True, seed=0)
 
 
@@ -111,15 +112,27 @@ def test_select_stage1_step_reads_the_teacher_epoch_and_records_the_choice(tmp_p
     write_parquet(epoch_predictions(), tmp_path / "ep.parquet", {"step": "test"})
     # The teacher rule's epoch comes from distill's losses table (its one selected row).
     pl.DataFrame({"epoch": list(range(1, 7)), "selected": [e == TEACHER_EPOCH for e in range(1, 7)]}).write_parquet(
-        tmp_path / "losses.parquet")
-    for name, val_ids, epoch, rule in (("full", tuple(VAL), RIGHT_EPOCH, "mos_subset"),
-                                       ("few", tuple(VAL)[:2], TEACHER_EPOCH, "teacher")):
+        tmp_path / "losses.parquet"
+    )
+    for name, val_ids, epoch, rule in (
+        ("full", tuple(VAL), RIGHT_EPOCH, "mos_subset"),
+        ("few", tuple(VAL)[:2], TEACHER_EPOCH, "teacher"),
+    ):
         sub = subset_table(val_ids)
         sub.write_parquet(tmp_path / f"{name}.parquet")
         out = tmp_path / f"sel_{name}.parquet"
-        select_stage1.main(["--epoch-predictions", str(tmp_path / "ep.parquet"), "--stage1-losses",
-                            str(tmp_path / "losses.parquet"), "--subset", str(tmp_path / f"{name}.parquet"),
-                            "--out", str(out)])
+        select_stage1.main(
+            [
+                "--epoch-predictions",
+                str(tmp_path / "ep.parquet"),
+                "--stage1-losses",
+                str(tmp_path / "losses.parquet"),
+                "--subset",
+                str(tmp_path / f"{name}.parquet"),
+                "--out",
+                str(out),
+            ]
+        )
         prov = read_provenance(out)
         assert (prov["selected_epoch"], prov["rule"], prov["teacher_epoch"]) == (epoch, rule, TEACHER_EPOCH)
         assert pl.read_parquet(out).filter("selected")["epoch"].to_list() == [epoch]
@@ -141,9 +154,12 @@ def test_fallback_reasons_errors_and_the_table_schema_say_exactly_what_happened(
     with pytest.raises(InputError, match=r"^epoch predictions: no epochs$"):
         select_on_calib_val(epoch_predictions().clear(), subset_table(), TEACHER_EPOCH)
     gap = epoch_predictions().filter(~((pl.col("epoch") == 3) & (pl.col("image_id") == "v2")))
-    with pytest.raises(InputError, match=r"^epoch predictions: epoch 3 has no finite prediction for 1 calib_val "
-                       r"image\(s\) of the MOS subset \(first: 'v2'\); the stage-1 epoch predictions must cover "
-                       r"every labelled training image$"):
+    with pytest.raises(
+        InputError,
+        match=r"^epoch predictions: epoch 3 has no finite prediction for 1 calib_val "
+        r"image\(s\) of the MOS subset \(first: 'v2'\); the stage-1 epoch predictions must cover "
+        r"every labelled training image$",
+    ):
         select_on_calib_val(gap, subset_table(), TEACHER_EPOCH)
 
 
@@ -155,8 +171,12 @@ def test_the_criterion_is_srcc_plus_plcc_and_any_undefined_half_makes_it_never_p
 
 def test_a_duplicate_prediction_is_named_by_its_own_image_and_epoch():
     preds = epoch_predictions()
-    twice = pl.concat([preds.filter((pl.col("epoch") == 3) & (pl.col("image_id") == "v1")),
-                       preds.filter((pl.col("epoch") == 4) & (pl.col("image_id") == "v5"))])
+    twice = pl.concat(
+        [
+            preds.filter((pl.col("epoch") == 3) & (pl.col("image_id") == "v1")),
+            preds.filter((pl.col("epoch") == 4) & (pl.col("image_id") == "v5")),
+        ]
+    )
     # Interleaved: the first two duplicated rows belong to different (image, epoch) pairs.
     with pytest.raises(InputError, match=r"^epoch predictions: image_id 'v1' has more than one prediction at epoch 3$"):
         select_on_calib_val(pl.concat([twice, twice, preds]), subset_table(), TEACHER_EPOCH)

@@ -56,6 +56,7 @@ def image_list(tmp_path: Path, ids: list[str], name: str = "images.parquet", rea
 
 # --------------------------------------------------------------------------- concurrent writers
 
+
 def _writer(args: tuple[str, str, str, str, int]) -> int:
     """A scoring job in its own process: FakeTeacher answers, a new store part every 2 answers."""
     tests_dir, images, work, store, start_at = args
@@ -68,8 +69,15 @@ def _writer(args: tuple[str, str, str, str, int]) -> int:
     b.BACKENDS["fake"] = "fake_teacher:FakeTeacher"
     while time.time() < start_at:  # both writers start together
         time.sleep(0.001)
-    run(Path(images), {"backend": "fake"}, PROMPTS, {"batch_size": 2, "max_error_fraction": 0.0}, Path(work),
-        store=Path(store), flush_rows=2)
+    run(
+        Path(images),
+        {"backend": "fake"},
+        PROMPTS,
+        {"batch_size": 2, "max_error_fraction": 0.0},
+        Path(work),
+        store=Path(store),
+        flush_rows=2,
+    )
     return 0
 
 
@@ -100,8 +108,13 @@ def test_concurrent_writers_lose_and_tear_nothing(tmp_path):
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(3) as pool:
         reader = pool.apply_async(_reader, ((str(store), shash, start + 12.0),))
-        writers = pool.map_async(_writer, [(str(Path(__file__).parent), str(lst), str(tmp_path / f"w{k}"), str(store),
-                                            start) for k, lst in enumerate(lists)])
+        writers = pool.map_async(
+            _writer,
+            [
+                (str(Path(__file__).parent), str(lst), str(tmp_path / f"w{k}"), str(store), start)
+                for k, lst in enumerate(lists)
+            ],
+        )
         assert writers.get(timeout=240) == [0, 0]
         assert reader.get(timeout=240) > 0
     parts = TeacherStore(store).parts(shash, "point")
@@ -113,15 +126,22 @@ def test_concurrent_writers_lose_and_tear_nothing(tmp_path):
     assert 80 <= every.height <= 100  # a shared image may have been answered by both
     for key, logliks in every.select("key", "logliks").iter_rows():  # nothing torn: each row is its image's answer
         q = FakeTeacher.quality(by_key[key]) * 4
-        assert logliks == pytest.approx([-(q - c) ** 2 for c in (4, 3, 2, 1, 0)])
+        assert logliks == pytest.approx([-((q - c) ** 2) for c in (4, 3, 2, 1, 0)])
     # A third run over all 80 images asks nothing.
     FakeTeacher.calls = []
-    points_rows(image_list(tmp_path, ids, "all.parquet"), {"backend": "fake"}, PROMPTS, {"batch_size": 8},
-                tmp_path / "all", store=store)
+    points_rows(
+        image_list(tmp_path, ids, "all.parquet"),
+        {"backend": "fake"},
+        PROMPTS,
+        {"batch_size": 8},
+        tmp_path / "all",
+        store=store,
+    )
     assert FakeTeacher.calls == []
 
 
 # --------------------------------------------------------------------------- keys
+
 
 def test_settings_json_is_written_once_and_a_mismatch_is_refused(tmp_path):
     store = TeacherStore(tmp_path / "s")
@@ -143,26 +163,55 @@ def vllm_settings(**extra) -> dict:
 
 def test_what_is_operational_never_reaches_the_key_and_what_changes_answers_does():
     base_settings = vllm_settings()
-    operational = [{"max_concurrency": 3}, {"request_timeout_s": 7.0}, {"max_retries": 0}, {"backoff_s": 0.1},
-                   {"base_url": "http://other:8000/v1"}, {"gpus": 4}, {"min_token_mass": 0.1}, {"name": "x"},
-                   {"api_key_env": None}]
+    operational = [
+        {"max_concurrency": 3},
+        {"request_timeout_s": 7.0},
+        {"max_retries": 0},
+        {"backoff_s": 0.1},
+        {"base_url": "http://other:8000/v1"},
+        {"gpus": 4},
+        {"min_token_mass": 0.1},
+        {"name": "x"},
+        {"api_key_env": None},
+    ]
     for extra in operational:
         assert vllm_settings(**extra) == base_settings, extra
-    answering = [{"model": "org/other"}, {"top_logprobs": 5}, {"image_transport": "png"}, {"image_max_side": 512},
-                 {"enable_thinking": True}, {"temperature": 0.5}, {"extra_body": {"seed": 3}},
-                 {"missing_token_policy": "zero"}, {"visual_budget": {"max_tiles": 2}}]
+    answering = [
+        {"model": "org/other"},
+        {"top_logprobs": 5},
+        {"image_transport": "png"},
+        {"image_max_side": 512},
+        {"enable_thinking": True},
+        {"temperature": 0.5},
+        {"extra_body": {"seed": 3}},
+        {"missing_token_policy": "zero"},
+        {"visual_budget": {"max_tiles": 2}},
+    ]
     keys = {json.dumps(vllm_settings(**extra), sort_keys=True) for extra in answering}
     assert len(keys) == len(answering) and json.dumps(base_settings, sort_keys=True) not in keys
 
 
 def test_launched_server_arguments_split_into_operational_and_answer_changing():
-    args = ["--gpu-memory-utilization", "0.9", "--dtype=float16", "--enforce-eager", "--max-num-seqs", "64",
-            "--quantization", "awq", "--enable-prefix-caching", "--some-new-flag"]
+    args = [
+        "--gpu-memory-utilization",
+        "0.9",
+        "--dtype=float16",
+        "--enforce-eager",
+        "--max-num-seqs",
+        "64",
+        "--quantization",
+        "awq",
+        "--enable-prefix-caching",
+        "--some-new-flag",
+    ]
     assert answer_serve_args(args) == ["--dtype=float16", "--quantization", "awq", "--some-new-flag"]
     launched = {"backend": "vllm", "model": "org/m", "gpus": 1}
     plain = make_teacher(launched | {"launch": {"tensor_parallel_size": 1, "args": ["--max-num-seqs", "8"]}}, PROMPTS)
-    tuned = make_teacher(launched | {"launch": {"args": ["--gpu-memory-utilization", "0.5"], "max_model_len": 4096,
-                                                "trust_remote_code": True}}, PROMPTS)
+    tuned = make_teacher(
+        launched
+        | {"launch": {"args": ["--gpu-memory-utilization", "0.5"], "max_model_len": 4096, "trust_remote_code": True}},
+        PROMPTS,
+    )
     halved = make_teacher(launched | {"launch": {"args": ["--dtype", "float16"]}}, PROMPTS)
     endpoint = make_teacher({"backend": "vllm", "model": "org/m", "base_url": "http://h:8000/v1"}, PROMPTS)
     assert plain.score_settings() == tuned.score_settings() == endpoint.score_settings()
@@ -170,16 +219,38 @@ def test_launched_server_arguments_split_into_operational_and_answer_changing():
     # The scoring rule's tracked params carry the same split.
     assert "launch" not in split_spec(launched | {"launch": {"args": ["--max-num-seqs", "8"]}})["score"]
     assert split_spec(launched | {"launch": {"args": ["--dtype", "float16"]}})["score"]["serve_args"] == [
-        "--dtype", "float16"]
+        "--dtype",
+        "float16",
+    ]
 
 
-@pytest.mark.parametrize("spec", [
-    {"backend": "vllm", "model": "org/m", "base_url": "http://h:8000/v1", "max_concurrency": 4, "top_logprobs": 9,
-     "min_token_mass": 0.3, "gpus": 1, "name": "t"},
-    {"backend": "transformers", "model": "tiny:qwen2_vl", "device": "cpu", "dtype": "float32", "batch_size": 2,
-     "min_token_mass": 0.0, "enable_thinking": None, "gpus": 0},
-    {"backend": "niqe", "model_path": "x.npz", "patch_size": 16, "level_scale": 0.7, "gpus": 0},
-], ids=["vllm", "transformers", "niqe"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {
+            "backend": "vllm",
+            "model": "org/m",
+            "base_url": "http://h:8000/v1",
+            "max_concurrency": 4,
+            "top_logprobs": 9,
+            "min_token_mass": 0.3,
+            "gpus": 1,
+            "name": "t",
+        },
+        {
+            "backend": "transformers",
+            "model": "tiny:qwen2_vl",
+            "device": "cpu",
+            "dtype": "float32",
+            "batch_size": 2,
+            "min_token_mass": 0.0,
+            "enable_thinking": None,
+            "gpus": 0,
+        },
+        {"backend": "niqe", "model_path": "x.npz", "patch_size": 16, "level_scale": 0.7, "gpus": 0},
+    ],
+    ids=["vllm", "transformers", "niqe"],
+)
 def test_split_spec_tracks_every_key_the_store_key_reads(spec):
     parts = split_spec(spec)
     assert set(parts["score"]) | set(parts["acceptance"]) | set(parts["operational"]) >= set(spec)
@@ -190,8 +261,16 @@ def test_split_spec_tracks_every_key_the_store_key_reads(spec):
     key = make_teacher(spec, PROMPTS).score_settings()
     for name in set(parts["operational"]) | set(parts["acceptance"]):
         changed = dict(spec)
-        changed[name] = {"gpus": 3, "max_concurrency": 9, "batch_size": 7, "device": "cpu", "name": "other",
-                         "model_path": "y.npz", "min_token_mass": 0.9, "base_url": "http://o:1/v1"}.get(name, spec[name])
+        changed[name] = {
+            "gpus": 3,
+            "max_concurrency": 9,
+            "batch_size": 7,
+            "device": "cpu",
+            "name": "other",
+            "model_path": "y.npz",
+            "min_token_mass": 0.9,
+            "base_url": "http://o:1/v1",
+        }.get(name, spec[name])
         assert make_teacher(changed, PROMPTS).score_settings() == key, name
 
 
@@ -241,11 +320,17 @@ def test_answer_code_is_pinned_to_the_format_version():
 
 # --------------------------------------------------------------------------- set up only for misses
 
+
 def test_a_teacher_is_set_up_only_when_there_is_a_miss(tmp_path):
     images = image_list(tmp_path, [f"img{i}" for i in range(6)], real=True)
     store = tmp_path / "store"
-    hf = {"backend": "transformers", "model": "tiny:qwen2_vl", "device": "cpu", "dtype": "float32",
-          "min_token_mass": 0.0}
+    hf = {
+        "backend": "transformers",
+        "model": "tiny:qwen2_vl",
+        "device": "cpu",
+        "dtype": "float32",
+        "min_token_mass": 0.0,
+    }
     first = points_rows(images, hf, PROMPTS, {"batch_size": 6, "max_error_fraction": 1.0}, tmp_path / "a", store=store)
     assert read_provenance(tmp_path / "a/points/1-of-1.parquet")["teacher_set_up"] is True
     # The same settings with a model that cannot be loaded: every answer is stored, nothing is loaded.
@@ -258,13 +343,20 @@ def test_a_teacher_is_set_up_only_when_there_is_a_miss(tmp_path):
     original = hf_module.TransformersTeacher._load
     hf_module.TransformersTeacher._load = refuse
     try:
-        again = points_rows(images, broken, PROMPTS, {"batch_size": 6, "max_error_fraction": 1.0}, tmp_path / "b",
-                            store=store)
+        again = points_rows(
+            images, broken, PROMPTS, {"batch_size": 6, "max_error_fraction": 1.0}, tmp_path / "b", store=store
+        )
         assert again.equals(first)
         assert read_provenance(tmp_path / "b/points/1-of-1.parquet")["teacher_set_up"] is False
         with pytest.raises(TeacherError, match="was loaded"):  # one new image: now it must load
-            points_rows(image_list(tmp_path, [f"img{i}" for i in range(7)], "more.parquet", real=True), broken, PROMPTS,
-                        {"batch_size": 6}, tmp_path / "c", store=store)
+            points_rows(
+                image_list(tmp_path, [f"img{i}" for i in range(7)], "more.parquet", real=True),
+                broken,
+                PROMPTS,
+                {"batch_size": 6},
+                tmp_path / "c",
+                store=store,
+            )
     finally:
         hf_module.TransformersTeacher._load = original
 
@@ -277,10 +369,21 @@ def test_a_launched_vllm_server_is_not_started_when_every_answer_is_stored(tmp_p
     settings = request_settings(teacher.score_settings(), "point", PROMPTS["point"])
     shash = settings_hash(settings)
     TeacherStore(store).register(shash, settings)
-    rows = pl.DataFrame([{"key": hashlib.sha256(f"img{i}".encode()).hexdigest(),
-                          "logliks": [-1.0, -2.0, -3.0, -4.0, -5.0], "token_mass": 0.9, "missing": [],
-                          "top_tokens": ["Excellent"], "top_logprobs": [-1.0], "image_bytes": ["original"],
-                          "answer_error": None} for i in range(4)])
+    rows = pl.DataFrame(
+        [
+            {
+                "key": hashlib.sha256(f"img{i}".encode()).hexdigest(),
+                "logliks": [-1.0, -2.0, -3.0, -4.0, -5.0],
+                "token_mass": 0.9,
+                "missing": [],
+                "top_tokens": ["Excellent"],
+                "top_logprobs": [-1.0],
+                "image_bytes": ["original"],
+                "answer_error": None,
+            }
+            for i in range(4)
+        ]
+    )
     TeacherStore(store).add(shash, "point", rows, {"step": "test"})
     df = points_rows(images, spec, PROMPTS, {"batch_size": 4}, tmp_path / "a", store=store)
     assert df["error"].null_count() == 4 and df["ll_excellent"].to_list() == [-1.0] * 4
@@ -288,23 +391,36 @@ def test_a_launched_vllm_server_is_not_started_when_every_answer_is_stored(tmp_p
 
 # --------------------------------------------------------------------------- summary and compaction
 
+
 def test_summary_and_compaction(tmp_path):
     images = image_list(tmp_path, [f"img{i:02d}" for i in range(20)])
     store = tmp_path / "store"
     points_rows(images, {"backend": "fake"}, PROMPTS, {"batch_size": 4}, tmp_path / "a", store=store, flush_rows=4)
-    points_rows(images, {"backend": "fake"}, PROMPTS | {"point": "Other?"}, {"batch_size": 20}, tmp_path / "b",
-                store=store)
+    points_rows(
+        images, {"backend": "fake"}, PROMPTS | {"point": "Other?"}, {"batch_size": 20}, tmp_path / "b", store=store
+    )
     info = TeacherStore(store).summary()
-    assert [(e["kind"], e["backend"], e["kinds"]["point"]["answers"], e["kinds"]["point"]["parts"])
-            for e in sorted(info["settings"], key=lambda e: e["kinds"]["point"]["parts"])] == [
-        ("point", "fake", 20, 1), ("point", "fake", 20, 5)]
+    assert [
+        (e["kind"], e["backend"], e["kinds"]["point"]["answers"], e["kinds"]["point"]["parts"])
+        for e in sorted(info["settings"], key=lambda e: e["kinds"]["point"]["parts"])
+    ] == [("point", "fake", 20, 1), ("point", "fake", 20, 5)]
     assert info["bytes"] > 0
-    proc = subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", "store", "summary", str(store)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "leaf_steps.core.cli", "store", "summary", str(store)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "2 settings" in proc.stdout and "fake" in proc.stdout and "20" in proc.stdout
-    inspected = subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", "inspect", str(store)], capture_output=True,
-                               text=True, cwd=ROOT, timeout=120)
+    inspected = subprocess.run(
+        [sys.executable, "-m", "leaf_steps.core.cli", "inspect", str(store)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert inspected.returncode == 0 and inspected.stdout == proc.stdout
     (five,) = [e["settings_hash"] for e in info["settings"] if e["kinds"]["point"]["parts"] == 5]
     before, _ = TeacherStore(store).read_kind(five, "point")
@@ -319,16 +435,33 @@ def test_summary_and_compaction(tmp_path):
 def test_inspect_shows_reused_and_scored(tmp_path):
     images = image_list(tmp_path, [f"img{i:02d}" for i in range(10)])
     store = tmp_path / "store"
-    points_rows(image_list(tmp_path, [f"img{i:02d}" for i in range(6)], "six.parquet"), {"backend": "fake"}, PROMPTS,
-                {"batch_size": 4}, tmp_path / "a", store=store)
+    points_rows(
+        image_list(tmp_path, [f"img{i:02d}" for i in range(6)], "six.parquet"),
+        {"backend": "fake"},
+        PROMPTS,
+        {"batch_size": 4},
+        tmp_path / "a",
+        store=store,
+    )
     points_rows(images, {"backend": "fake"}, PROMPTS, {"batch_size": 4}, tmp_path / "b", store=store, shards=2)
     from leaf_steps.tools.inspect_artifacts import inspect as inspect_artifact
 
     info = inspect_artifact(tmp_path / "b/points.parquet")
-    assert info["requests"] == {"rows": 10, "reused": 6, "scored": 4, "failed": 0, "requests_sent": 4,
-                                "parts_written": 2}
+    assert info["requests"] == {
+        "rows": 10,
+        "reused": 6,
+        "scored": 4,
+        "failed": 0,
+        "requests_sent": 4,
+        "parts_written": 2,
+    }
     shards = inspect_artifact(tmp_path / "b/points")
     assert sorted((s["requests"]["reused"], s["requests"]["scored"]) for s in shards["shards"]) == [(3, 2), (3, 2)]
-    text = subprocess.run([sys.executable, "-m", "leaf_steps.core.cli", "inspect", str(tmp_path / "b/points.parquet")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "leaf_steps.core.cli", "inspect", str(tmp_path / "b/points.parquet")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    ).stdout
     assert "teacher requests: 10 rows: 6 reused from the score store, 4 scored now (4 requests sent)" in text

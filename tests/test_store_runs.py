@@ -21,13 +21,12 @@ import pytest
 import yaml
 
 from fake_vllm_server import Behaviour, FakeVllmServer
-from test_dataset_reruns import folder_run_config, make_data, photo
-from test_reruns import planned
-from tiny_run import Run, run_snakemake
-
 from leaf_steps.core.io import read_provenance
 from leaf_steps.teachers.scoring import add_counts
 from leaf_steps.teachers.store import KINDS, TeacherStore
+from test_dataset_reruns import folder_run_config, make_data, photo
+from test_reruns import planned
+from tiny_run import Run, run_snakemake
 
 N_IMAGES = 20
 
@@ -43,8 +42,9 @@ class Chain:
         cfg["scoring"] |= {"shards": 1, "batch_size": 8}
         cfg["calibration"]["ratios"] = [0]  # the students are not built here
         if teacher == "vlm":
-            cfg["teachers"] = {"vlm": {"backend": "vllm", "model": "fake/vlm", "base_url": server.base_url,
-                                       "max_concurrency": 2}}
+            cfg["teachers"] = {
+                "vlm": {"backend": "vllm", "model": "fake/vlm", "base_url": server.base_url, "max_concurrency": 2}
+            }
         cfg["teacher"] = teacher
         self.teacher, self.server = teacher, server
         work = root / "run"
@@ -103,8 +103,9 @@ class Chain:
         """The (A, B) content keys of the run's sampled pairs."""
         images = pl.read_parquet(self.run.results / "dataset/images.parquet").select("image_id", "sha256")
         pairs = pl.read_parquet(self.run.results / "pairs/pairs.parquet")
-        keyed = (pairs.join(images.rename({"image_id": "a_id", "sha256": "a"}), on="a_id")
-                 .join(images.rename({"image_id": "b_id", "sha256": "b"}), on="b_id"))
+        keyed = pairs.join(images.rename({"image_id": "a_id", "sha256": "a"}), on="a_id").join(
+            images.rename({"image_id": "b_id", "sha256": "b"}), on="b_id"
+        )
         assert keyed.height == pairs.height
         return {f"{a}:{b}" for a, b in keyed.select("a", "b").iter_rows()}
 
@@ -151,9 +152,14 @@ def test_answers_are_paid_for_once_through_the_workflow(tmp_path, teacher):
             cfg["scoring"]["max_error_fraction"] = 0.5
             if teacher == "vlm":
                 cfg["teachers"]["vlm"] |= {"max_concurrency": 7, "request_timeout_s": 33.0}
+
         chain.edit(how_it_runs)
-        assert not {rule for rule, _ in planned(chain.run)} & {"score_points", "score_pairs", "gather_points",
-                                                               "gather_pairs"}
+        assert not {rule for rule, _ in planned(chain.run)} & {
+            "score_points",
+            "score_pairs",
+            "gather_points",
+            "gather_pairs",
+        }
 
         # N images added: N point requests, and pair requests for the pairs never asked only.
         added = 3
@@ -179,6 +185,7 @@ def test_answers_are_paid_for_once_through_the_workflow(tmp_path, teacher):
                 cfg["prompts"]["pair"] += " Be strict."
             else:
                 cfg["teachers"]["standin"]["level_scale"] = 0.3
+
         chain.edit(answer_setting)
         changed = chain.score()
         assert changed["point"] == (0, total, total)

@@ -15,19 +15,27 @@ import torch
 from PIL import Image, ImageFilter
 
 from leaf_steps import calibrate, distill
+from leaf_steps.core.errors import ConfigError, InputError
+from leaf_steps.core.io import read_provenance
 from leaf_steps.evaluation.correlation import plcc, srcc
 from leaf_steps.training.data import image_rows, read_manifest
 from leaf_steps.training.models import build_model, fold_affine_into_head, load_checkpoint, read_checkpoint_metadata
 from leaf_steps.training.optim import batch_indices
 from leaf_steps.training.scoring import predict
-from leaf_steps.core.errors import ConfigError, InputError
-from leaf_steps.core.io import read_provenance
 
 N_CONTENTS, LEVELS, TRAIN_CONTENTS = 10, 4, 7
 
 STUDENT = {"model": "resnet10t", "pretrained": False, "resize": 40, "crop": 32, "num_workers": 0, "amp": False}
-DISTILL = {"epochs": 2, "batch_size": 8, "pair_batch_size": 8, "lr": 1e-3, "weight_decay": 0.05,
-           "lambda_dis": 0.5, "holdout_fraction": 0.25, "seed": 0}
+DISTILL = {
+    "epochs": 2,
+    "batch_size": 8,
+    "pair_batch_size": 8,
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+    "lambda_dis": 0.5,
+    "holdout_fraction": 0.25,
+    "seed": 0,
+}
 CALIB = {"epochs": 2, "batch_size": 8, "lr": 3e-4, "weight_decay": 0.05, "lambda_cal": 1.0}
 
 
@@ -56,10 +64,16 @@ def data(tmp_path_factory):
             path = root / f"{image_id}.png"
             img.save(path)
             split = "train" if c < TRAIN_CONTENTS else "test"
-            manifest.append({"image_id": image_id, "path": str(path), "mos": None, "split": split,
-                             "width": 48, "height": 48})
-            points.append({"image_id": image_id, "teacher_score": float(np.clip(5 - level + rng.normal(0, 0.2), 1, 5)),
-                           "error": None})
+            manifest.append(
+                {"image_id": image_id, "path": str(path), "mos": None, "split": split, "width": 48, "height": 48}
+            )
+            points.append(
+                {
+                    "image_id": image_id,
+                    "teacher_score": float(np.clip(5 - level + rng.normal(0, 0.2), 1, 5)),
+                    "error": None,
+                }
+            )
     # two teacher failures (null score + error message) that distill must skip and count
     points[1] = {"image_id": points[1]["image_id"], "teacher_score": None, "error": "timeout"}
     points[6] = {"image_id": points[6]["image_id"], "teacher_score": None, "error": "bad json"}
@@ -73,8 +87,13 @@ def data(tmp_path_factory):
     pairs.append({"a_id": train_ids[0], "b_id": manifest[-1]["image_id"], "t_ab": 1, "confidence": 0.9})  # test image
     for i, image_id in enumerate(rng.permutation(train_ids)[:16]):
         level = int(image_id[-1])
-        subset.append({"image_id": str(image_id), "role": "calib_train" if i < 10 else "calib_val",
-                       "mos": float(100 - 22 * level + rng.normal(0, 3))})
+        subset.append(
+            {
+                "image_id": str(image_id),
+                "role": "calib_train" if i < 10 else "calib_val",
+                "mos": float(100 - 22 * level + rng.normal(0, 3)),
+            }
+        )
 
     def write(name, rows, schema):
         path = root / name
@@ -83,12 +102,24 @@ def data(tmp_path_factory):
 
     return {
         "root": root,
-        "manifest": write("manifest.parquet", manifest, {"image_id": pl.String, "path": pl.String, "mos": pl.Float64,
-                                                         "split": pl.String, "width": pl.Int32, "height": pl.Int32}),
-        "points": write("points.parquet", points, {"image_id": pl.String, "teacher_score": pl.Float64,
-                                                   "error": pl.String}),
-        "pairs": write("pairs.parquet", pairs, {"a_id": pl.String, "b_id": pl.String, "t_ab": pl.Int8,
-                                                "confidence": pl.Float64}),
+        "manifest": write(
+            "manifest.parquet",
+            manifest,
+            {
+                "image_id": pl.String,
+                "path": pl.String,
+                "mos": pl.Float64,
+                "split": pl.String,
+                "width": pl.Int32,
+                "height": pl.Int32,
+            },
+        ),
+        "points": write(
+            "points.parquet", points, {"image_id": pl.String, "teacher_score": pl.Float64, "error": pl.String}
+        ),
+        "pairs": write(
+            "pairs.parquet", pairs, {"a_id": pl.String, "b_id": pl.String, "t_ab": pl.Int8, "confidence": pl.Float64}
+        ),
         "subset": write("subset.parquet", subset, {"image_id": pl.String, "role": pl.String, "mos": pl.Float64}),
         "test_ids": [m["image_id"] for m in manifest if m["split"] == "test"],
         "manifest_rows": manifest,
@@ -96,32 +127,71 @@ def data(tmp_path_factory):
 
 
 def distill_settings(**over):
-    s = {"student": dict(STUDENT), "distill": dict(DISTILL), "use_point": True, "use_pair": True,
-         "use_confidence": True, "student_model": None, "device": "cpu", "seed": 0}
+    s = {
+        "student": dict(STUDENT),
+        "distill": dict(DISTILL),
+        "use_point": True,
+        "use_pair": True,
+        "use_confidence": True,
+        "student_model": None,
+        "device": "cpu",
+        "seed": 0,
+    }
     s.update(over)
     return s
 
 
 def run_distill(data, out, settings=None, manifest=None, with_pairs=True):
     out.mkdir(parents=True, exist_ok=True)
-    paths = {k: out / f"{k}.{ext}" for k, ext in (("model", "safetensors"), ("losses", "parquet"),
-                                                  ("preds", "parquet"))}
-    distill.main(["--manifest", str(manifest or data["manifest"]), "--points", str(data["points"]),
-                  *(["--pairs", str(data["pairs"])] if with_pairs else []), "--out-model", str(paths["model"]),
-                  "--out-losses", str(paths["losses"]), "--out-predictions", str(paths["preds"]),
-                  "--settings", json.dumps(settings or distill_settings())])
+    paths = {
+        k: out / f"{k}.{ext}" for k, ext in (("model", "safetensors"), ("losses", "parquet"), ("preds", "parquet"))
+    }
+    distill.main(
+        [
+            "--manifest",
+            str(manifest or data["manifest"]),
+            "--points",
+            str(data["points"]),
+            *(["--pairs", str(data["pairs"])] if with_pairs else []),
+            "--out-model",
+            str(paths["model"]),
+            "--out-losses",
+            str(paths["losses"]),
+            "--out-predictions",
+            str(paths["preds"]),
+            "--settings",
+            json.dumps(settings or distill_settings()),
+        ]
+    )
     return paths
 
 
 def run_calibrate(data, out, init=None, seed=0):
     out.mkdir(parents=True, exist_ok=True)
-    paths = {k: out / f"{k}.{ext}" for k, ext in (("model", "safetensors"), ("losses", "parquet"),
-                                                  ("preds", "parquet"))}
-    settings = {"student": dict(STUDENT), "calibration": dict(CALIB), "student_model": None, "device": "cpu",
-                "seed": seed}
-    argv = ["--manifest", str(data["manifest"]), "--subset", str(data["subset"]), "--out-model", str(paths["model"]),
-            "--out-losses", str(paths["losses"]), "--out-predictions", str(paths["preds"]),
-            "--settings", json.dumps(settings)]
+    paths = {
+        k: out / f"{k}.{ext}" for k, ext in (("model", "safetensors"), ("losses", "parquet"), ("preds", "parquet"))
+    }
+    settings = {
+        "student": dict(STUDENT),
+        "calibration": dict(CALIB),
+        "student_model": None,
+        "device": "cpu",
+        "seed": seed,
+    }
+    argv = [
+        "--manifest",
+        str(data["manifest"]),
+        "--subset",
+        str(data["subset"]),
+        "--out-model",
+        str(paths["model"]),
+        "--out-losses",
+        str(paths["losses"]),
+        "--out-predictions",
+        str(paths["preds"]),
+        "--settings",
+        json.dumps(settings),
+    ]
     calibrate.main(argv + (["--init", str(init)] if init else []))
     return paths
 
@@ -185,8 +255,9 @@ def test_distill_same_seed_same_predictions_other_seed_differs(data, stage1, tmp
     assert not np.allclose(first, pl.read_parquet(other["preds"])["prediction"].to_numpy())
 
 
-@pytest.mark.parametrize("switch,off_col,on_col", [("use_pair", "train_rank", "train_reg"),
-                                                    ("use_point", "train_reg", "train_rank")])
+@pytest.mark.parametrize(
+    "switch,off_col,on_col", [("use_pair", "train_rank", "train_reg"), ("use_point", "train_reg", "train_rank")]
+)
 def test_distill_ablation_switches(data, tmp_path, switch, off_col, on_col):
     paths = run_distill(data, tmp_path, distill_settings(**{switch: False}))
     losses = pl.read_parquet(paths["losses"])
@@ -230,8 +301,7 @@ def test_calibrate_from_stage1(data, stage1, tmp_path):
     assert meta["stage"] == "calibrate" and meta["output_units"] == "mos"
     preds = pl.read_parquet(paths["preds"])
     assert preds["image_id"].to_list() == data["test_ids"]
-    assert np.allclose(predict(model, _test_rows(data), resize=40, crop=32), preds["prediction"].to_numpy(),
-                       atol=1e-4)
+    assert np.allclose(predict(model, _test_rows(data), resize=40, crop=32), preds["prediction"].to_numpy(), atol=1e-4)
     train_mos = pl.read_parquet(data["subset"]).filter(pl.col("role") == "calib_train")["mos"].to_numpy()
     # standardised outputs mapped back: the predictions sit on the 0..100 MOS scale, not around 0
     assert abs(preds["prediction"].mean() - train_mos.mean()) < 2 * train_mos.std()
@@ -289,8 +359,12 @@ def test_unreadable_image_names_file(data, tmp_path):
 
 
 def test_subset_row_errors_name_the_row(data, tmp_path):
-    bad = pl.read_parquet(data["subset"]).with_row_index("i").with_columns(
-        mos=pl.when(pl.col("i") == 3).then(None).otherwise(pl.col("mos"))).drop("i")
+    bad = (
+        pl.read_parquet(data["subset"])
+        .with_row_index("i")
+        .with_columns(mos=pl.when(pl.col("i") == 3).then(None).otherwise(pl.col("mos")))
+        .drop("i")
+    )
     path = tmp_path / "subset.parquet"
     bad.write_parquet(path)
     manifest = read_manifest(data["manifest"])
@@ -332,13 +406,25 @@ def test_batch_indices_never_leave_a_single_sample_batch():
 
 # --------------------------------------------------------------------------- few-shot stage-1 selection
 
+
 def _labelled_manifest(data, path):
     """The fixture's manifest with a MOS on every training image (the pool MOS subsets come from)."""
     rng = np.random.default_rng(7)
-    rows = [dict(r, mos=float(100 - 22 * int(r["image_id"][-1]) + rng.normal(0, 8))) if r["split"] == "train" else r
-            for r in data["manifest_rows"]]
-    pl.DataFrame(rows, schema={"image_id": pl.String, "path": pl.String, "mos": pl.Float64, "split": pl.String,
-                               "width": pl.Int32, "height": pl.Int32}).write_parquet(path)
+    rows = [
+        dict(r, mos=float(100 - 22 * int(r["image_id"][-1]) + rng.normal(0, 8))) if r["split"] == "train" else r
+        for r in data["manifest_rows"]
+    ]
+    pl.DataFrame(
+        rows,
+        schema={
+            "image_id": pl.String,
+            "path": pl.String,
+            "mos": pl.Float64,
+            "split": pl.String,
+            "width": pl.Int32,
+            "height": pl.Int32,
+        },
+    ).write_parquet(path)
     return path
 
 
@@ -366,13 +452,37 @@ def _distill_every_epoch(data, tmp_path_factory):
     manifest = _labelled_manifest(data, root / "manifest.parquet")
     settings = distill_settings(distill=dict(DISTILL, epochs=3, selection="mos_subset", checkpoint_every=1))
     checkpoints = [root / f"epochs/epoch{e}.safetensors" for e in (1, 2, 3)]
-    paths = {k: root / f"{k}.{ext}" for k, ext in (("model", "safetensors"), ("losses", "parquet"),
-                                                  ("preds", "parquet"), ("epoch_preds", "parquet"))}
-    distill.main(["--manifest", str(manifest), "--points", str(data["points"]), "--pairs", str(data["pairs"]),
-                  "--out-model", str(paths["model"]), "--out-losses", str(paths["losses"]),
-                  "--out-predictions", str(paths["preds"]), "--settings", json.dumps(settings),
-                  "--out-epoch-checkpoints", *map(str, checkpoints), "--out-epoch-predictions",
-                  str(paths["epoch_preds"])])
+    paths = {
+        k: root / f"{k}.{ext}"
+        for k, ext in (
+            ("model", "safetensors"),
+            ("losses", "parquet"),
+            ("preds", "parquet"),
+            ("epoch_preds", "parquet"),
+        )
+    }
+    distill.main(
+        [
+            "--manifest",
+            str(manifest),
+            "--points",
+            str(data["points"]),
+            "--pairs",
+            str(data["pairs"]),
+            "--out-model",
+            str(paths["model"]),
+            "--out-losses",
+            str(paths["losses"]),
+            "--out-predictions",
+            str(paths["preds"]),
+            "--settings",
+            json.dumps(settings),
+            "--out-epoch-checkpoints",
+            *map(str, checkpoints),
+            "--out-epoch-predictions",
+            str(paths["epoch_preds"]),
+        ]
+    )
     return {**paths, "root": root, "manifest": manifest, "checkpoints": checkpoints}
 
 
@@ -402,8 +512,9 @@ def test_label_free_student_keeps_the_teacher_rule(data, per_epoch):
     # The label-free predictions are those of the teacher rule's epoch checkpoint.
     model, _ = load_checkpoint(per_epoch["checkpoints"][teacher_epoch - 1])
     labelfree = pl.read_parquet(per_epoch["preds"])
-    assert np.allclose(predict(model, _test_rows(data), resize=40, crop=32), labelfree["prediction"].to_numpy(),
-                       atol=1e-5)
+    assert np.allclose(
+        predict(model, _test_rows(data), resize=40, crop=32), labelfree["prediction"].to_numpy(), atol=1e-5
+    )
 
 
 def test_subsets_that_disagree_start_calibration_from_different_epochs(data, per_epoch, tmp_path):
@@ -429,8 +540,18 @@ def test_subsets_that_disagree_start_calibration_from_different_epochs(data, per
         train = [i for i in pool if i not in val][:8]
         subset = _write_subset(tmp_path / f"subset{epoch}.parquet", per_epoch["manifest"], val, train)
         selection = tmp_path / f"selection{epoch}.parquet"
-        select_stage1.main(["--epoch-predictions", str(per_epoch["epoch_preds"]), "--stage1-losses",
-                            str(per_epoch["losses"]), "--subset", str(subset), "--out", str(selection)])
+        select_stage1.main(
+            [
+                "--epoch-predictions",
+                str(per_epoch["epoch_preds"]),
+                "--stage1-losses",
+                str(per_epoch["losses"]),
+                "--subset",
+                str(subset),
+                "--out",
+                str(selection),
+            ]
+        )
         # The oracle: SRCC + PLCC of each epoch's outputs on these five images, straight from scipy.
         scores = {}
         for e in (1, 2, 3):
@@ -440,15 +561,37 @@ def test_subsets_that_disagree_start_calibration_from_different_epochs(data, per
         assert max(scores, key=scores.get) == epoch == pl.read_parquet(selection).filter("selected")["epoch"][0]
 
         out = tmp_path / f"cal{epoch}"
-        paths = {k: out / f"{k}.{ext}" for k, ext in (("model", "safetensors"), ("losses", "parquet"),
-                                                     ("preds", "parquet"))}
-        settings = {"student": dict(STUDENT), "calibration": dict(CALIB), "student_model": None, "device": "cpu",
-                    "seed": 0}
-        calibrate.main(["--manifest", str(per_epoch["manifest"]), "--subset", str(subset),
-                        "--out-model", str(paths["model"]), "--out-losses", str(paths["losses"]),
-                        "--out-predictions", str(paths["preds"]), "--settings", json.dumps(settings),
-                        "--stage1-selection", str(selection), "--stage1-checkpoints",
-                        *map(str, per_epoch["checkpoints"]), str(per_epoch["model"])])
+        paths = {
+            k: out / f"{k}.{ext}" for k, ext in (("model", "safetensors"), ("losses", "parquet"), ("preds", "parquet"))
+        }
+        settings = {
+            "student": dict(STUDENT),
+            "calibration": dict(CALIB),
+            "student_model": None,
+            "device": "cpu",
+            "seed": 0,
+        }
+        calibrate.main(
+            [
+                "--manifest",
+                str(per_epoch["manifest"]),
+                "--subset",
+                str(subset),
+                "--out-model",
+                str(paths["model"]),
+                "--out-losses",
+                str(paths["losses"]),
+                "--out-predictions",
+                str(paths["preds"]),
+                "--settings",
+                json.dumps(settings),
+                "--stage1-selection",
+                str(selection),
+                "--stage1-checkpoints",
+                *map(str, per_epoch["checkpoints"]),
+                str(per_epoch["model"]),
+            ]
+        )
         losses = pl.read_parquet(paths["losses"])
         assert losses["stage1_epoch"].unique().to_list() == [epoch]
         assert losses["stage1_selection"].unique().to_list() == ["mos_subset"]
@@ -463,22 +606,53 @@ def test_subsets_that_disagree_start_calibration_from_different_epochs(data, per
     # A selection made on another subset's held-out images is refused.
     (subset_a, _), (_, selection_b) = chosen.values()
     with pytest.raises(InputError, match="other calib_val images"):
-        calibrate.main(["--manifest", str(per_epoch["manifest"]), "--subset", str(subset_a),
-                        "--out-model", str(tmp_path / "x.safetensors"), "--out-losses", str(tmp_path / "x.parquet"),
-                        "--out-predictions", str(tmp_path / "y.parquet"), "--settings",
-                        json.dumps({"student": dict(STUDENT), "calibration": dict(CALIB), "device": "cpu"}),
-                        "--stage1-selection", str(selection_b), "--stage1-checkpoints",
-                        *map(str, per_epoch["checkpoints"])])
+        calibrate.main(
+            [
+                "--manifest",
+                str(per_epoch["manifest"]),
+                "--subset",
+                str(subset_a),
+                "--out-model",
+                str(tmp_path / "x.safetensors"),
+                "--out-losses",
+                str(tmp_path / "x.parquet"),
+                "--out-predictions",
+                str(tmp_path / "y.parquet"),
+                "--settings",
+                json.dumps({"student": dict(STUDENT), "calibration": dict(CALIB), "device": "cpu"}),
+                "--stage1-selection",
+                str(selection_b),
+                "--stage1-checkpoints",
+                *map(str, per_epoch["checkpoints"]),
+            ]
+        )
 
 
 def test_per_epoch_outputs_must_match_the_candidate_epochs(data, tmp_path):
     settings = distill_settings(distill=dict(DISTILL, epochs=3, checkpoint_every=2))  # candidates: 2, 3
     with pytest.raises(ConfigError, match=r"keeps epochs \[2, 3\]"):
-        distill.main(["--manifest", str(data["manifest"]), "--points", str(data["points"]), "--pairs",
-                      str(data["pairs"]), "--out-model", str(tmp_path / "m.safetensors"), "--out-losses",
-                      str(tmp_path / "l.parquet"), "--out-predictions", str(tmp_path / "p.parquet"),
-                      "--settings", json.dumps(settings), "--out-epoch-checkpoints", str(tmp_path / "e.safetensors"),
-                      "--out-epoch-predictions", str(tmp_path / "ep.parquet")])
+        distill.main(
+            [
+                "--manifest",
+                str(data["manifest"]),
+                "--points",
+                str(data["points"]),
+                "--pairs",
+                str(data["pairs"]),
+                "--out-model",
+                str(tmp_path / "m.safetensors"),
+                "--out-losses",
+                str(tmp_path / "l.parquet"),
+                "--out-predictions",
+                str(tmp_path / "p.parquet"),
+                "--settings",
+                json.dumps(settings),
+                "--out-epoch-checkpoints",
+                str(tmp_path / "e.safetensors"),
+                "--out-epoch-predictions",
+                str(tmp_path / "ep.parquet"),
+            ]
+        )
     assert not (tmp_path / "m.safetensors").exists()
 
 
@@ -487,6 +661,8 @@ def test_keeping_epochs_does_not_change_training(data, per_epoch, tmp_path):
     # per-epoch checkpoints and predictions (their evaluation passes draw no random numbers of the training).
     settings = distill_settings(distill=dict(DISTILL, epochs=3, selection="teacher", checkpoint_every=1))
     plain = run_distill(data, tmp_path, settings, manifest=per_epoch["manifest"])
-    assert np.array_equal(pl.read_parquet(plain["preds"])["prediction"].to_numpy(),
-                          pl.read_parquet(per_epoch["preds"])["prediction"].to_numpy())
+    assert np.array_equal(
+        pl.read_parquet(plain["preds"])["prediction"].to_numpy(),
+        pl.read_parquet(per_epoch["preds"])["prediction"].to_numpy(),
+    )
     assert pl.read_parquet(plain["losses"]).drop("seconds").equals(pl.read_parquet(per_epoch["losses"]).drop("seconds"))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from leaf_steps.teachers.teacher_math import (
-    LabelScores,
     LEVELS,
+    LabelScores,
     collapse_top_logprobs,
     expected_score,
     label_aliases,
@@ -30,7 +30,8 @@ def test_eq2_expected_score_by_hand():
     assert expected_score(np.full(5, 0.2)) == pytest.approx(3.0)  # (5+4+3+2+1)/5
     assert expected_score(np.array([0.5, 0.5, 0, 0, 0])) == pytest.approx(4.5)  # Excellent/Good tie
     assert expected_score(np.array([0, 0, 0, 0, 1.0])) == pytest.approx(1.0)  # certain "Bad"
-    # 5*.6364086 + 4*.2341217 + 3*.0861285 + 2*.0316849 + 1*.0116562 = 3.1820430 + .9364868 + .2583855 + .0633698 + .0116562 = 4.4519413
+    # 5*.6364086 + 4*.2341217 + 3*.0861285 + 2*.0316849 + 1*.0116562
+    #   = 3.1820430 + .9364868 + .2583855 + .0633698 + .0116562 = 4.4519413
     p = level_probabilities(np.array([0.0, -1.0, -2.0, -3.0, -4.0]))
     assert expected_score(p) == pytest.approx(4.4519413, abs=1e-6)
     # Batched: one score per row.
@@ -59,8 +60,13 @@ def test_eq5_confidence_by_hand():
 
 
 def test_token_variants_summed_and_missing_listed():
-    top = [(" Good", math.log(0.4)), ("good", math.log(0.1)), ("Fair", math.log(0.2)),
-           ("\u2581Excellent", math.log(0.05)), ("the", math.log(0.1))]
+    top = [
+        (" Good", math.log(0.4)),
+        ("good", math.log(0.1)),
+        ("Fair", math.log(0.2)),
+        ("\u2581Excellent", math.log(0.05)),
+        ("the", math.log(0.1)),
+    ]
     s = collapse_top_logprobs(top, LEVELS)
     assert s.error is None
     assert s.logliks[1] == pytest.approx(math.log(0.5))  # " Good" + "good"
@@ -118,8 +124,10 @@ def test_bad_policy_and_no_match_messages():
     with pytest.raises(ValueError, match="missing_policy must be 'floor' or 'zero', got 'drop'"):
         collapse_top_logprobs([("Good", -0.1)], LEVELS, missing_policy="drop")
     s = collapse_top_logprobs([("the", -0.1)], ["A", "B"])
-    assert s.error == ("the teacher did not answer with a label: none of the labels among the 1 returned top tokens "
-                       "(top tokens: 'the' 0.905)")
+    assert s.error == (
+        "the teacher did not answer with a label: none of the labels among the 1 returned top tokens "
+        "(top tokens: 'the' 0.905)"
+    )
 
 
 def test_every_label_seen_gives_each_its_own_loglik():
@@ -143,8 +151,9 @@ def test_eq1_and_eq5_compute_in_float64_whatever_the_input():
     np.testing.assert_allclose(p, level_probabilities(logits32.astype(np.float64)), rtol=1e-15)
     w = pair_confidence(np.array([0.7, 0.93], dtype=np.float32))
     assert w.dtype == np.float64
-    np.testing.assert_allclose(w, pair_confidence(np.array([0.7, 0.93], dtype=np.float32).astype(np.float64)),
-                               rtol=1e-15)
+    np.testing.assert_allclose(
+        w, pair_confidence(np.array([0.7, 0.93], dtype=np.float32).astype(np.float64)), rtol=1e-15
+    )
 
 
 def test_eq5_certain_answers_raise_no_warnings_and_rounding_never_goes_below_zero():

@@ -6,14 +6,14 @@ import pytest
 
 from fake_teacher import FakeTeacher
 from leaf_steps.core.errors import InputError, TeacherError
-from leaf_steps.filter_pairs import filter_pairs
 from leaf_steps.core.io import read_provenance
+from leaf_steps.filter_pairs import filter_pairs
 from leaf_steps.sample_mos_subset import sample_subset
 from leaf_steps.sample_pairs import sample_pairs
-from scoring_helpers import pairs_rows, points_rows, write_image_list
+from leaf_steps.teachers import base
 from leaf_steps.teachers.scoring import shard_rows
 from leaf_steps.teachers.teacher_math import expected_score, level_probabilities, pair_confidence
-from leaf_steps.teachers import base
+from scoring_helpers import pairs_rows, points_rows, write_image_list
 
 PROMPTS = {"point": "Rate it.", "pair": "A or B?"}
 
@@ -32,8 +32,14 @@ def images(manifest, tmp_path):
 @pytest.fixture()
 def manifest(tmp_path):
     n = 40
-    df = pl.DataFrame({"image_id": [f"img{i:03d}" for i in range(n)], "path": [f"/x/{i}.png" for i in range(n)],
-                       "mos": [float(i) for i in range(n)], "split": ["train"] * 30 + ["test"] * 10})
+    df = pl.DataFrame(
+        {
+            "image_id": [f"img{i:03d}" for i in range(n)],
+            "path": [f"/x/{i}.png" for i in range(n)],
+            "mos": [float(i) for i in range(n)],
+            "split": ["train"] * 30 + ["test"] * 10,
+        }
+    )
     path = tmp_path / "manifest.parquet"
     df.write_parquet(path)
     return path
@@ -53,8 +59,14 @@ def test_score_points_rows_follow_eq1_eq2(images, tmp_path):
     np.testing.assert_allclose(df["teacher_score"].to_numpy(), expected_score(level_probabilities(ll)))
     prov = read_provenance(tmp_path / "points.parquet")
     assert prov["prompt"] == "Rate it." and prov["teacher_info"]["backend"] == "fake"
-    assert prov["requests"] == {"rows": 40, "reused": 0, "scored": 40, "failed": 0, "requests_sent": 40,
-                                "parts_written": 1}
+    assert prov["requests"] == {
+        "rows": 40,
+        "reused": 0,
+        "scored": 40,
+        "failed": 0,
+        "requests_sent": 40,
+        "parts_written": 1,
+    }
 
 
 def test_answers_are_reused_from_the_store_and_only_misses_are_sent(images, tmp_path):
@@ -63,20 +75,31 @@ def test_answers_are_reused_from_the_store_and_only_misses_are_sent(images, tmp_
     assert len(sum(FakeTeacher.calls, [])) == 40
     FakeTeacher.calls = []
     # Another run (other shard count, other batch size) with the same teacher and prompt: nothing is asked.
-    again = points_rows(images, {"backend": "fake"}, PROMPTS, {"batch_size": 3}, tmp_path / "b", store=tmp_path / "store",
-                        shards=3)
+    again = points_rows(
+        images, {"backend": "fake"}, PROMPTS, {"batch_size": 3}, tmp_path / "b", store=tmp_path / "store", shards=3
+    )
     assert FakeTeacher.calls == [] and again.equals(first)
     assert read_provenance(tmp_path / "b/points.parquet")["requests"] == {
-        "rows": 40, "reused": 40, "scored": 0, "failed": 0, "requests_sent": 0, "parts_written": 0}
+        "rows": 40,
+        "reused": 40,
+        "scored": 0,
+        "failed": 0,
+        "requests_sent": 0,
+        "parts_written": 0,
+    }
     # A new image costs one request; another prompt is another key: everything is asked again.
-    grown = pl.read_parquet(images).vstack(pl.DataFrame({"image_id": ["img999"], "path": ["/x/999.png"],
-                                                          "sha256": ["f" * 64]}))
+    grown = pl.read_parquet(images).vstack(
+        pl.DataFrame({"image_id": ["img999"], "path": ["/x/999.png"], "sha256": ["f" * 64]})
+    )
     grown.write_parquet(tmp_path / "grown.parquet")
-    points_rows(tmp_path / "grown.parquet", {"backend": "fake"}, PROMPTS, scoring, tmp_path / "c", store=tmp_path / "store")
+    points_rows(
+        tmp_path / "grown.parquet", {"backend": "fake"}, PROMPTS, scoring, tmp_path / "c", store=tmp_path / "store"
+    )
     assert sum(FakeTeacher.calls, []) == ["img999"]
     FakeTeacher.calls = []
-    points_rows(images, {"backend": "fake"}, PROMPTS | {"point": "Other?"}, scoring, tmp_path / "d",
-                store=tmp_path / "store")
+    points_rows(
+        images, {"backend": "fake"}, PROMPTS | {"point": "Other?"}, scoring, tmp_path / "d", store=tmp_path / "store"
+    )
     assert len(sum(FakeTeacher.calls, [])) == 40
 
 
@@ -138,8 +161,9 @@ def test_pairs_sampling_scoring_and_filtering(images, tmp_path):
 def test_both_orders_average_and_record_each(images, tmp_path):
     pairs_path = tmp_path / "pairs.parquet"
     sample_pairs([f"img{i:03d}" for i in range(30)], 20, seed=1).write_parquet(pairs_path)
-    scored = pairs_rows(pairs_path, images, {"backend": "fake"}, PROMPTS, {"batch_size": 8, "both_orders": True},
-                        tmp_path)
+    scored = pairs_rows(
+        pairs_path, images, {"backend": "fake"}, PROMPTS, {"batch_size": 8, "both_orders": True}, tmp_path
+    )
     # The fake teacher has no position bias, so both orders agree and the average equals each.
     np.testing.assert_allclose(scored["p_a_forward"], scored["p_a_reverse"], rtol=1e-9)
     np.testing.assert_allclose(scored["p_a"], scored["p_a_forward"], rtol=1e-9)
@@ -147,8 +171,9 @@ def test_both_orders_average_and_record_each(images, tmp_path):
     assert len(asked) == 40 and len(set(asked)) == 40  # forward and swapped: two distinct requests per pair
     # Turning both orders off later asks nothing (the forward answers are stored); on again, nothing either.
     FakeTeacher.calls = []
-    one = pairs_rows(pairs_path, images, {"backend": "fake"}, PROMPTS, {"batch_size": 8}, tmp_path / "one",
-                     store=tmp_path / "store")
+    one = pairs_rows(
+        pairs_path, images, {"backend": "fake"}, PROMPTS, {"batch_size": 8}, tmp_path / "one", store=tmp_path / "store"
+    )
     assert FakeTeacher.calls == [] and one["p_a"].equals(scored["p_a_forward"].alias("p_a"))
 
 
@@ -156,12 +181,20 @@ def test_turning_both_orders_on_later_asks_only_the_swapped_pairs(images, tmp_pa
     pairs_path = tmp_path / "pairs.parquet"
     sample_pairs([f"img{i:03d}" for i in range(30)], 20, seed=1).write_parquet(pairs_path)
     store = tmp_path / "store"
-    forward = pairs_rows(pairs_path, images, {"backend": "fake"}, PROMPTS, {"batch_size": 8}, tmp_path / "f",
-                         store=store)
+    forward = pairs_rows(
+        pairs_path, images, {"backend": "fake"}, PROMPTS, {"batch_size": 8}, tmp_path / "f", store=store
+    )
     asked_forward = sum(FakeTeacher.calls, [])
     FakeTeacher.calls = []
-    both = pairs_rows(pairs_path, images, {"backend": "fake"}, PROMPTS, {"batch_size": 8, "both_orders": True},
-                      tmp_path / "b", store=store)
+    both = pairs_rows(
+        pairs_path,
+        images,
+        {"backend": "fake"},
+        PROMPTS,
+        {"batch_size": 8, "both_orders": True},
+        tmp_path / "b",
+        store=store,
+    )
     asked_reverse = sum(FakeTeacher.calls, [])
     # Only the (b, a) requests are new: as many as distinct forward requests, none of them asked before.
     assert len(asked_reverse) == len(set(asked_forward)) and not set(asked_reverse) & set(asked_forward)

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import math
 from contextlib import contextmanager
@@ -23,24 +22,35 @@ from PIL import Image
 from skimage import data as skdata
 
 from fake_vllm_server import Behaviour, FakeVllmServer
-from leaf_steps.teachers import image_encoding
 from leaf_steps.core.errors import TeacherError
-from leaf_steps.teachers.image_encoding import load_image
-from leaf_steps.images.decode import EXIF_ORIENTATION
 from leaf_steps.core.io import read_provenance
-from scoring_helpers import pairs_rows, points_rows, write_image_list
-from leaf_steps.teachers.teacher_math import NOT_ANSWERED
+from leaf_steps.images.decode import EXIF_ORIENTATION
+from leaf_steps.teachers import image_encoding
 from leaf_steps.teachers.base import ImageRef, make_teacher
+from leaf_steps.teachers.image_encoding import load_image
+from leaf_steps.teachers.teacher_math import NOT_ANSWERED
+from scoring_helpers import pairs_rows, points_rows, write_image_list
 from test_images import png16
 
-PROMPTS = {"point": "How good is this image? Answer Excellent, Good, Fair, Poor, or Bad.",
-           "pair": "Image A first, then Image B. Which is better? Answer A or B."}
+PROMPTS = {
+    "point": "How good is this image? Answer Excellent, Good, Fair, Poor, or Bad.",
+    "pair": "Image A first, then Image B. Which is better? Answer A or B.",
+}
 MODEL = "fake/vlm"
 MAX_SIDE = 160
 # name -> how the default ("auto") transport must send it
-EXPECTED_KIND = {"small.jpg": "original", "gray.jpg": "original", "small.png": "original", "small.webp": "original",
-                 "big.jpg": "png", "rotated.jpg": "png", "gray16.png": "png", "rgba.png": "png",
-                 "palette.gif": "png", "cmyk.jpg": "png"}
+EXPECTED_KIND = {
+    "small.jpg": "original",
+    "gray.jpg": "original",
+    "small.png": "original",
+    "small.webp": "original",
+    "big.jpg": "png",
+    "rotated.jpg": "png",
+    "gray16.png": "png",
+    "rgba.png": "png",
+    "palette.gif": "png",
+    "cmyk.jpg": "png",
+}
 MIME = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 
 
@@ -76,8 +86,17 @@ def fake(**behaviour):
 
 def spec(server: FakeVllmServer, **extra) -> dict:
     # One request at a time: the fake keeps the last request's images.
-    return {"backend": "vllm", "name": "t", "model": server.stats()["model"], "base_url": server.base_url,
-            "backoff_s": 0.01, "request_timeout_s": 5.0, "max_concurrency": 1, "image_max_side": MAX_SIDE, **extra}
+    return {
+        "backend": "vllm",
+        "name": "t",
+        "model": server.stats()["model"],
+        "base_url": server.base_url,
+        "backoff_s": 0.01,
+        "request_timeout_s": 5.0,
+        "max_concurrency": 1,
+        "image_max_side": MAX_SIDE,
+        **extra,
+    }
 
 
 def decoded(data: bytes) -> np.ndarray:
@@ -138,8 +157,11 @@ def test_explicit_transports_re_encode_every_image(photos, transport):
             else:  # lossy: same size, close pixels, not equal ones
                 assert got.shape == want.shape and 0 < np.abs(got.astype(int) - want).mean() < 12
         described = t.describe()["score_settings"]["image"]
-    assert described == ({"max_side": MAX_SIDE, "transport": "jpeg", "quality": 70} if transport == "jpeg"
-                         else {"max_side": MAX_SIDE, "transport": "png"})
+    assert described == (
+        {"max_side": MAX_SIDE, "transport": "jpeg", "quality": 70}
+        if transport == "jpeg"
+        else {"max_side": MAX_SIDE, "transport": "png"}
+    )
 
 
 def test_rows_record_how_each_image_was_sent(photos, tmp_path):
@@ -148,8 +170,9 @@ def test_rows_record_how_each_image_was_sent(photos, tmp_path):
     with fake() as server:
         points = points_rows(manifest, spec(server, max_concurrency=4), PROMPTS, scoring, tmp_path, teacher_name="t")
         pairs_path = tmp_path / "pairs.parquet"
-        pl.DataFrame({"pair_id": [0, 1], "a_id": ["small.jpg", "rgba.png"], "b_id": ["big.jpg", "small.webp"]}) \
-            .write_parquet(pairs_path)
+        pl.DataFrame(
+            {"pair_id": [0, 1], "a_id": ["small.jpg", "rgba.png"], "b_id": ["big.jpg", "small.webp"]}
+        ).write_parquet(pairs_path)
         pairs = pairs_rows(pairs_path, manifest, spec(server), PROMPTS, scoring, tmp_path, teacher_name="t")
     assert dict(points.select("image_id", "image_bytes").iter_rows()) == EXPECTED_KIND
     assert pairs.select("image_bytes_a", "image_bytes_b").rows() == [("original", "png"), ("png", "original")]
@@ -161,14 +184,23 @@ def test_rows_record_how_each_image_was_sent(photos, tmp_path):
 # The view's budget and the thinking mode reach the request
 
 
-@pytest.mark.parametrize(("model", "budget", "sent"), [
-    ("OpenGVLab/InternVL3_5-8B", {"max_tiles": 1}, {"max_dynamic_patch": 1}),
-    ("OpenGVLab/InternVL3_5-8B-HF", {"max_tiles": 4}, {"max_patches": 4}),
-    ("Qwen/Qwen3-VL-8B-Instruct", {"max_pixels": 401408},
-     {"size": {"longest_edge": 401408, "shortest_edge": 65536}}),
-    ("Qwen/Qwen2.5-VL-7B-Instruct", {"max_pixels": 200704, "min_pixels": 12544},
-     {"size": {"longest_edge": 200704, "shortest_edge": 12544}}),
-])
+@pytest.mark.parametrize(
+    ("model", "budget", "sent"),
+    [
+        ("OpenGVLab/InternVL3_5-8B", {"max_tiles": 1}, {"max_dynamic_patch": 1}),
+        ("OpenGVLab/InternVL3_5-8B-HF", {"max_tiles": 4}, {"max_patches": 4}),
+        (
+            "Qwen/Qwen3-VL-8B-Instruct",
+            {"max_pixels": 401408},
+            {"size": {"longest_edge": 401408, "shortest_edge": 65536}},
+        ),
+        (
+            "Qwen/Qwen2.5-VL-7B-Instruct",
+            {"max_pixels": 200704, "min_pixels": 12544},
+            {"size": {"longest_edge": 200704, "shortest_edge": 12544}},
+        ),
+    ],
+)
 def test_visual_budget_reaches_the_request_body(photos, model, budget, sent):
     with fake(model=model) as server:
         with make_teacher(spec(server, visual_budget=budget), PROMPTS) as teacher:
@@ -201,6 +233,7 @@ def test_thinking_mode_is_off_per_request_and_extra_kwargs_merge(photos):
 
 def test_score_settings_hash_follows_what_changes_answers_only(photos):
     with fake() as server:
+
         def hashed(**extra):
             with make_teacher(spec(server, **extra), PROMPTS) as t:
                 return t.describe()["score_settings_hash"]
@@ -208,9 +241,15 @@ def test_score_settings_hash_follows_what_changes_answers_only(photos):
         base = hashed()
         assert hashed(max_concurrency=7, request_timeout_s=9.0, max_retries=1) == base  # operational
         assert hashed(min_token_mass=0.2) == base  # acceptance: re-checked on reading a stored answer
-        changed = [hashed(image_transport="png"), hashed(image_transport="jpeg"), hashed(image_max_side=512),
-                   hashed(visual_budget={"max_pixels": 9000, "min_pixels": 3136}), hashed(enable_thinking=True),
-                   hashed(missing_token_policy="zero"), hashed(top_logprobs=10)]
+        changed = [
+            hashed(image_transport="png"),
+            hashed(image_transport="jpeg"),
+            hashed(image_max_side=512),
+            hashed(visual_budget={"max_pixels": 9000, "min_pixels": 3136}),
+            hashed(enable_thinking=True),
+            hashed(missing_token_policy="zero"),
+            hashed(top_logprobs=10),
+        ]
         assert base not in changed and len(set(changed)) == len(changed)
 
 
@@ -260,7 +299,7 @@ def test_shard_of_unanswered_prompts_fails_saying_what_to_change(photos, tmp_pat
         with pytest.raises(TeacherError) as err:
             points_rows(manifest, thinking, PROMPTS, scoring, tmp_path, teacher_name="internvl")
         message = str(err.value)
-        assert f"10 of 10 rows failed" in message and f"10 of them because {NOT_ANSWERED}" in message
+        assert "10 of 10 rows failed" in message and f"10 of them because {NOT_ANSWERED}" in message
         assert "prompts.point" in message and "teachers.internvl.enable_thinking" in message
         assert "Rerunning will not change" in message and "rerun to ask" not in message
         assert not out.exists()
@@ -269,8 +308,15 @@ def test_shard_of_unanswered_prompts_fails_saying_what_to_change(photos, tmp_pat
         before = server.stats()["chat_requests"]
         with pytest.raises(TeacherError):
             points_rows(manifest, thinking, PROMPTS, scoring, tmp_path, teacher_name="internvl")
-        lenient = points_rows(manifest, thinking | {"min_token_mass": 0.0}, PROMPTS, scoring, tmp_path / "lenient",
-                              store=tmp_path / "store", teacher_name="internvl")
+        lenient = points_rows(
+            manifest,
+            thinking | {"min_token_mass": 0.0},
+            PROMPTS,
+            scoring,
+            tmp_path / "lenient",
+            store=tmp_path / "store",
+            teacher_name="internvl",
+        )
         assert server.stats()["chat_requests"] == before and lenient["error"].null_count() == 10
         # Turning thinking off is a new setting: another key, every image answered.
         df = points_rows(manifest, spec(server), PROMPTS, scoring, tmp_path, teacher_name="internvl")
@@ -284,9 +330,15 @@ def test_shard_of_unanswered_prompts_fails_saying_what_to_change(photos, tmp_pat
 def test_refused_rows_keep_their_mass_for_the_summary(photos, tmp_path):
     manifest = manifest_of({n: photos[n] for n in ("small.jpg", "big.jpg", "gray.jpg", "rgba.png")}, tmp_path)
     with fake(think_first=True) as server:
-        df = points_rows(manifest, spec(server, enable_thinking=True), PROMPTS,
-                         {"batch_size": 4, "max_error_fraction": 1.0}, tmp_path, out=tmp_path / "p.parquet",
-                         teacher_name="t")
+        df = points_rows(
+            manifest,
+            spec(server, enable_thinking=True),
+            PROMPTS,
+            {"batch_size": 4, "max_error_fraction": 1.0},
+            tmp_path,
+            out=tmp_path / "p.parquet",
+            teacher_name="t",
+        )
     assert df["teacher_score"].is_null().all() and df["error"].str.starts_with(NOT_ANSWERED).all()
     assert (df["token_mass"] < 1e-3).all() and df["ll_good"].is_nan().all()
     summary = read_provenance(tmp_path / "p.parquet")["summary"]

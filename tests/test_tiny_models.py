@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from leaf_steps.teachers import tiny_models
 from leaf_steps.core.errors import ConfigError
+from leaf_steps.teachers import tiny_models
 from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS
 
 EXPECTED_CLASS = {

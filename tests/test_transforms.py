@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from leaf_steps.training.transforms import IMAGENET_MEAN, IMAGENET_STD
 from leaf_steps.training.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     EvalTransform,
     decode,
     normalize,
@@ -58,7 +59,7 @@ def test_random_crop_takes_windows_of_the_resized_image():
     image = _image(64, 64)
     exact = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(image)
     out = train_transform(40, "random_crop")(image)
-    windows = [exact[:, y:y + 40, x:x + 40] for y in range(25) for x in range(25)]
+    windows = [exact[:, y : y + 40, x : x + 40] for y in range(25) for x in range(25)]
     assert any(torch.equal(out, w) or torch.equal(out, w.flip(2)) for w in windows)
 
 
@@ -67,8 +68,15 @@ def test_paper_augmentation_rescales():
     assert out.shape == (3, 32, 32)
 
 
-@pytest.mark.parametrize("size, resize, decoded", [((1024, 768), 256, (512, 384)), ((4000, 3000), 256, (500, 375)),
-                                                   ((500, 400), 256, (500, 400)), ((600, 300), 128, (300, 150))])
+@pytest.mark.parametrize(
+    "size, resize, decoded",
+    [
+        ((1024, 768), 256, (512, 384)),
+        ((4000, 3000), 256, (500, 375)),
+        ((500, 400), 256, (500, 400)),
+        ((600, 300), 128, (300, 150)),
+    ],
+)
 def test_jpegs_decode_at_the_smallest_scale_keeping_the_resize(tmp_path, size, resize, decoded):
     path = tmp_path / "x.jpg"
     _image(*size).save(path, quality=90)

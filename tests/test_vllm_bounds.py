@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 
-from test_vllm_client import fake, images, vllm_teacher  # noqa: F401 - `images` is a fixture
-
 from leaf_steps.teachers.vllm import MAX_RESPONSE_BYTES
+from test_vllm_client import fake, images, vllm_teacher  # noqa: F401 - `images` is a fixture
 
 
 def test_a_huge_answer_is_refused_while_it_streams(images):  # noqa: F811

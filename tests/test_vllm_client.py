@@ -24,14 +24,16 @@ from PIL import Image
 from skimage import data as skdata
 
 from fake_vllm_server import Behaviour, FakeVllmServer, answer_logprobs, label_of
-from leaf_steps.teachers import image_encoding
-from leaf_steps.teachers import teacher_math as tm
 from leaf_steps.core.errors import ConfigError, InputError, TeacherError
 from leaf_steps.images.decode import EXIF_ORIENTATION
+from leaf_steps.teachers import image_encoding
+from leaf_steps.teachers import teacher_math as tm
 from leaf_steps.teachers.base import ImageRef, make_teacher
 
-PROMPTS = {"point": "How good is this image? Answer Excellent, Good, Fair, Poor, or Bad.",
-           "pair": "Image A first, then Image B. Which is better? Answer A or B."}
+PROMPTS = {
+    "point": "How good is this image? Answer Excellent, Good, Fair, Poor, or Bad.",
+    "pair": "Image A first, then Image B. Which is better? Answer A or B.",
+}
 MODEL = "fake/vlm"
 FAST = {"backoff_s": 0.01, "request_timeout_s": 5.0}
 
@@ -57,8 +59,9 @@ def fake(**behaviour):
 
 
 def vllm_teacher(server: FakeVllmServer, **spec):
-    return make_teacher({"backend": "vllm", "name": "t", "model": MODEL, "base_url": server.base_url,
-                         **FAST, **spec}, PROMPTS)
+    return make_teacher(
+        {"backend": "vllm", "name": "t", "model": MODEL, "base_url": server.base_url, **FAST, **spec}, PROMPTS
+    )
 
 
 def sent_bytes(path: str, teacher) -> bytes:
@@ -124,8 +127,9 @@ def test_pairs_eq3_to_eq5_and_order_swap(images):
         stats = server.stats()
     assert all(r.error is None for r in rows)
     for (a, b), row in zip([(bright, dark), (dark, bright), (mid, bright)], rows):
-        assert_matches_server(row, [sent_bytes(a.path, teacher), sent_bytes(b.path, teacher)],
-                              tm.PAIR_LABELS, server.behaviour)
+        assert_matches_server(
+            row, [sent_bytes(a.path, teacher), sent_bytes(b.path, teacher)], tm.PAIR_LABELS, server.behaviour
+        )
     la, lb = np.array([r.logliks for r in rows]).T
     p_a = tm.pair_probability(la, lb)  # Eq 3
     assert p_a[0] > 0.9 and p_a[1] < 0.1 and p_a[0] == pytest.approx(1 - p_a[1], abs=1e-9)
@@ -142,11 +146,28 @@ def test_space_and_case_variants_are_summed(images):
         want = t1.score_points(images[:3])
     with fake(variants=True, max_logprobs=100) as server, vllm_teacher(server, top_logprobs=100) as t2:
         got = t2.score_points(images[:3])
-        raw = httpx.post(f"{server.base_url}/chat/completions", json={
-            "model": MODEL, "logprobs": True, "top_logprobs": 20, "max_tokens": 1,
-            "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": image_encoding.image_data_url(
-                    images[2].path, t2.encoding).data_url}}]}]}).json()
+        raw = httpx.post(
+            f"{server.base_url}/chat/completions",
+            json={
+                "model": MODEL,
+                "logprobs": True,
+                "top_logprobs": 20,
+                "max_tokens": 1,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image_url",
+                                "image_url": {
+                                    "url": image_encoding.image_data_url(images[2].path, t2.encoding).data_url
+                                },
+                            }
+                        ],
+                    }
+                ],
+            },
+        ).json()
     tokens = [e["token"] for e in raw["choices"][0]["logprobs"]["content"][0]["top_logprobs"]]
     assert {"Fair", " Fair", "fair"} <= set(tokens)  # the server really splits the label three ways
     for a, b in zip(want, got):
@@ -231,10 +252,13 @@ def test_hanging_requests_time_out_and_retry(images):
     assert (stats["chat_requests"], stats["answers"]) == (2, 0)  # max_retries=0: no second attempt
 
 
-@pytest.mark.parametrize(("behaviour", "message"), [
-    ({"malformed": True}, "malformed JSON"),
-    ({"no_logprobs": True}, "no choices[0].logprobs.content"),
-])
+@pytest.mark.parametrize(
+    ("behaviour", "message"),
+    [
+        ({"malformed": True}, "malformed JSON"),
+        ({"no_logprobs": True}, "no choices[0].logprobs.content"),
+    ],
+)
 def test_unusable_answers_become_error_rows(images, behaviour, message):
     with fake(**behaviour) as server, vllm_teacher(server) as teacher:
         rows = teacher.score_points(images[:2])
@@ -274,8 +298,9 @@ def test_server_dying_mid_run_gives_error_rows_for_the_rest(images):
 def test_server_down_for_the_whole_batch(images):
     with fake() as server:
         url = server.base_url
-    with make_teacher({"backend": "vllm", "model": MODEL, "base_url": url, **FAST, "max_retries": 3,
-                       "max_concurrency": 4}, PROMPTS) as teacher:  # entering does not raise: rows carry the errors
+    with make_teacher(
+        {"backend": "vllm", "model": MODEL, "base_url": url, **FAST, "max_retries": 3, "max_concurrency": 4}, PROMPTS
+    ) as teacher:  # entering does not raise: rows carry the errors
         rows = teacher.score_points(images * 4)
     assert all(r.error and "cannot connect" in r.error for r in rows)
     # Later items do not each wait through their retries: beyond the first items in flight (4 workers),
@@ -342,35 +367,50 @@ def test_model_not_served_is_a_config_error(images):
             vllm_teacher(server, model="other/model").score_points(images[:1])
 
 
-@pytest.mark.parametrize(("spec", "key"), [
-    ({"modle": "x"}, "teachers.t.modle: unknown key"),
-    ({"top_logprobs": 0}, "teachers.t.top_logprobs"),
-    ({"max_concurrency": "8"}, "teachers.t.max_concurrency"),
-    ({"image_transport": "webp"}, "teachers.t.image_transport"),
-    ({"image_format": "jpeg"}, "teachers.t.image_format: unknown key"),
-    ({"enable_thinking": "no"}, "teachers.t.enable_thinking"),
-    ({"min_token_mass": 1.5}, "teachers.t.min_token_mass"),
-    ({"visual_budget": {"max_tiles": 0}}, "teachers.t.visual_budget.max_tiles"),
-    ({"visual_budget": {"tiles": 2}}, "teachers.t.visual_budget.tiles: unknown key"),
-    ({"visual_budget": {"max_tiles": 2, "max_pixels": 9}}, "teachers.t.visual_budget: give either"),
-    ({"model": "Qwen/Qwen3-VL-8B-Instruct", "visual_budget": {"max_tiles": 2}}, "teachers.t.visual_budget.max_tiles"),
-    ({"model": "OpenGVLab/InternVL3_5-8B", "visual_budget": {"max_pixels": 200_000}},
-     "teachers.t.visual_budget.max_pixels"),
-    ({"visual_budget": {"max_pixels": 200_000}}, "teachers.t.visual_budget.min_pixels: required"),
-    ({"extra_body": {"chat_template_kwargs": {"enable_thinking": True}}},
-     "teachers.t.extra_body.chat_template_kwargs.enable_thinking"),
-    ({"extra_body": {"mm_processor_kwargs": {"max_dynamic_patch": 4}}},
-     "teachers.t.extra_body.mm_processor_kwargs.max_dynamic_patch"),
-    ({"missing_token_policy": "drop"}, "teachers.t.missing_token_policy"),
-    ({"base_url": "gpu-node:8000"}, "teachers.t.base_url"),
-    ({"extra_body": {"logprobs": False}}, "teachers.t.extra_body.logprobs"),
-    ({"base_url": None, "launch": {"gpus": [0]}}, "teachers.t.launch.gpus: unknown key"),
-    ({"base_url": None, "launch": {"tensor_parallel_size": 2, "gpu_ids": [0]}}, "teachers.t.launch.gpu_ids"),
-    ({"base_url": None, "gpus": 1, "launch": {"tensor_parallel_size": 2}}, "teachers.t.launch.tensor_parallel_size"),
-    ({"gpus": -1}, "teachers.t.gpus"),
-    ({"base_url": None, "launch": {"args": ["--max-logprobs", "5"]}}, "teachers.t.launch.args"),
-    ({"base_url": "http://h:1/v1", "launch": {"port": 9000}}, "teachers.t.launch: only used"),
-])
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        ({"modle": "x"}, "teachers.t.modle: unknown key"),
+        ({"top_logprobs": 0}, "teachers.t.top_logprobs"),
+        ({"max_concurrency": "8"}, "teachers.t.max_concurrency"),
+        ({"image_transport": "webp"}, "teachers.t.image_transport"),
+        ({"image_format": "jpeg"}, "teachers.t.image_format: unknown key"),
+        ({"enable_thinking": "no"}, "teachers.t.enable_thinking"),
+        ({"min_token_mass": 1.5}, "teachers.t.min_token_mass"),
+        ({"visual_budget": {"max_tiles": 0}}, "teachers.t.visual_budget.max_tiles"),
+        ({"visual_budget": {"tiles": 2}}, "teachers.t.visual_budget.tiles: unknown key"),
+        ({"visual_budget": {"max_tiles": 2, "max_pixels": 9}}, "teachers.t.visual_budget: give either"),
+        (
+            {"model": "Qwen/Qwen3-VL-8B-Instruct", "visual_budget": {"max_tiles": 2}},
+            "teachers.t.visual_budget.max_tiles",
+        ),
+        (
+            {"model": "OpenGVLab/InternVL3_5-8B", "visual_budget": {"max_pixels": 200_000}},
+            "teachers.t.visual_budget.max_pixels",
+        ),
+        ({"visual_budget": {"max_pixels": 200_000}}, "teachers.t.visual_budget.min_pixels: required"),
+        (
+            {"extra_body": {"chat_template_kwargs": {"enable_thinking": True}}},
+            "teachers.t.extra_body.chat_template_kwargs.enable_thinking",
+        ),
+        (
+            {"extra_body": {"mm_processor_kwargs": {"max_dynamic_patch": 4}}},
+            "teachers.t.extra_body.mm_processor_kwargs.max_dynamic_patch",
+        ),
+        ({"missing_token_policy": "drop"}, "teachers.t.missing_token_policy"),
+        ({"base_url": "gpu-node:8000"}, "teachers.t.base_url"),
+        ({"extra_body": {"logprobs": False}}, "teachers.t.extra_body.logprobs"),
+        ({"base_url": None, "launch": {"gpus": [0]}}, "teachers.t.launch.gpus: unknown key"),
+        ({"base_url": None, "launch": {"tensor_parallel_size": 2, "gpu_ids": [0]}}, "teachers.t.launch.gpu_ids"),
+        (
+            {"base_url": None, "gpus": 1, "launch": {"tensor_parallel_size": 2}},
+            "teachers.t.launch.tensor_parallel_size",
+        ),
+        ({"gpus": -1}, "teachers.t.gpus"),
+        ({"base_url": None, "launch": {"args": ["--max-logprobs", "5"]}}, "teachers.t.launch.args"),
+        ({"base_url": "http://h:1/v1", "launch": {"port": 9000}}, "teachers.t.launch: only used"),
+    ],
+)
 def test_bad_spec_names_the_key(spec, key):
     full = {"backend": "vllm", "name": "t", "model": MODEL, "base_url": "http://127.0.0.1:9/v1", **spec}
     with pytest.raises(ConfigError) as err:

@@ -70,8 +70,14 @@ def wait_gone(pid: int, within_s: float = 30.0) -> bool:
 
 
 def launched_spec(**launch) -> dict:
-    return {"backend": "vllm", "name": "big", "model": MODEL, "base_url": None, "backoff_s": 0.01,
-            "launch": {"startup_timeout_s": 30, **launch}}
+    return {
+        "backend": "vllm",
+        "name": "big",
+        "model": MODEL,
+        "base_url": None,
+        "backoff_s": 0.01,
+        "launch": {"startup_timeout_s": 30, **launch},
+    }
 
 
 def stats(server: VllmServer) -> dict:
@@ -80,8 +86,13 @@ def stats(server: VllmServer) -> dict:
 
 def test_launch_scores_and_shuts_down(photos, tmp_path):
     log_file = tmp_path / "vllm.log"
-    spec = launched_spec(gpu_ids=[2, 3], max_model_len=8192, trust_remote_code=True,
-                         args=["--gpu-memory-utilization", "0.9"], log_file=str(log_file))
+    spec = launched_spec(
+        gpu_ids=[2, 3],
+        max_model_len=8192,
+        trust_remote_code=True,
+        args=["--gpu-memory-utilization", "0.9"],
+        log_file=str(log_file),
+    )
     with make_teacher({**spec, "top_logprobs": 10, "gpus": 2}, PROMPTS) as teacher:  # gpus=2: tensor parallel 2
         points = teacher.score_points(photos)
         pairs = teacher.score_pairs([(photos[1], photos[0])])
@@ -139,14 +150,16 @@ def test_sigterm_ignoring_server_is_killed(monkeypatch, caplog):
 def test_sigterm_to_the_driver_stops_the_server(photos, tmp_path):
     """Snakemake/Slurm cancel a job with SIGTERM: the GPU server must not outlive the driver."""
     script = tmp_path / "driver.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import time
         from leaf_steps.teachers.base import ImageRef, make_teacher
         teacher = make_teacher({launched_spec()!r}, {PROMPTS!r})
         rows = teacher.score_points([ImageRef("a", {photos[0].path!r})])
         print(teacher.server.pid, rows[0].error, flush=True)
         time.sleep(60)
-    """))
+    """)
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
     try:

@@ -28,14 +28,16 @@ from PIL import Image, ImageFilter
 from skimage import data as skdata
 
 from leaf_steps.teachers import teacher_math as tm
-from leaf_steps.teachers.image_encoding import image_data_url
 from leaf_steps.teachers.base import ImageRef, make_teacher
+from leaf_steps.teachers.image_encoding import image_data_url
 from leaf_steps.teachers.visual_budget import family_of
 from leaf_steps.teachers.vllm import chat_payload
 
 BASE_URL = os.environ.get("LEAF_VLLM_BASE_URL")
-pytestmark = [pytest.mark.realvllm,
-              pytest.mark.skipif(not BASE_URL, reason="set LEAF_VLLM_BASE_URL to test against a real vLLM server")]
+pytestmark = [
+    pytest.mark.realvllm,
+    pytest.mark.skipif(not BASE_URL, reason="set LEAF_VLLM_BASE_URL to test against a real vLLM server"),
+]
 PROMPTS = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "demo.yaml").read_text())["prompts"]
 
 
@@ -46,8 +48,14 @@ def teacher():
     if not model:
         headers = {"Authorization": f"Bearer {os.environ[key_env]}"} if key_env else {}
         model = httpx.get(f"{BASE_URL.rstrip('/')}/models", headers=headers, timeout=30).json()["data"][0]["id"]
-    spec = {"backend": "vllm", "name": "real", "model": model, "base_url": BASE_URL, "api_key_env": key_env,
-            "max_concurrency": 4}
+    spec = {
+        "backend": "vllm",
+        "name": "real",
+        "model": model,
+        "base_url": BASE_URL,
+        "api_key_env": key_env,
+        "max_concurrency": 4,
+    }
     with make_teacher(spec, PROMPTS) as t:
         yield t
 

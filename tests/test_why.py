@@ -19,8 +19,19 @@ def done(tmp_path_factory) -> Run:
 
 
 def leaf_why(run: Run, repo=ROOT, *extra: str) -> str:
-    cmd = [sys.executable, "-m", "leaf_steps.core.cli", "why", "--snakefile", str(repo / "Snakefile"),
-           "--directory", str(run.workdir), "--configfile", str(run.configfile), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "leaf_steps.core.cli",
+        "why",
+        "--snakefile",
+        str(repo / "Snakefile"),
+        "--directory",
+        str(run.workdir),
+        "--configfile",
+        str(run.configfile),
+        *extra,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env_for(repo), cwd=run.workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -31,7 +42,7 @@ def job_block(text: str, header: str) -> list[str]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
     block = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("    "):
             break
         block.append(line.strip())
@@ -44,13 +55,16 @@ def test_nothing_changed(done):
 
 def test_a_setting_is_named_with_its_old_and_new_value(done, tmp_path):
     out = leaf_why(with_config(done, tmp_path, lambda cfg: cfg["distill"].update(lr=1.0e-3)))
-    assert job_block(out, "distill (variant=leaf)") == [f"setting distill.lr: {done.config()['distill']['lr']} -> 0.001"]
+    assert job_block(out, "distill (variant=leaf)") == [
+        f"setting distill.lr: {done.config()['distill']['lr']} -> 0.001"
+    ]
     # Few-shot calibrations start from the stage-1 epoch chosen on their subset (distill.selection: mos_subset).
     stage1 = "results/tiny/students/leaf/stage1"
     assert job_block(out, "calibrate (variant=leaf, ratio=0.3, seed=0)") == [
         f"input rebuilt by distill: {stage1}/epochs/epoch1.safetensors, {stage1}/epochs/epoch2.safetensors, "
         f"{stage1}/model.safetensors",
-        "input rebuilt by select_stage1: results/tiny/students/leaf/ratio0.3/seed0/stage1_selection.parquet"]
+        "input rebuilt by select_stage1: results/tiny/students/leaf/ratio0.3/seed0/stage1_selection.parquet",
+    ]
     assert "cft_only" not in out  # CFT-only never reads stage 1
 
 

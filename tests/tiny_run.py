@@ -110,8 +110,18 @@ def real_tiny_run(tmp_path_factory) -> Run:
 
 def run_snakemake(run: Run, *extra: str, cores: int = 2) -> subprocess.CompletedProcess:
     """``snakemake`` on ``run``'s config in its own working directory, with the checkout's Snakefile."""
-    cmd = [str(VENV_BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(run.workdir),
-           "--configfile", str(run.configfile), "--cores", str(cores), *extra]
+    cmd = [
+        str(VENV_BIN / "snakemake"),
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(run.workdir),
+        "--configfile",
+        str(run.configfile),
+        "--cores",
+        str(cores),
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env_for(ROOT), cwd=run.workdir)
 
 
@@ -140,8 +150,16 @@ def touched_tiny_run(tmp_path_factory, name: str = "tiny_touched", cfg: dict | N
 def dryrun(run: Run, repo: Path = ROOT, executor: str = "dryrun", collect: str = "jobs"):
     """Jobs a run of ``repo``'s Snakefile would execute now in ``run.workdir`` (Snakemake's Python
     API, in a subprocess). ``collect="paths"``: (output path, is directory) of every planned job."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "dryrun", str(repo / "Snakefile"), str(run.workdir),
-           str(run.configfile), executor, collect]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "dryrun",
+        str(repo / "Snakefile"),
+        str(run.workdir),
+        str(run.configfile),
+        executor,
+        collect,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env_for(repo), cwd=run.workdir)
     assert proc.returncode == 0, f"dry run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     payload = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,1 +1,2 @@
-"""Shared core of every step: errors, config loading and checks, Parquet I/O and provenance, code hashes, progress, the command line."""
+"""Shared core of every step: errors, config loading and checks, Parquet I/O and provenance, code
+hashes, progress, the command line."""

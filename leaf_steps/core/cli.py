@@ -42,7 +42,10 @@ PASSTHROUGH = {
     "inspect": ("leaf_steps.tools.inspect_artifacts", "schema, provenance and summary of a Parquet artifact"),
     "estimate-cost": ("leaf_steps.tools.estimate_cost", "GPU-hours of a config from per-image costs"),
     "predict": ("leaf_steps.tools.predict", "score images with a trained student (checkpoint, export folder or ONNX)"),
-    "why": ("leaf_steps.tools.why", "which jobs a run would execute now, and the setting, file or code change behind each"),
+    "why": (
+        "leaf_steps.tools.why",
+        "which jobs a run would execute now, and the setting, file or code change behind each",
+    ),
     "store": ("leaf_steps.tools.store", "the teacher score store: summary (settings, answers, size) or compact"),
 }
 

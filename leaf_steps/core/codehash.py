@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "leaf_steps"
@@ -50,7 +50,7 @@ def _local_imports(path: Path, name: str) -> set[str]:
     return {m for m in found if m != name}
 
 
-@lru_cache(maxsize=None)
+@cache
 def module_closure(name: str) -> tuple[str, ...]:
     """``name`` and every leaf_steps module it imports, transitively (sorted)."""
     seen: set[str] = set()
@@ -72,8 +72,12 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return tree
 
@@ -94,7 +98,7 @@ def _canonical(node: object) -> str:
     return f"{type(node).__name__}:{node!r}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def module_code_hash(name: str, length: int = 12) -> str:
     """Hash of one module's parsed code (comments, docstrings and formatting left out)."""
     path = _module_file(name)
@@ -104,7 +108,7 @@ def module_code_hash(name: str, length: int = 12) -> str:
     return hashlib.sha256(_canonical(tree).encode()).hexdigest()[:length]
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_fingerprint(*names: str) -> str:
     """``{"module": hash, ...}`` (compact JSON) over ``names`` and their import closures.
 
@@ -115,7 +119,7 @@ def code_fingerprint(*names: str) -> str:
     return json.dumps({m: module_code_hash(m) for m in modules}, separators=(",", ":"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_hash(*names: str, length: int = 16) -> str:
     """One hash of :func:`code_fingerprint` (for provenance records)."""
     return hashlib.sha256(code_fingerprint(*names).encode()).hexdigest()[:length]

@@ -44,8 +44,7 @@ def check_blocks(config: dict[str, Any]) -> None:
         counts = None  # reported by config_warnings, and with its line by the dataset step
     if counts is not None:
         train, _test, where = counts
-        problems = ratio_problems(train, config["calibration"]["ratios"], config["calibration"]["val_fraction"],
-                                  where)
+        problems = ratio_problems(train, config["calibration"]["ratios"], config["calibration"]["val_fraction"], where)
         if problems:
             raise ConfigError("\n  ".join(problems))
 
@@ -53,8 +52,8 @@ def check_blocks(config: dict[str, Any]) -> None:
 def config_warnings(config: dict[str, Any]) -> list[str]:
     """What a validated config will likely regret (nothing here stops a run): a labelled test split too
     small to mean anything, a folder or MOS file that is not there (yet), a label file that cannot be read."""
-    from leaf_steps.datasets.labels_check import small_test_split_warning
     from leaf_steps.core.errors import InputError
+    from leaf_steps.datasets.labels_check import small_test_split_warning
 
     out = []
     ds = config["dataset"]
@@ -92,6 +91,7 @@ def resolved_min_side(config: dict[str, Any]) -> int:
 # split (``dataset.test_fraction`` of the labelled images; KonIQ-10k's official split) is never touched.
 # The counts are known before any job runs for the benchmarks (published) and a folder's MOS CSV.
 
+
 def ratio_problems(n_train_labelled: int, ratios: list[float], val_fraction: float, where: str) -> list[str]:
     """One message per MOS ratio that leaves too few calibration or held-out images (sample_mos_subsets' rule)."""
     from leaf_steps.training.mos_subsets import MIN_TRAIN, MIN_VAL, subset_sizes
@@ -102,10 +102,12 @@ def ratio_problems(n_train_labelled: int, ratios: list[float], val_fraction: flo
             continue
         k, n_val = subset_sizes(n_train_labelled, ratio, val_fraction)
         if k - n_val < MIN_TRAIN or (val_fraction > 0 and n_val < MIN_VAL):
-            out.append(f"calibration.ratios: {ratio:g} of the {n_train_labelled} labelled training images {where} is "
-                       f"{k} image(s) ({k - n_val} to calibrate on, {n_val} held out by calibration.val_fraction="
-                       f"{val_fraction:g}); need >= {MIN_TRAIN} and >= {MIN_VAL}. A ratio applies to the labelled "
-                       "training images: label more images, or use a larger ratio")
+            out.append(
+                f"calibration.ratios: {ratio:g} of the {n_train_labelled} labelled training images {where} is "
+                f"{k} image(s) ({k - n_val} to calibrate on, {n_val} held out by calibration.val_fraction="
+                f"{val_fraction:g}); need >= {MIN_TRAIN} and >= {MIN_VAL}. A ratio applies to the labelled "
+                "training images: label more images, or use a larger ratio"
+            )
     return out
 
 
@@ -132,8 +134,11 @@ def known_label_counts(config: Mapping[str, Any]) -> tuple[int, int, str] | None
     if name == "koniq10k" and options.get("split", "official") == "official":
         counts = adapter.OFFICIAL_COUNTS
         return counts["train"], counts["test"], "(KonIQ-10k's official split)"
-    published = options.get("expected_count") or getattr(adapter, "PUBLISHED_IMAGES", None) or \
-        getattr(adapter, "PUBLISHED_LABELLED", None)
+    published = (
+        options.get("expected_count")
+        or getattr(adapter, "PUBLISHED_IMAGES", None)
+        or getattr(adapter, "PUBLISHED_LABELLED", None)
+    )
     if not published:
         return None
     n_test = test_count(published, fraction)
@@ -142,9 +147,12 @@ def known_label_counts(config: Mapping[str, Any]) -> tuple[int, int, str] | None
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``leaf validate-config FILE``: every block checked, warnings on stderr, ``FILE: ok`` when valid."""
-    ap = argparse.ArgumentParser(prog="leaf validate-config", description="validate a config file without running "
-                                 "anything: the schema, each teacher block by its backend, dataset.options by the "
-                                 "dataset's adapter, and the label counts the MOS ratios need where they are known")
+    ap = argparse.ArgumentParser(
+        prog="leaf validate-config",
+        description="validate a config file without running "
+        "anything: the schema, each teacher block by its backend, dataset.options by the "
+        "dataset's adapter, and the label counts the MOS ratios need where they are known",
+    )
     ap.add_argument("config")
     a = ap.parse_args(argv)
     config = load_config(a.config)

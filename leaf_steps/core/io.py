@@ -15,7 +15,7 @@ import platform
 import sys
 import tempfile
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -52,8 +52,13 @@ def lock_sha256() -> str | None:
 
 
 def library_versions() -> dict[str, str | None]:
-    versions = {"leaf": __version__, "python": platform.python_version(), "polars": pl.__version__,
-                "pyarrow": pa.__version__, "lock_sha256": lock_sha256()}
+    versions = {
+        "leaf": __version__,
+        "python": platform.python_version(),
+        "polars": pl.__version__,
+        "pyarrow": pa.__version__,
+        "lock_sha256": lock_sha256(),
+    }
     for name in ("torch", "timm", "transformers", "numpy"):
         module = sys.modules.get(name)
         if module is not None:
@@ -62,8 +67,12 @@ def library_versions() -> dict[str, str | None]:
 
 
 def make_provenance(step: str, **values: Any) -> dict[str, Any]:
-    return {"step": step, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": library_versions(), **values}
+    return {
+        "step": step,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+        **values,
+    }
 
 
 def current_umask() -> int:

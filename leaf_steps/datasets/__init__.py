@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from leaf_steps.datasets import agiqa3k, aigiqa20k, folder, koniq10k, spaq
-from leaf_steps.datasets.common import DatasetSettings
 from leaf_steps.core.errors import ConfigError
 from leaf_steps.core.errors import did_you_mean as closest
+from leaf_steps.datasets import agiqa3k, aigiqa20k, folder, koniq10k, spaq
+from leaf_steps.datasets.common import DatasetSettings
 
 DATASETS: dict[str, ModuleType] = {m.NAME: m for m in (koniq10k, spaq, agiqa3k, aigiqa20k, folder)}
 
@@ -30,8 +30,10 @@ DATASETS: dict[str, ModuleType] = {m.NAME: m for m in (koniq10k, spaq, agiqa3k, 
 def get_dataset(name: str) -> ModuleType:
     """The adapter module of dataset ``name``; an unknown name is a ConfigError naming ``dataset.name``."""
     if name not in DATASETS:
-        raise ConfigError(f"dataset.name: {name!r} has no download/prepare adapter; known: {sorted(DATASETS)} "
-                          "(the embedded demo data set is built by its own step, make_demo_dataset)")
+        raise ConfigError(
+            f"dataset.name: {name!r} has no download/prepare adapter; known: {sorted(DATASETS)} "
+            "(the embedded demo data set is built by its own step, make_demo_dataset)"
+        )
     return DATASETS[name]
 
 
@@ -43,8 +45,10 @@ def dataset_settings(name: str, raw: Mapping[str, Any]) -> DatasetSettings:
     for key in settings.options:
         if key not in adapter.OPTIONS:
             known = ", ".join(sorted(adapter.OPTIONS)) or "none"
-            raise ConfigError(f"dataset.options.{key}: not an option of dataset {name}{closest(key, adapter.OPTIONS)}; "
-                              f"its options: {known} (docs/datasets.md)")
+            raise ConfigError(
+                f"dataset.options.{key}: not an option of dataset {name}{closest(key, adapter.OPTIONS)}; "
+                f"its options: {known} (docs/datasets.md)"
+            )
     return DatasetSettings(**{**settings.__dict__, "declared": frozenset(adapter.OPTIONS)})
 
 

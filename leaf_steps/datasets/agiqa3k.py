@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 
 from leaf_steps.datasets.common import (
-    check_placed,
     DOWNLOADS_DIRNAME,
     RELEASE_OPTIONS,
     DatasetSettings,
     Labels,
     Prepared,
     check_count,
+    check_placed,
     index_by_name,
     labels_from_strings,
     list_images,
@@ -30,8 +30,8 @@ from leaf_steps.datasets.common import (
     random_split,
     read_csv_strings,
     relative_hashes,
-    require_placed_file,
     require_columns,
+    require_placed_file,
     resolve_images,
     split_counts,
 )
@@ -100,9 +100,14 @@ def fetch(root: Path, settings: DatasetSettings, client: httpx.Client | None = N
 def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = None) -> Prepared:
     labels, paths, _archives, warnings = _load(root, settings)
     splits = random_split(labels.names, settings.test_fraction, settings.split_seed)
-    protocol = {"split": "random", "seed": settings.split_seed, "test_fraction": settings.test_fraction,
-                "counts": split_counts(splits), "mos_column": MOS_COLUMN, "mos_scale": "about 0..5 (mos_quality)",
-                "warnings": warnings}
-    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits,
-                           extras=labels.extras)
+    protocol = {
+        "split": "random",
+        "seed": settings.split_seed,
+        "test_fraction": settings.test_fraction,
+        "counts": split_counts(splits),
+        "mos_column": MOS_COLUMN,
+        "mos_scale": "about 0..5 (mos_quality)",
+        "warnings": warnings,
+    }
+    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits, extras=labels.extras)
     return Prepared(frame=frame, source_files=relative_hashes(root, [labels.source]), protocol=protocol)

@@ -14,14 +14,15 @@ from typing import Any
 
 import httpx
 
+from leaf_steps.core.errors import InputError
 from leaf_steps.datasets.common import (
-    check_placed,
     DOWNLOADS_DIRNAME,
     RELEASE_OPTIONS,
     DatasetSettings,
     Labels,
     Prepared,
     check_count,
+    check_placed,
     index_by_name,
     labels_from_strings,
     list_images,
@@ -34,7 +35,6 @@ from leaf_steps.datasets.common import (
     resolve_images,
     split_counts,
 )
-from leaf_steps.core.errors import InputError
 
 log = logging.getLogger("leaf.datasets.aigiqa20k")
 
@@ -72,8 +72,10 @@ def read_labels(path: Path) -> Labels:
     df = df.rename(dict(zip(df.columns, COLUMNS, strict=True)))
     first_mos = (df["mos"][0] or "").strip().lower() if df.height else ""
     if first_mos == "mos":
-        raise InputError(f"{path}: line 1 is a header row; the official info_train.csv has none (name,prompt,mos) "
-                         "- remove that line or use the file as released")
+        raise InputError(
+            f"{path}: line 1 is a header row; the official info_train.csv has none (name,prompt,mos) "
+            "- remove that line or use the file as released"
+        )
     labels = labels_from_strings(df, path, "name", "mos", first_line=1)
     labels.extras["prompt"] = [p if p is not None else "" for p in df["prompt"].to_list()]
     labels.extras["generator"] = [generator_of(n) for n in labels.names]
@@ -106,9 +108,13 @@ def fetch(root: Path, settings: DatasetSettings, client: httpx.Client | None = N
 def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = None) -> Prepared:
     labels, paths, _archives, warnings = _load(root, settings)
     splits = random_split(labels.names, settings.test_fraction, settings.split_seed)
-    protocol = {"split": "random re-split of the 14,000 labelled training images (official val/test MOS unpublished)",
-                "seed": settings.split_seed, "test_fraction": settings.test_fraction, "counts": split_counts(splits),
-                "mos_scale": "about 0..5", "warnings": warnings}
-    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits,
-                           extras=labels.extras)
+    protocol = {
+        "split": "random re-split of the 14,000 labelled training images (official val/test MOS unpublished)",
+        "seed": settings.split_seed,
+        "test_fraction": settings.test_fraction,
+        "counts": split_counts(splits),
+        "mos_scale": "about 0..5",
+        "warnings": warnings,
+    }
+    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits, extras=labels.extras)
     return Prepared(frame=frame, source_files=relative_hashes(root, [labels.source]), protocol=protocol)

@@ -31,18 +31,40 @@ import httpx
 import numpy as np
 import polars as pl
 
-from leaf_steps.images.check import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MIN_SIDE, Limits
 from leaf_steps.core.errors import ConfigError, InputError, LeafError
-from leaf_steps.images import DEFAULT_MAX_PIXELS, probe
 from leaf_steps.core.io import atomic_write_text, write_json
+from leaf_steps.images import DEFAULT_MAX_PIXELS, probe
+from leaf_steps.images.check import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MIN_SIDE, Limits
 
 log = logging.getLogger("leaf.datasets")
 T = TypeVar("T")
 
 # Raster formats Pillow decodes itself (no plugin, no Ghostscript). A file with one of these
 # extensions is an image: it is used, or reported by name when it cannot be (leaf_steps.images).
-IMAGE_EXTENSIONS = (".apng", ".avif", ".bmp", ".dib", ".gif", ".j2k", ".jfif", ".jp2", ".jpe", ".jpeg", ".jpg",
-                    ".jpx", ".pbm", ".pgm", ".png", ".pnm", ".ppm", ".qoi", ".tga", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (
+    ".apng",
+    ".avif",
+    ".bmp",
+    ".dib",
+    ".gif",
+    ".j2k",
+    ".jfif",
+    ".jp2",
+    ".jpe",
+    ".jpeg",
+    ".jpg",
+    ".jpx",
+    ".pbm",
+    ".pgm",
+    ".png",
+    ".pnm",
+    ".ppm",
+    ".qoi",
+    ".tga",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 MANIFEST_COLUMNS = ("image_id", "path", "mos", "split", "width", "height")
 SPLITS = ("train", "val", "test")
@@ -96,24 +118,43 @@ class DatasetSettings:
             raise ConfigError(f"dataset.on_bad_image: must be one of {list(BAD_IMAGE_ACTIONS)}, got {on_bad!r}")
         max_pixels = raw.get("max_pixels", DEFAULT_MAX_PIXELS)
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or not 0 < max_pixels <= DEFAULT_MAX_PIXELS:
-            raise ConfigError(f"dataset.max_pixels: must be an integer in 1..{DEFAULT_MAX_PIXELS:,} (the limit every "
-                              f"later stage's decoder applies; it can be lowered, not raised), got {max_pixels!r}")
+            raise ConfigError(
+                f"dataset.max_pixels: must be an integer in 1..{DEFAULT_MAX_PIXELS:,} (the limit every "
+                f"later stage's decoder applies; it can be lowered, not raised), got {max_pixels!r}"
+            )
         min_side = raw.get("min_side")
         if min_side is not None and (isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1):
             raise ConfigError(f"dataset.min_side: must be an integer >= 1 or null, got {min_side!r}")
         ratio = raw.get("max_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO)
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 1 or not math.isfinite(ratio):
             raise ConfigError(f"dataset.max_aspect_ratio: must be a number >= 1, got {ratio!r}")
-        return cls(name=name, split_seed=seed, test_fraction=float(fraction), options=dict(options),
-                   on_bad_image=on_bad, max_pixels=max_pixels, min_side=min_side, max_aspect_ratio=float(ratio))
+        return cls(
+            name=name,
+            split_seed=seed,
+            test_fraction=float(fraction),
+            options=dict(options),
+            on_bad_image=on_bad,
+            max_pixels=max_pixels,
+            min_side=min_side,
+            max_aspect_ratio=float(ratio),
+        )
 
     @property
     def limits(self) -> Limits:
-        return Limits(max_pixels=self.max_pixels, min_side=self.min_side or DEFAULT_MIN_SIDE,
-                      max_aspect_ratio=self.max_aspect_ratio)
+        return Limits(
+            max_pixels=self.max_pixels,
+            min_side=self.min_side or DEFAULT_MIN_SIDE,
+            max_aspect_ratio=self.max_aspect_ratio,
+        )
 
-    def option(self, key: str, default: Any = None, *, choices: Sequence[Any] | None = None,
-               kind: type | tuple[type, ...] | None = None) -> Any:
+    def option(
+        self,
+        key: str,
+        default: Any = None,
+        *,
+        choices: Sequence[Any] | None = None,
+        kind: type | tuple[type, ...] | None = None,
+    ) -> Any:
         """One entry of ``dataset.options``; a wrong value is a ConfigError naming the key."""
         if self.declared is not None and key not in self.declared:
             raise LeafError(f"dataset {self.name}: its adapter reads options.{key} but does not declare it in OPTIONS")
@@ -144,9 +185,16 @@ class DatasetSettings:
         return sums.get(relpath) or sums.get(Path(relpath).name)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "split_seed": self.split_seed, "test_fraction": self.test_fraction,
-                "options": dict(self.options), "on_bad_image": self.on_bad_image, "max_pixels": self.max_pixels,
-                "min_side": self.limits.min_side, "max_aspect_ratio": self.max_aspect_ratio}
+        return {
+            "name": self.name,
+            "split_seed": self.split_seed,
+            "test_fraction": self.test_fraction,
+            "options": dict(self.options),
+            "on_bad_image": self.on_bad_image,
+            "max_pixels": self.max_pixels,
+            "min_side": self.limits.min_side,
+            "max_aspect_ratio": self.max_aspect_ratio,
+        }
 
 
 # --------------------------------------------------------------------------- hashing
@@ -188,8 +236,9 @@ def cached_sha256(path: Path) -> str:
 def _remember_sha256(path: Path, digest: str) -> None:
     stat = path.stat()
     try:
-        atomic_write_text(_sidecar(path), json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                                      "sha256": digest}))
+        atomic_write_text(
+            _sidecar(path), json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest})
+        )
     except OSError:  # a read-only folder of user-placed files: just hash again next time
         pass
 
@@ -242,8 +291,15 @@ def _stream_into_part(client: httpx.Client, url: str, part: Path) -> None:
             os.fsync(fh.fileno())
 
 
-def download(url: str, dest: Path, *, expected_sha256: str | None = None, client: httpx.Client | None = None,
-             retries: int = 3, retry_wait_s: float = 2.0) -> str:
+def download(
+    url: str,
+    dest: Path,
+    *,
+    expected_sha256: str | None = None,
+    client: httpx.Client | None = None,
+    retries: int = 3,
+    retry_wait_s: float = 2.0,
+) -> str:
     """Resumable download of ``url`` to ``dest``; returns the file's sha256.
 
     Bytes go to ``dest.part`` first and are resumed with an HTTP Range request after a dropped
@@ -255,8 +311,10 @@ def download(url: str, dest: Path, *, expected_sha256: str | None = None, client
     if dest.exists():
         digest = cached_sha256(dest)
         if expected_sha256 and digest != expected_sha256:
-            raise InputError(f"{dest}: sha256 {digest} does not match the configured {expected_sha256} "
-                             f"(dataset.options.checksums); delete the file to download it again")
+            raise InputError(
+                f"{dest}: sha256 {digest} does not match the configured {expected_sha256} "
+                f"(dataset.options.checksums); delete the file to download it again"
+            )
         log.info("%s: already downloaded (sha256 %s)", dest, digest)
         return digest
     part = dest.with_name(dest.name + ".part")
@@ -265,8 +323,12 @@ def download(url: str, dest: Path, *, expected_sha256: str | None = None, client
     try:
         for attempt in range(retries + 1):
             try:
-                log.info("%s -> %s%s", url, dest, f" (resuming at byte {part.stat().st_size})"
-                         if part.exists() and part.stat().st_size else "")
+                log.info(
+                    "%s -> %s%s",
+                    url,
+                    dest,
+                    f" (resuming at byte {part.stat().st_size})" if part.exists() and part.stat().st_size else "",
+                )
                 _stream_into_part(client, url, part)
                 break
             except _RangeNotSatisfiable as exc:
@@ -279,8 +341,10 @@ def download(url: str, dest: Path, *, expected_sha256: str | None = None, client
             except httpx.HTTPError as exc:
                 size = part.stat().st_size if part.exists() else 0
                 if attempt == retries:
-                    raise LeafError(f"{url}: download failed after {retries + 1} attempts ({exc}); "
-                                    f"rerun to resume from {part} ({size} bytes)") from exc
+                    raise LeafError(
+                        f"{url}: download failed after {retries + 1} attempts ({exc}); "
+                        f"rerun to resume from {part} ({size} bytes)"
+                    ) from exc
                 log.warning("%s: %s; retrying from byte %d", url, exc, size)
                 time.sleep(retry_wait_s * (attempt + 1))
     finally:
@@ -290,8 +354,10 @@ def download(url: str, dest: Path, *, expected_sha256: str | None = None, client
     if expected_sha256 and digest != expected_sha256:
         size = part.stat().st_size
         part.unlink()
-        raise InputError(f"{url}: sha256 mismatch: expected {expected_sha256} (dataset.options.checksums), "
-                         f"got {digest} for {size} bytes; the download was removed, rerun to fetch it again")
+        raise InputError(
+            f"{url}: sha256 mismatch: expected {expected_sha256} (dataset.options.checksums), "
+            f"got {digest} for {size} bytes; the download was removed, rerun to fetch it again"
+        )
     os.replace(part, dest)
     _remember_sha256(dest, digest)
     return digest
@@ -356,8 +422,14 @@ def extract_archive(archive: Path, dest: Path, repair_hint: str = "") -> bool:
         else:
             raise InputError(f"{archive}: not a readable zip or tar archive (truncated or split into parts?){hint}")
         _merge_into(staging, dest)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, zlib.error,
-            NotImplementedError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        tarfile.TarError,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+    ) as exc:
         raise InputError(f"{archive}: cannot be extracted ({exc}){hint}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -401,8 +473,9 @@ def list_images(root: Path, exclude: Iterable[Path] = ()) -> list[Path]:
     excluded = [Path(e).resolve() for e in exclude]
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and not any(Path(dirpath, d).resolve() == e for e in excluded))
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and not any(Path(dirpath, d).resolve() == e for e in excluded)
+        )
         for fname in filenames:
             if not fname.startswith(".") and fname.lower().endswith(IMAGE_EXTENSIONS):
                 out.append(Path(dirpath, fname))
@@ -421,20 +494,30 @@ def index_by_name(paths: Iterable[Path]) -> tuple[dict[str, Path], dict[str, lis
     return index, dupes
 
 
-def resolve_images(names: Sequence[str], index: Mapping[str, Path], dupes: Mapping[str, list[Path]],
-                   label_file: Path, line_of: Mapping[str, int], searched: Path, unit: str = "line") -> list[Path]:
+def resolve_images(
+    names: Sequence[str],
+    index: Mapping[str, Path],
+    dupes: Mapping[str, list[Path]],
+    label_file: Path,
+    line_of: Mapping[str, int],
+    searched: Path,
+    unit: str = "line",
+) -> list[Path]:
     """The image path for each labelled name; missing or ambiguous ones are one InputError."""
     missing = [n for n in names if n not in index]
     if missing:
         shown = ", ".join(f"{n} ({unit} {line_of[n]})" for n in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise InputError(f"{label_file}: {len(missing)} of {len(names)} listed image(s) not found under "
-                         f"{searched}: {shown}{more}")
+        raise InputError(
+            f"{label_file}: {len(missing)} of {len(names)} listed image(s) not found under {searched}: {shown}{more}"
+        )
     ambiguous = [n for n in names if n in dupes]
     if ambiguous:
         n = ambiguous[0]
-        raise InputError(f"{label_file}: {unit} {line_of[n]}: image {n!r} exists more than once under {searched}: "
-                         + ", ".join(str(p) for p in dupes[n]))
+        raise InputError(
+            f"{label_file}: {unit} {line_of[n]}: image {n!r} exists more than once under {searched}: "
+            + ", ".join(str(p) for p in dupes[n])
+        )
     return [index[n] for n in names]
 
 
@@ -455,9 +538,13 @@ def check_utf8(path: Path) -> None:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        log.warning("%s: line %d: not valid UTF-8 (byte 0x%02x; saved as Latin-1 or Windows-1252?); read with "
-                    "replacement characters (\ufffd). Save the file as UTF-8 if names are affected",
-                    path, line, data[exc.start])
+        log.warning(
+            "%s: line %d: not valid UTF-8 (byte 0x%02x; saved as Latin-1 or Windows-1252?); read with "
+            "replacement characters (\ufffd). Save the file as UTF-8 if names are affected",
+            path,
+            line,
+            data[exc.start],
+        )
 
 
 def check_field_counts(path: Path, has_header: bool = True) -> None:
@@ -479,15 +566,20 @@ def check_field_counts(path: Path, has_header: bool = True) -> None:
                     elif len(row) != expected:
                         bad.append((start, len(row)))
             except csv.Error as exc:  # e.g. a field over csv's size limit (an unclosed quote swallows the file)
-                raise InputError(f"{path}: line {first_line}: not readable as CSV ({exc}: a field of over 128 KB, "
-                                 "or an unclosed double quote?)") from None
+                raise InputError(
+                    f"{path}: line {first_line}: not readable as CSV ({exc}: a field of over 128 KB, "
+                    "or an unclosed double quote?)"
+                ) from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc})") from exc
     if bad:
         line, n = bad[0]
         more = f" ({len(bad) - 1} more line(s) like it)" if len(bad) > 1 else ""
-        why = ("a field with a comma that is not in double quotes? Quote such fields: \"a cat, sitting\""
-               if n > expected else "a missing field?")
+        why = (
+            'a field with a comma that is not in double quotes? Quote such fields: "a cat, sitting"'
+            if n > expected
+            else "a missing field?"
+        )
         raise InputError(f"{path}: line {line} has {n} fields but {reference} has {expected} ({why}){more}")
 
 
@@ -497,8 +589,13 @@ def read_csv_strings(path: Path, *, has_header: bool = True, columns: Sequence[s
         raise InputError(f"{path}: label file not found")
     check_field_counts(path, has_header)
     try:
-        df = pl.read_csv(path, has_header=has_header, infer_schema=False,
-                         new_columns=list(columns) if columns else None, encoding="utf8-lossy")
+        df = pl.read_csv(
+            path,
+            has_header=has_header,
+            infer_schema=False,
+            new_columns=list(columns) if columns else None,
+            encoding="utf8-lossy",
+        )
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         # polars appends advice about its own options ("Consider setting ..."), which is no help to a user.
         reason = str(exc).split("\n\n")[0].strip()
@@ -574,9 +671,14 @@ def random_split(image_ids: Sequence[str], test_fraction: float, seed: int) -> l
     return ["test" if i in test else "train" for i in image_ids]
 
 
-def manifest_frame(image_ids: Sequence[str], paths: Sequence[Path | str], mos: Sequence[float | None],
-                   splits: Sequence[str], sizes: Sequence[tuple[int, int]] | None = None,
-                   extras: Mapping[str, Sequence[Any]] | None = None) -> pl.DataFrame:
+def manifest_frame(
+    image_ids: Sequence[str],
+    paths: Sequence[Path | str],
+    mos: Sequence[float | None],
+    splits: Sequence[str],
+    sizes: Sequence[tuple[int, int]] | None = None,
+    extras: Mapping[str, Sequence[Any]] | None = None,
+) -> pl.DataFrame:
     """The manifest in its schema: image_id, path, mos (Float64, null = unlabelled), split, width, height, extras.
 
     ``sizes`` None leaves width/height null: the dataset step fills them from its full decode of
@@ -631,8 +733,10 @@ def check_count(found: int, published: int, settings: DatasetSettings, what: str
             raise InputError(f"{source}: {found} {what}, but dataset.options.expected_count is {expected}")
         return []
     if found != published:
-        msg = (f"{source}: {found} {what}; the published dataset has {published} "
-               f"(set dataset.options.expected_count to make this an error)")
+        msg = (
+            f"{source}: {found} {what}; the published dataset has {published} "
+            f"(set dataset.options.expected_count to make this an error)"
+        )
         log.warning(msg)
         return [msg]
     return []
@@ -653,16 +757,18 @@ class Labels:
         return len(self.names)
 
 
-def labels_from_strings(df: pl.DataFrame, path: Path, name_col: str, mos_col: str, first_line: int,
-                        unit: str = "line") -> Labels:
+def labels_from_strings(
+    df: pl.DataFrame, path: Path, name_col: str, mos_col: str, first_line: int, unit: str = "line"
+) -> Labels:
     """Names and MOS of an all-string table (see :func:`read_csv_strings`), checked row by row."""
     require_columns(df, path, [name_col, mos_col])
     if df.height == 0:
         raise InputError(f"{path}: no data rows")
     names = check_names(df[name_col].to_list(), path, name_col, first_line, unit)
     mos = parse_mos_column(df[mos_col].to_list(), path, mos_col, first_line, unit)
-    return Labels(source=path, names=names, mos=mos,
-                  line_of={n: first_line + i for i, n in enumerate(names)}, unit=unit)
+    return Labels(
+        source=path, names=names, mos=mos, line_of={n: first_line + i for i, n in enumerate(names)}, unit=unit
+    )
 
 
 # --------------------------------------------------------------------------- user-placed datasets
@@ -678,8 +784,9 @@ def require_placed_file(root: Path, name: str, instructions: str) -> Path:
     found = find_one(root, name, exclude=[root / DOWNLOADS_DIRNAME])
     if found is None:
         placed = ", ".join(a.name for a in placed_archives(root)) or "no archive"
-        raise InputError(f"{root}: {name!r} not found (looked in the extracted folders and in {placed}).\n"
-                         f"{instructions.rstrip()}")
+        raise InputError(
+            f"{root}: {name!r} not found (looked in the extracted folders and in {placed}).\n{instructions.rstrip()}"
+        )
     return found
 
 
@@ -754,6 +861,11 @@ def check_placed(root: Path, settings: Any, load: Any, instructions_text: str) -
     print_instructions(instructions_text)
     root.mkdir(parents=True, exist_ok=True)
     labels, paths, archives, warnings = load(root, settings)
-    return {"files": relative_hashes(root, archives), "checksums_verified": verify_placed_checksums(root, settings),
-            "label_files": relative_hashes(root, [labels.source]), "images": len(paths),
-            "images_dir": str(paths[0].parent) if paths else None, "warnings": warnings}
+    return {
+        "files": relative_hashes(root, archives),
+        "checksums_verified": verify_placed_checksums(root, settings),
+        "label_files": relative_hashes(root, [labels.source]),
+        "images": len(paths),
+        "images_dir": str(paths[0].parent) if paths else None,
+        "warnings": warnings,
+    }

@@ -39,8 +39,9 @@ def split_references(references: Sequence[str], test_fraction: float, seed: int)
     return {name: ("test" if name in test else "train") for name in names}
 
 
-def demo_manifest(images: pl.DataFrame, labels: pl.DataFrame, split_seed: int,
-                  test_fraction: float) -> tuple[pl.DataFrame, dict[str, str]]:
+def demo_manifest(
+    images: pl.DataFrame, labels: pl.DataFrame, split_seed: int, test_fraction: float
+) -> tuple[pl.DataFrame, dict[str, str]]:
     """The manifest (image list + labels + split by photo, in the image list's order) and photo -> split."""
     joined = images.join(labels, on="image_id", how="left", maintain_order="left")
     if joined["photo"].null_count():

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from leaf_steps.core.errors import ConfigError, InputError
 from leaf_steps.datasets.common import (
     IMAGE_EXTENSIONS,
     DatasetSettings,
@@ -31,7 +32,6 @@ from leaf_steps.datasets.common import (
     require_columns,
     split_counts,
 )
-from leaf_steps.core.errors import ConfigError, InputError
 
 log = logging.getLogger("leaf.datasets.folder")
 
@@ -64,8 +64,7 @@ def scan(images_dir: Path) -> dict[str, Path]:
     """image_id (relative posix path) -> file, for every image below ``images_dir``."""
     found = {p.relative_to(images_dir).as_posix(): p for p in list_images(images_dir)}
     if not found:
-        raise InputError(f"{images_dir}: no images found (searched recursively for "
-                         f"{'/'.join(IMAGE_EXTENSIONS)})")
+        raise InputError(f"{images_dir}: no images found (searched recursively for {'/'.join(IMAGE_EXTENSIONS)})")
     return found
 
 
@@ -90,8 +89,10 @@ def read_mos_csv(path: Path, images: dict[str, Path], images_dir: Path) -> dict[
         if key not in images:
             candidates = by_basename.get(Path(key).name, []) if "/" not in key else []
             if len(candidates) > 1:
-                raise InputError(f"{path}: line {line}: image {name!r} matches several files: {candidates}; "
-                                 "give the path relative to dataset.options.images_dir")
+                raise InputError(
+                    f"{path}: line {line}: image {name!r} matches several files: {candidates}; "
+                    "give the path relative to dataset.options.images_dir"
+                )
             if not candidates:
                 raise InputError(f"{path}: line {line}: image {name!r} not found in {images_dir}")
             key = candidates[0]
@@ -113,23 +114,35 @@ def _load(settings: DatasetSettings):
 def fetch(root: Path, settings: DatasetSettings, client: httpx.Client | None = None) -> dict[str, Any]:
     """Nothing to download: check that the folder and the CSV are usable."""
     images_dir, images, mos_csv, labelled = _load(settings)
-    return {"images_dir": str(images_dir), "images": len(images), "labelled": len(labelled),
-            "label_files": relative_hashes(images_dir, [mos_csv]) if mos_csv else {}, "warnings": []}
+    return {
+        "images_dir": str(images_dir),
+        "images": len(images),
+        "labelled": len(labelled),
+        "label_files": relative_hashes(images_dir, [mos_csv]) if mos_csv else {},
+        "warnings": [],
+    }
 
 
 def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = None) -> Prepared:
     folder, images, mos_csv, labelled = _load(settings)
     ids = list(images)
     labelled_ids = [i for i in ids if i in labelled]
-    split_of = dict(zip(labelled_ids, random_split(labelled_ids, settings.test_fraction, settings.split_seed),
-                        strict=True))
+    split_of = dict(
+        zip(labelled_ids, random_split(labelled_ids, settings.test_fraction, settings.split_seed), strict=True)
+    )
     splits = [split_of.get(i, "train") for i in ids]
     if labelled_ids and "test" not in split_of.values():
         log.warning("folder: only %d labelled image(s): no test split", len(labelled_ids))
-    protocol = {"split": "random over labelled images; unlabelled images go to train", "seed": settings.split_seed,
-                "test_fraction": settings.test_fraction, "counts": split_counts(splits),
-                "labelled": len(labelled_ids), "unlabelled": len(ids) - len(labelled_ids),
-                "images_dir": str(folder), "mos_scale": settings.option("mos_scale", None, kind=str)}
+    protocol = {
+        "split": "random over labelled images; unlabelled images go to train",
+        "seed": settings.split_seed,
+        "test_fraction": settings.test_fraction,
+        "counts": split_counts(splits),
+        "labelled": len(labelled_ids),
+        "unlabelled": len(ids) - len(labelled_ids),
+        "images_dir": str(folder),
+        "mos_scale": settings.option("mos_scale", None, kind=str),
+    }
     frame = manifest_frame(ids, [images[i] for i in ids], [labelled.get(i) for i in ids], splits)
     sources = relative_hashes(folder, [mos_csv]) if mos_csv else {}
     return Prepared(frame=frame, source_files=sources, protocol=protocol)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import polars as pl
 
+from leaf_steps.core.errors import InputError, LeafError
 from leaf_steps.datasets.common import (
     DOWNLOADS_DIRNAME,
     RELEASE_OPTIONS,
@@ -40,7 +41,6 @@ from leaf_steps.datasets.common import (
     resolve_images,
     split_counts,
 )
-from leaf_steps.core.errors import InputError, LeafError
 
 log = logging.getLogger("leaf.datasets.koniq10k")
 
@@ -104,21 +104,27 @@ def check_options(settings: DatasetSettings) -> None:
 
 def split_file_hint(root: Path, opts: KoniqOptions) -> str:
     """What to do without the official split file (offline machines): place it, or use a random split."""
-    return (f"The official split comes from {SPLIT_CSV} ({opts.split_url}). Offline, download it elsewhere and "
-            f"place it at {root / DOWNLOADS_DIRNAME / SPLIT_CSV} (or anywhere below {root}/); or set "
-            "dataset.options.split: random for a seeded train/test split that needs no file (not comparable with "
-            "results on the official split).")
+    return (
+        f"The official split comes from {SPLIT_CSV} ({opts.split_url}). Offline, download it elsewhere and "
+        f"place it at {root / DOWNLOADS_DIRNAME / SPLIT_CSV} (or anywhere below {root}/); or set "
+        "dataset.options.split: random for a seeded train/test split that needs no file (not comparable with "
+        "results on the official split)."
+    )
 
 
 def instructions(root: Path, opts: KoniqOptions) -> str:
-    lines = [f"KonIQ-10k ({opts.resolution}) is downloaded over HTTP into {root / DOWNLOADS_DIRNAME}/ and extracted "
-             f"into {root}/:",
-             f"  {opts.base_url}/{opts.images_archive}",
-             f"  {opts.base_url}/{SCORES_ARCHIVE}"]
+    lines = [
+        f"KonIQ-10k ({opts.resolution}) is downloaded over HTTP into {root / DOWNLOADS_DIRNAME}/ and extracted "
+        f"into {root}/:",
+        f"  {opts.base_url}/{opts.images_archive}",
+        f"  {opts.base_url}/{SCORES_ARCHIVE}",
+    ]
     if opts.split == "official":
         lines.append(f"  {opts.split_url}")
-    lines.append("Offline: put those files in the downloads folder yourself (they are then not fetched), "
-                 "or the extracted folder and CSVs anywhere below the dataset folder.")
+    lines.append(
+        "Offline: put those files in the downloads folder yourself (they are then not fetched), "
+        "or the extracted folder and CSVs anywhere below the dataset folder."
+    )
     return "\n".join(lines)
 
 
@@ -130,9 +136,14 @@ def fetch(root: Path, settings: DatasetSettings, client: httpx.Client | None = N
     """
     opts = KoniqOptions.from_settings(settings)
     downloads = root / DOWNLOADS_DIRNAME
-    wanted = [(opts.images_archive, f"{opts.base_url}/{opts.images_archive}",
-               lambda: find_one(root, opts.resolution, want_dir=True, exclude=[downloads]) is not None),
-              (SCORES_ARCHIVE, f"{opts.base_url}/{SCORES_ARCHIVE}", lambda: find_one(root, SCORES_CSV) is not None)]
+    wanted = [
+        (
+            opts.images_archive,
+            f"{opts.base_url}/{opts.images_archive}",
+            lambda: find_one(root, opts.resolution, want_dir=True, exclude=[downloads]) is not None,
+        ),
+        (SCORES_ARCHIVE, f"{opts.base_url}/{SCORES_ARCHIVE}", lambda: find_one(root, SCORES_CSV) is not None),
+    ]
     if opts.split == "official":
         wanted.append((SPLIT_CSV, opts.split_url, lambda: find_one(root, SPLIT_CSV) is not None))
     files: dict[str, dict[str, Any]] = {}
@@ -142,8 +153,14 @@ def fetch(root: Path, settings: DatasetSettings, client: httpx.Client | None = N
             log.info("%s: content of %s already present; not downloading it", root, fname)
             continue
         try:
-            digest = download(url, dest, expected_sha256=settings.expected_checksum(fname), client=client,
-                              retries=opts.retries, retry_wait_s=opts.retry_wait_s)
+            digest = download(
+                url,
+                dest,
+                expected_sha256=settings.expected_checksum(fname),
+                client=client,
+                retries=opts.retries,
+                retry_wait_s=opts.retry_wait_s,
+            )
         except LeafError as exc:
             if fname != SPLIT_CSV:
                 raise
@@ -153,8 +170,13 @@ def fetch(root: Path, settings: DatasetSettings, client: httpx.Client | None = N
             extract_archive(dest, root)  # idempotent: a stamp records what was extracted
     labels, split_file, image_paths, warnings = _load(root, settings, opts)
     label_files = [labels.source] + ([split_file.source] if split_file is not None else [])
-    return {"files": files, "label_files": relative_hashes(root, label_files), "images": len(image_paths),
-            "images_dir": str(image_paths[0].parent), "warnings": warnings}
+    return {
+        "files": files,
+        "label_files": relative_hashes(root, label_files),
+        "images": len(image_paths),
+        "images_dir": str(image_paths[0].parent),
+        "warnings": warnings,
+    }
 
 
 @dataclass
@@ -190,8 +212,10 @@ def read_official_split(path: Path, scores: Labels) -> _SplitFile:
         split_of[name] = SET_NAMES[value]
     missing = [n for n in scores.names if n not in split_of]
     if missing:
-        raise InputError(f"{path}: no split for {len(missing)} image(s) of {scores.source.name}, e.g. "
-                         + ", ".join(f"{n} (line {scores.line_of[n]} there)" for n in missing[:5]))
+        raise InputError(
+            f"{path}: no split for {len(missing)} image(s) of {scores.source.name}, e.g. "
+            + ", ".join(f"{n} (line {scores.line_of[n]} there)" for n in missing[:5])
+        )
     extra = [n for n in names if n not in scores.line_of]
     if extra:
         raise InputError(f"{path}: {len(extra)} image(s) not in {scores.source.name}, e.g. " + ", ".join(extra[:5]))
@@ -208,13 +232,17 @@ def _load(root: Path, settings: DatasetSettings, opts: KoniqOptions):
     if opts.split == "official":
         split_path = find_one(root, SPLIT_CSV)
         if split_path is None:
-            raise InputError(f"{root}: {SPLIT_CSV} not found (needed by dataset.options.split: official).\n"
-                             f"{split_file_hint(root, opts)}")
+            raise InputError(
+                f"{root}: {SPLIT_CSV} not found (needed by dataset.options.split: official).\n"
+                f"{split_file_hint(root, opts)}"
+            )
         split_file = read_official_split(split_path, labels)
     image_dir = find_one(root, opts.resolution, want_dir=True, exclude=[downloads])
     if image_dir is None:
-        raise InputError(f"{root}: no folder named {opts.resolution!r} with the images; run download_dataset first.\n"
-                         f"{instructions(root, opts)}")
+        raise InputError(
+            f"{root}: no folder named {opts.resolution!r} with the images; run download_dataset first.\n"
+            f"{instructions(root, opts)}"
+        )
     index, dupes = index_by_name(list_images(image_dir))
     paths = resolve_images(labels.names, index, dupes, labels.source, labels.line_of, image_dir)
     warnings = check_count(len(labels), PUBLISHED_IMAGES, settings, "labelled images", labels.source)
@@ -226,14 +254,23 @@ def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = Non
     labels, split_file, paths, warnings = _load(root, settings, opts)
     if split_file is not None:
         splits = [split_file.split_of[n] for n in labels.names]
-        protocol: dict[str, Any] = {"split": "official", "split_file": split_file.source.name,
-                                    "published_counts": OFFICIAL_COUNTS}
+        protocol: dict[str, Any] = {
+            "split": "official",
+            "split_file": split_file.source.name,
+            "published_counts": OFFICIAL_COUNTS,
+        }
     else:
         splits = random_split(labels.names, settings.test_fraction, settings.split_seed)
         protocol = {"split": "random", "seed": settings.split_seed, "test_fraction": settings.test_fraction}
-    protocol.update({"counts": split_counts(splits), "resolution": opts.resolution, "mos_column": opts.mos_column,
-                     "mos_scale": MOS_SCALES[opts.mos_column], "warnings": warnings})
-    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits,
-                           extras=labels.extras)
+    protocol.update(
+        {
+            "counts": split_counts(splits),
+            "resolution": opts.resolution,
+            "mos_column": opts.mos_column,
+            "mos_scale": MOS_SCALES[opts.mos_column],
+            "warnings": warnings,
+        }
+    )
+    frame = manifest_frame(labels.names, paths, labels.mos.tolist(), splits, extras=labels.extras)
     sources = [labels.source] + ([split_file.source] if split_file is not None else [])
     return Prepared(frame=frame, source_files=relative_hashes(root, sources), protocol=protocol)

@@ -24,12 +24,18 @@ def small_test_split_warning(n_test: int) -> str | None:
     if n_test >= MIN_MEANINGFUL_TEST:
         return None
     if n_test == 0:
-        return ("no labelled test images: nothing can be evaluated against MOS (label more images, or raise "
-                "dataset.test_fraction)")
+        return (
+            "no labelled test images: nothing can be evaluated against MOS (label more images, or raise "
+            "dataset.test_fraction)"
+        )
     if n_test <= 4:
-        return (f"only {n_test} labelled test image(s): SRCC/PLCC on so few images mean nothing (label more "
-                f"images, or raise dataset.test_fraction; {MIN_MEANINGFUL_TEST}+ test images are advisable)")
+        return (
+            f"only {n_test} labelled test image(s): SRCC/PLCC on so few images mean nothing (label more "
+            f"images, or raise dataset.test_fraction; {MIN_MEANINGFUL_TEST}+ test images are advisable)"
+        )
     lo, hi = srcc_interval(0.8, n_test)
-    return (f"only {n_test} labelled test images: an SRCC of 0.80 measured on them has a 95% interval of about "
-            f"{lo:.2f}..{hi:.2f}, so differences between methods mean little (label more images, or raise "
-            f"dataset.test_fraction; {MIN_MEANINGFUL_TEST}+ test images are advisable)")
+    return (
+        f"only {n_test} labelled test images: an SRCC of 0.80 measured on them has a 95% interval of about "
+        f"{lo:.2f}..{hi:.2f}, so differences between methods mean little (label more images, or raise "
+        f"dataset.test_fraction; {MIN_MEANINGFUL_TEST}+ test images are advisable)"
+    )

@@ -38,14 +38,14 @@ from pathlib import Path
 import polars as pl
 
 from leaf_steps.core.cli import json_arg
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import atomic_write_text, make_provenance, read_parquet, write_parquet
 from leaf_steps.datasets import DATASETS, dataset_settings, get_dataset
 from leaf_steps.datasets.common import split_counts
+from leaf_steps.datasets.labels_check import small_test_split_warning
 from leaf_steps.images.check import CACHE_NAME, check_images, default_workers
 from leaf_steps.images.content_hash import CACHE_NAME as HASH_CACHE_NAME
 from leaf_steps.images.content_hash import sha256_files
-from leaf_steps.datasets.labels_check import small_test_split_warning
-from leaf_steps.core.errors import InputError
-from leaf_steps.core.io import atomic_write_text, make_provenance, read_parquet, write_parquet
 
 log = logging.getLogger("leaf.prepare_dataset")
 LEGACY_MARKER = ".ready.json"
@@ -53,24 +53,42 @@ REPORT_COLUMNS = ("image_id", "path", "problem", "labelled", "split")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m leaf_steps.prepare_dataset", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m leaf_steps.prepare_dataset",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--resources-dir", required=True, type=Path, help="the dataset is read from <dir>/<dataset>/")
     parser.add_argument("--settings", type=json_arg, default={}, help="the config's `dataset` block as JSON")
     out = parser.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", type=Path, help="manifest Parquet file")
     out.add_argument("--out-image-list", type=Path, help="write the split-free image list (with sha256) instead")
-    parser.add_argument("--image-list", type=Path, default=None,
-                        help="the image list written by --out-image-list: the manifest must hold exactly its images")
-    parser.add_argument("--bad-images", type=Path, default=None,
-                        help="CSV of the images left out (default: bad_images.csv next to --out)")
-    parser.add_argument("--download-marker", type=Path, default=None,
-                        help="the download step's marker JSON, whose archive sha256 go into the provenance")
+    parser.add_argument(
+        "--image-list",
+        type=Path,
+        default=None,
+        help="the image list written by --out-image-list: the manifest must hold exactly its images",
+    )
+    parser.add_argument(
+        "--bad-images",
+        type=Path,
+        default=None,
+        help="CSV of the images left out (default: bad_images.csv next to --out)",
+    )
+    parser.add_argument(
+        "--download-marker",
+        type=Path,
+        default=None,
+        help="the download step's marker JSON, whose archive sha256 go into the provenance",
+    )
     parser.add_argument("--workers", type=int, default=None, help="decode processes (default: the CPUs available)")
-    parser.add_argument("--images-dir", type=Path, default=None,
-                        help="where derived images (SPAQ resized copies) are written; "
-                             "default <resources-dir>/<dataset>/resized")
+    parser.add_argument(
+        "--images-dir",
+        type=Path,
+        default=None,
+        help="where derived images (SPAQ resized copies) are written; default <resources-dir>/<dataset>/resized",
+    )
     return parser
 
 
@@ -95,17 +113,25 @@ def report_csv(rows: list[dict]) -> str:
 
 def failure_message(rows: list[dict], total: int, report: Path) -> str:
     listing = "\n".join(f"  {r['problem']}" for r in rows)
-    return (f"{len(rows)} of {total} images cannot be used (dataset.on_bad_image: fail):\n{listing}\n"
-            "Fix or remove these files, or set dataset.on_bad_image: drop to leave them out of the manifest "
-            f"(they are then listed in {report}).")
+    return (
+        f"{len(rows)} of {total} images cannot be used (dataset.on_bad_image: fail):\n{listing}\n"
+        "Fix or remove these files, or set dataset.on_bad_image: drop to leave them out of the manifest "
+        f"(they are then listed in {report})."
+    )
 
 
-IMAGE_LIST_SCHEMA = {"image_id": pl.String, "path": pl.String, "sha256": pl.String, "width": pl.Int32,
-                     "height": pl.Int32}
+IMAGE_LIST_SCHEMA = {
+    "image_id": pl.String,
+    "path": pl.String,
+    "sha256": pl.String,
+    "width": pl.Int32,
+    "height": pl.Int32,
+}
 
 
-def write_image_list(frame: pl.DataFrame, out: Path, dataset: str, settings, root: Path, dropped: int,
-                     check) -> pl.DataFrame:
+def write_image_list(
+    frame: pl.DataFrame, out: Path, dataset: str, settings, root: Path, dropped: int, check
+) -> pl.DataFrame:
     """The split-free list of the images the manifest holds, with each file's sha256 (teacher scoring's input)."""
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -113,11 +139,21 @@ def write_image_list(frame: pl.DataFrame, out: Path, dataset: str, settings, roo
     except OSError:
         cache = None
     hashes = sha256_files(frame["path"].to_list(), cache=cache)
-    listed = frame.select("image_id", "path", "width", "height").with_columns(
-        pl.Series("sha256", hashes, dtype=pl.String)).select(list(IMAGE_LIST_SCHEMA)).cast(IMAGE_LIST_SCHEMA)
-    provenance = make_provenance("list_images", dataset=dataset, settings=settings.as_dict(), n_images=listed.height,
-                                 distinct_contents=listed["sha256"].n_unique(), dropped=dropped,
-                                 image_check={"decoded": check.decoded, "from_cache": check.cached})
+    listed = (
+        frame.select("image_id", "path", "width", "height")
+        .with_columns(pl.Series("sha256", hashes, dtype=pl.String))
+        .select(list(IMAGE_LIST_SCHEMA))
+        .cast(IMAGE_LIST_SCHEMA)
+    )
+    provenance = make_provenance(
+        "list_images",
+        dataset=dataset,
+        settings=settings.as_dict(),
+        n_images=listed.height,
+        distinct_contents=listed["sha256"].n_unique(),
+        dropped=dropped,
+        image_check={"decoded": check.decoded, "from_cache": check.cached},
+    )
     write_parquet(listed, out, provenance)
     log.info("%s: %d images (%d distinct contents) -> %s", dataset, listed.height, listed["sha256"].n_unique(), out)
     return listed
@@ -127,12 +163,16 @@ def check_against_image_list(frame: pl.DataFrame, image_list: Path) -> None:
     """The manifest's images must be the listed ones (files changed between the two steps otherwise)."""
     listed = read_parquet(image_list, ["image_id", "path"]).select("image_id", "path")
     mine = frame.select("image_id", "path")
-    extra, lacking = mine.join(listed, on=["image_id", "path"], how="anti"), listed.join(mine, on=["image_id", "path"],
-                                                                                        how="anti")
+    extra, lacking = (
+        mine.join(listed, on=["image_id", "path"], how="anti"),
+        listed.join(mine, on=["image_id", "path"], how="anti"),
+    )
     if extra.height or lacking.height:
-        raise InputError(f"{image_list}: the dataset's images changed since the image list was made "
-                         f"({extra.height} not listed, e.g. {extra['path'].head(3).to_list()}; {lacking.height} listed "
-                         f"but gone, e.g. {lacking['path'].head(3).to_list()}); rerun the workflow")
+        raise InputError(
+            f"{image_list}: the dataset's images changed since the image list was made "
+            f"({extra.height} not listed, e.g. {extra['path'].head(3).to_list()}; {lacking.height} listed "
+            f"but gone, e.g. {lacking['path'].head(3).to_list()}); rerun the workflow"
+        )
 
 
 def run(argv: Sequence[str] | None = None) -> pl.DataFrame:
@@ -148,17 +188,22 @@ def run(argv: Sequence[str] | None = None) -> pl.DataFrame:
         cache: Path | None = root / CACHE_NAME
     except OSError:
         cache = None
-    check = check_images(frame["path"].to_list(), settings.limits, cache=cache,
-                         workers=args.workers or default_workers())
-    rows = [{"image_id": image_id, "path": v.path, "problem": v.problem, "labelled": mos is not None, "split": split}
-            for image_id, mos, split, v in zip(frame["image_id"], frame["mos"], frame["split"], check.verdicts,
-                                               strict=True) if not v.ok]
+    check = check_images(
+        frame["path"].to_list(), settings.limits, cache=cache, workers=args.workers or default_workers()
+    )
+    rows = [
+        {"image_id": image_id, "path": v.path, "problem": v.problem, "labelled": mos is not None, "split": split}
+        for image_id, mos, split, v in zip(frame["image_id"], frame["mos"], frame["split"], check.verdicts, strict=True)
+        if not v.ok
+    ]
     if rows and settings.on_bad_image == "fail":
         raise InputError(failure_message(rows, frame.height, report))
     keep = [v.ok for v in check.verdicts]
     before = split_counts(frame["split"].to_list())
-    frame = frame.with_columns(pl.Series("width", [v.width for v in check.verdicts], dtype=pl.Int32),
-                               pl.Series("height", [v.height for v in check.verdicts], dtype=pl.Int32))
+    frame = frame.with_columns(
+        pl.Series("width", [v.width for v in check.verdicts], dtype=pl.Int32),
+        pl.Series("height", [v.height for v in check.verdicts], dtype=pl.Int32),
+    )
     frame = frame.filter(pl.Series(keep))
     if frame.height == 0:
         raise InputError(f"{args.dataset}: every image was left out as unusable; see {report}")
@@ -176,21 +221,35 @@ def run(argv: Sequence[str] | None = None) -> pl.DataFrame:
     if (message := small_test_split_warning(labelled_test)) is not None:
         log.warning(message)
         warnings.append(message)
-    image_check = {"decoded": check.decoded, "from_cache": check.cached, "limits": settings.limits.__dict__,
-                   "on_bad_image": settings.on_bad_image, "dropped": len(rows),
-                   "dropped_labelled": sum(r["labelled"] for r in rows), "counts_before": before,
-                   "report": str(report)}
+    image_check = {
+        "decoded": check.decoded,
+        "from_cache": check.cached,
+        "limits": settings.limits.__dict__,
+        "on_bad_image": settings.on_bad_image,
+        "dropped": len(rows),
+        "dropped_labelled": sum(r["labelled"] for r in rows),
+        "counts_before": before,
+        "report": str(report),
+    }
     if rows:
-        message = (f"{len(rows)} of {len(keep)} images left out as unusable (dataset.on_bad_image: drop), "
-                   f"{image_check['dropped_labelled']} of them labelled; list: {report}")
+        message = (
+            f"{len(rows)} of {len(keep)} images left out as unusable (dataset.on_bad_image: drop), "
+            f"{image_check['dropped_labelled']} of them labelled; list: {report}"
+        )
         log.warning(message)
         warnings.append(message)
     protocol["warnings"] = warnings
     atomic_write_text(report, report_csv(rows))
-    provenance = make_provenance("prepare_dataset", dataset=args.dataset, settings=settings.as_dict(),
-                                 source_files=prepared.source_files, protocol=protocol, image_check=image_check,
-                                 download=_download_record(args.download_marker or root / LEGACY_MARKER),
-                                 n_images=frame.height)
+    provenance = make_provenance(
+        "prepare_dataset",
+        dataset=args.dataset,
+        settings=settings.as_dict(),
+        source_files=prepared.source_files,
+        protocol=protocol,
+        image_check=image_check,
+        download=_download_record(args.download_marker or root / LEGACY_MARKER),
+        n_images=frame.height,
+    )
     write_parquet(frame, args.out, provenance)
     log.info("%s: %d images, splits %s -> %s", args.dataset, frame.height, protocol["counts"], args.out)
     return frame

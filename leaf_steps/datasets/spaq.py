@@ -18,8 +18,10 @@ import httpx
 import polars as pl
 from PIL import Image
 
+from leaf_steps.core.errors import ConfigError, InputError, LeafError
+from leaf_steps.core.io import new_file_mode
+from leaf_steps.core.progress import progress
 from leaf_steps.datasets.common import (
-    check_placed,
     DOWNLOADS_DIRNAME,
     RELEASE_OPTIONS,
     DatasetSettings,
@@ -27,6 +29,7 @@ from leaf_steps.datasets.common import (
     Prepared,
     check_count,
     check_names,
+    check_placed,
     find_one,
     image_size,
     index_by_name,
@@ -40,10 +43,7 @@ from leaf_steps.datasets.common import (
     resolve_images,
     split_counts,
 )
-from leaf_steps.core.errors import ConfigError, InputError, LeafError
 from leaf_steps.images import load_rgb, probe
-from leaf_steps.core.io import new_file_mode
-from leaf_steps.core.progress import progress
 
 log = logging.getLogger("leaf.datasets.spaq")
 
@@ -56,8 +56,10 @@ MOS_COLUMN = "MOS"
 ATTRIBUTE_COLUMNS = ("Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness")
 DEFAULT_SHORT_SIDE = 512
 JPEG_QUALITY = 95
-OPTIONS = {"resize_short_side": "short side of the resized copies (default 512; null keeps the originals)",
-           **RELEASE_OPTIONS}
+OPTIONS = {
+    "resize_short_side": "short side of the resized copies (default 512; null keeps the originals)",
+    **RELEASE_OPTIONS,
+}
 REPAIR_HINT = (
     "SPAQ ships as a split zip (SPAQ.zip + SPAQ.z01, SPAQ.z02, ...), which Python and plain `unzip` cannot "
     "read. Put all parts in one folder and repair it first:\n"
@@ -82,7 +84,7 @@ def instructions(root: Path) -> str:
 def read_labels(path: Path) -> Labels:
     """The annotations workbook: first sheet, header row 1; errors name the sheet row."""
     try:
-        import openpyxl  # noqa: PLC0415 - only SPAQ needs it
+        import openpyxl
     except ImportError as exc:
         raise LeafError("reading SPAQ's .xlsx annotations needs openpyxl: pip install openpyxl") from exc
     try:
@@ -184,8 +186,9 @@ def check_options(settings: DatasetSettings) -> None:
 def _short_side(settings: DatasetSettings) -> int | None:
     short_side = settings.option("resize_short_side", DEFAULT_SHORT_SIDE, kind=int)
     if short_side is not None and short_side < 16:
-        raise ConfigError(f"dataset.options.resize_short_side: {short_side} is too small "
-                          "(>= 16, or null to keep the originals)")
+        raise ConfigError(
+            f"dataset.options.resize_short_side: {short_side} is too small (>= 16, or null to keep the originals)"
+        )
     return short_side
 
 
@@ -196,9 +199,16 @@ def prepare(root: Path, settings: DatasetSettings, images_dir: Path | None = Non
     splits = random_split(labels.names, settings.test_fraction, settings.split_seed)
     extras = dict(labels.extras)
     extras["source_path"] = [str(p) for p in sources]
-    protocol = {"split": "random", "seed": settings.split_seed, "test_fraction": settings.test_fraction,
-                "counts": split_counts(splits), "mos_scale": "0..100", "resize_short_side": short_side,
-                "resize": "bilinear, short side to resize_short_side (no upscaling), JPEG q95", "warnings": warnings}
+    protocol = {
+        "split": "random",
+        "seed": settings.split_seed,
+        "test_fraction": settings.test_fraction,
+        "counts": split_counts(splits),
+        "mos_scale": "0..100",
+        "resize_short_side": short_side,
+        "resize": "bilinear, short side to resize_short_side (no upscaling), JPEG q95",
+        "warnings": warnings,
+    }
     frame = manifest_frame(labels.names, sources, labels.mos.tolist(), splits, extras=extras)
     return Prepared(frame=frame, source_files=relative_hashes(root, [labels.source]), protocol=protocol)
 
@@ -219,5 +229,8 @@ def derive(frame: pl.DataFrame, root: Path, settings: DatasetSettings, images_di
         paths.append(str(dst))
         widths.append(width)
         heights.append(height)
-    return frame.with_columns(pl.Series("path", paths, dtype=pl.String), pl.Series("width", widths, dtype=pl.Int32),
-                              pl.Series("height", heights, dtype=pl.Int32))
+    return frame.with_columns(
+        pl.Series("path", paths, dtype=pl.String),
+        pl.Series("width", widths, dtype=pl.Int32),
+        pl.Series("height", heights, dtype=pl.Int32),
+    )

@@ -21,8 +21,13 @@ from leaf_steps.core.errors import InputError
 from leaf_steps.evaluation.metrics import iqa_metrics
 
 MIN_IMAGES = 3
-COVERAGE_SCHEMA = {"method": pl.String, "ratio": pl.Float64, "seed": pl.Int64, "image_id": pl.String,
-                   "reason": pl.String}
+COVERAGE_SCHEMA = {
+    "method": pl.String,
+    "ratio": pl.Float64,
+    "seed": pl.Int64,
+    "image_id": pl.String,
+    "reason": pl.String,
+}
 NO_PREDICTION = "no prediction"
 NOT_FINITE = "prediction is null, NaN or infinite"
 
@@ -34,8 +39,8 @@ class Run:
     method: str
     ratio: float
     seed: int | None
-    predictions: pl.DataFrame       # image_id, prediction
-    source: str = "predictions"     # for error messages
+    predictions: pl.DataFrame  # image_id, prediction
+    source: str = "predictions"  # for error messages
     stage1_epoch: int | None = None
     stage1_selection: str | None = None
 
@@ -45,8 +50,11 @@ class Run:
 
 def labelled_test_images(manifest: pl.DataFrame) -> pl.DataFrame:
     """The test split's images with a MOS (image_id, mos), sorted by image_id."""
-    return (manifest.filter((pl.col("split") == "test") & pl.col("mos").is_not_null())
-            .select("image_id", pl.col("mos").cast(pl.Float64)).sort("image_id"))
+    return (
+        manifest.filter((pl.col("split") == "test") & pl.col("mos").is_not_null())
+        .select("image_id", pl.col("mos").cast(pl.Float64))
+        .sort("image_id")
+    )
 
 
 def check_predictions(run: Run) -> None:
@@ -60,8 +68,9 @@ def coverage(test: pl.DataFrame, runs: Sequence[Run]) -> pl.DataFrame:
     frames = []
     for run in runs:
         check_predictions(run)
-        joined = test.select("image_id").join(run.predictions.select("image_id", "prediction"), on="image_id",
-                                              how="left", coalesce=True)
+        joined = test.select("image_id").join(
+            run.predictions.select("image_id", "prediction"), on="image_id", how="left", coalesce=True
+        )
         present = run.predictions["image_id"].implode()
         lacking = joined.filter(pl.col("prediction").is_null() | ~pl.col("prediction").is_finite()).select(
             "image_id",
@@ -71,7 +80,8 @@ def coverage(test: pl.DataFrame, runs: Sequence[Run]) -> pl.DataFrame:
     if not frames:
         return pl.DataFrame(schema=COVERAGE_SCHEMA)
     return pl.concat([f.select(list(COVERAGE_SCHEMA)).cast(COVERAGE_SCHEMA) for f in frames]).sort(
-        "method", "ratio", "seed", "image_id", nulls_last=False)
+        "method", "ratio", "seed", "image_id", nulls_last=False
+    )
 
 
 def common_images(test: pl.DataFrame, lacking: pl.DataFrame) -> pl.DataFrame:
@@ -97,27 +107,50 @@ def evaluate_runs(test: pl.DataFrame, runs: Sequence[Run]) -> tuple[pl.DataFrame
     lacking = coverage(test, runs)
     common = common_images(test, lacking)
     if common.height < MIN_IMAGES:
-        worst = (lacking.group_by("method", "ratio", "seed").len().sort("len", descending=True).head(5)
-                 .iter_rows(named=True))
-        raise InputError(f"only {common.height} of {test.height} test images with MOS have a prediction from every "
-                         f"run (need >= {MIN_IMAGES}); runs lacking the most: "
-                         + "; ".join(f"{_run_name(r)}: {r['len']}" for r in worst))
+        worst = (
+            lacking.group_by("method", "ratio", "seed").len().sort("len", descending=True).head(5).iter_rows(named=True)
+        )
+        raise InputError(
+            f"only {common.height} of {test.height} test images with MOS have a prediction from every "
+            f"run (need >= {MIN_IMAGES}); runs lacking the most: "
+            + "; ".join(f"{_run_name(r)}: {r['len']}" for r in worst)
+        )
     ids = common["image_id"].implode()
-    missing = {(r["method"], r["ratio"], r["seed"]): r["len"]
-               for r in lacking.group_by("method", "ratio", "seed").len().iter_rows(named=True)}
+    missing = {
+        (r["method"], r["ratio"], r["seed"]): r["len"]
+        for r in lacking.group_by("method", "ratio", "seed").len().iter_rows(named=True)
+    }
     rows = []
     for run in runs:
-        on = common.join(run.predictions.filter(pl.col("image_id").is_in(ids)).select("image_id", "prediction"),
-                         on="image_id", how="inner").sort("image_id")
+        on = common.join(
+            run.predictions.filter(pl.col("image_id").is_in(ids)).select("image_id", "prediction"),
+            on="image_id",
+            how="inner",
+        ).sort("image_id")
         assert on.height == common.height, (run.source, on.height, common.height)  # coverage() guarantees it
         metrics = iqa_metrics(on["prediction"].to_numpy(), on["mos"].to_numpy())
         key = run.key()
-        rows.append({**key, **metrics, "n_test": test.height,
-                     "n_missing": missing.get((key["method"], key["ratio"], key["seed"]), 0),
-                     "stage1_epoch": run.stage1_epoch, "stage1_selection": run.stage1_selection})
-    table = pl.DataFrame(rows, schema_overrides={"seed": pl.Int64, "stage1_epoch": pl.Int64,
-                                                 "stage1_selection": pl.String, "ratio": pl.Float64})
+        rows.append(
+            {
+                **key,
+                **metrics,
+                "n_test": test.height,
+                "n_missing": missing.get((key["method"], key["ratio"], key["seed"]), 0),
+                "stage1_epoch": run.stage1_epoch,
+                "stage1_selection": run.stage1_selection,
+            }
+        )
+    table = pl.DataFrame(
+        rows,
+        schema_overrides={
+            "seed": pl.Int64,
+            "stage1_epoch": pl.Int64,
+            "stage1_selection": pl.String,
+            "ratio": pl.Float64,
+        },
+    )
     first = ["method", "ratio", "seed", "n", "n_test", "n_missing"]
     table = table.select(first + [c for c in table.columns if c not in first]).sort(
-        "method", "ratio", "seed", nulls_last=False)
+        "method", "ratio", "seed", nulls_last=False
+    )
     return table, lacking, common

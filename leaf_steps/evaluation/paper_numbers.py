@@ -97,10 +97,8 @@ _OURS_RATIO = {"Ours": 0.0, "Ours (10% MOS)": 0.1, "Ours (30% MOS)": 0.3}
 # fitted on 10% MOS, PLCC 0.907. A positive-slope linear map leaves SRCC unchanged; the paper
 # does not restate it, nor which images Fig 2 evaluates on.
 _FIG2_AGIQA3K = [
-    PaperRow("MLLM teacher alone (Fig 2)", "InternVL-3.5-8B, zero-shot (Eq 2)", 0.816, 0.824,
-             "teacher_zero_shot", 0.0),
-    PaperRow("MLLM teacher alone (Fig 2)", "InternVL-3.5-8B + linear map, 10% MOS", None, 0.907,
-             "teacher_linear", 0.1),
+    PaperRow("MLLM teacher alone (Fig 2)", "InternVL-3.5-8B, zero-shot (Eq 2)", 0.816, 0.824, "teacher_zero_shot", 0.0),
+    PaperRow("MLLM teacher alone (Fig 2)", "InternVL-3.5-8B + linear map, 10% MOS", None, 0.907, "teacher_linear", 0.1),
 ]
 
 # Table 3 (AGIQA-3K, 10% MOS). The check marks were lost in the text we have; which row is
@@ -136,27 +134,44 @@ _FIG4 = [
     PaperRow(_FIG4_SECTION, "30% MOS", 0.869, 0.915, HEADLINE, 0.3),
 ]
 
-RESPLIT_NOTE = ("AIGIQA-20K: the challenge's validation/test MOS were never published, so this run re-splits "
-                "the 14,000 labelled training images 80/20 (docs/datasets.md). Its numbers are not comparable "
-                "with results on the official test split, which the paper's table may use.")
+RESPLIT_NOTE = (
+    "AIGIQA-20K: the challenge's validation/test MOS were never published, so this run re-splits "
+    "the 14,000 labelled training images 80/20 (docs/datasets.md). Its numbers are not comparable "
+    "with results on the official test split, which the paper's table may use."
+)
 
 TARGETS: dict[str, PaperTarget] = {
     "table1": PaperTarget("table1", "Table 1: comparison on AIGC benchmarks", ("agiqa3k", "aigiqa20k")),
     "table2": PaperTarget("table2", "Table 2: comparison on UGC benchmarks", ("koniq10k", "spaq")),
     "table3": PaperTarget(
-        "table3", "Table 3: supervision strategies in teacher-guided distillation (AGIQA-3K, 10% MOS)",
-        ("agiqa3k",), extra_columns=("Point", "Pair", "Pair Conf."),
-        notes=("Check marks reconstructed from the text of Sec. 4.5 (the table's marks are not in the text we have).",
-               "`use_confidence: false` keeps every valid pair with unit weight (no tau filter).")),
+        "table3",
+        "Table 3: supervision strategies in teacher-guided distillation (AGIQA-3K, 10% MOS)",
+        ("agiqa3k",),
+        extra_columns=("Point", "Pair", "Pair Conf."),
+        notes=(
+            "Check marks reconstructed from the text of Sec. 4.5 (the table's marks are not in the text we have).",
+            "`use_confidence: false` keeps every valid pair with unit weight (no tau filter).",
+        ),
+    ),
     "table4": PaperTarget(
-        "table4", "Table 4: robustness to teacher models and student backbones (AGIQA-3K, 10% MOS)",
-        ("agiqa3k",), extra_columns=("Params",),
-        notes=("InternVL-3.5 8B with ConvNeXt-Base is one run (`leaf`); it fills one row in each half.",)),
+        "table4",
+        "Table 4: robustness to teacher models and student backbones (AGIQA-3K, 10% MOS)",
+        ("agiqa3k",),
+        extra_columns=("Params",),
+        notes=("InternVL-3.5 8B with ConvNeXt-Base is one run (`leaf`); it fills one row in each half.",),
+    ),
     "fig4": PaperTarget(
-        "fig4", "Fig 4: impact of MOS availability in calibration fine-tuning (AGIQA-3K)", ("agiqa3k",),
+        "fig4",
+        "Fig 4: impact of MOS availability in calibration fine-tuning (AGIQA-3K)",
+        ("agiqa3k",),
         sweep_method=HEADLINE,
-        notes=(("Fig 4 is a plot; the paper states only its 0%, 10% and 30% points (Sec. 4.4). "
-                "Other ratios show this run's values alone."),)),
+        notes=(
+            (
+                "Fig 4 is a plot; the paper states only its 0%, 10% and 30% points (Sec. 4.4). "
+                "Other ratios show this run's values alone."
+            ),
+        ),
+    ),
 }
 
 
@@ -176,8 +191,10 @@ def check_target(target: str, dataset: str) -> PaperTarget:
         raise ConfigError(f"paper.target: {target!r} is not one of {sorted(TARGETS)}")
     spec = TARGETS[target]
     if dataset not in spec.datasets:
-        raise ConfigError(f"paper.dataset: the paper reports {target} on {list(spec.datasets)}, not {dataset!r} "
-                          "(set paper.dataset to compare another dataset's run against one of them)")
+        raise ConfigError(
+            f"paper.dataset: the paper reports {target} on {list(spec.datasets)}, not {dataset!r} "
+            "(set paper.dataset to compare another dataset's run against one of them)"
+        )
     return spec
 
 
@@ -190,12 +207,23 @@ def paper_rows(target: str, dataset: str) -> list[PaperRow]:
     if target == "table2":
         return _two_dataset_rows(_TABLE2, spec.datasets, dataset)
     if target == "table3":
-        return [PaperRow("TGD supervision", label, srcc, plcc, method, 0.1,
-                         tuple(zip(spec.extra_columns, (point, pair, conf), strict=True)))
-                for label, point, pair, conf, srcc, plcc, method in _TABLE3]
+        return [
+            PaperRow(
+                "TGD supervision",
+                label,
+                srcc,
+                plcc,
+                method,
+                0.1,
+                tuple(zip(spec.extra_columns, (point, pair, conf), strict=True)),
+            )
+            for label, point, pair, conf, srcc, plcc, method in _TABLE3
+        ]
     if target == "table4":
-        return [PaperRow(section, label, srcc, plcc, method, 0.1, (("Params", params),))
-                for section, label, params, srcc, plcc, method in _TABLE4]
+        return [
+            PaperRow(section, label, srcc, plcc, method, 0.1, (("Params", params),))
+            for section, label, params, srcc, plcc, method in _TABLE4
+        ]
     return list(_FIG4)
 
 

@@ -31,18 +31,22 @@ def _marker_lines(readme: str, source: str) -> tuple[int, int]:
     starts = [i for i, line in enumerate(lines) if line.strip() == START]
     ends = [i for i, line in enumerate(lines) if line.strip() == END]
     if len(starts) != 1 or len(ends) != 1:
-        raise InputError(f"{source}: expected one line {START!r} and one line {END!r} around the demo table, found "
-                         f"{len(starts)} and {len(ends)}")
+        raise InputError(
+            f"{source}: expected one line {START!r} and one line {END!r} around the demo table, found "
+            f"{len(starts)} and {len(ends)}"
+        )
     if ends[0] < starts[0]:
-        raise InputError(f"{source}: the demo-table end marker (line {ends[0] + 1}) comes before its start marker "
-                         f"(line {starts[0] + 1})")
+        raise InputError(
+            f"{source}: the demo-table end marker (line {ends[0] + 1}) comes before its start marker "
+            f"(line {starts[0] + 1})"
+        )
     return starts[0], ends[0]
 
 
 def readme_block(readme: str, source: str = "README.md") -> str:
     """The text between the markers (without them)."""
     start, end = _marker_lines(readme, source)
-    return "\n".join(readme.splitlines()[start + 1:end]).strip("\n")
+    return "\n".join(readme.splitlines()[start + 1 : end]).strip("\n")
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,9 @@ def compare(readme: str, table_md: str, readme_name: str = "README.md", table_na
     ours, theirs = readme_block(readme, readme_name), demo_block(table_md)
     if ours == theirs:
         return Comparison(True, "")
-    diff = difflib.unified_diff(ours.splitlines(), theirs.splitlines(), fromfile=f"{readme_name} (demo table)",
-                                tofile=table_name, lineterm="")
+    diff = difflib.unified_diff(
+        ours.splitlines(), theirs.splitlines(), fromfile=f"{readme_name} (demo table)", tofile=table_name, lineterm=""
+    )
     return Comparison(False, "\n".join(diff))
 
 
@@ -64,5 +69,5 @@ def update(readme: str, table_md: str, source: str = "README.md") -> str:
     """``readme`` with the block between the markers replaced by the run's table."""
     start, end = _marker_lines(readme, source)
     lines = readme.splitlines()
-    new = lines[:start + 1] + ["", demo_block(table_md), ""] + lines[end:]
+    new = lines[: start + 1] + ["", demo_block(table_md), ""] + lines[end:]
     return "\n".join(new) + ("\n" if readme.endswith("\n") else "")

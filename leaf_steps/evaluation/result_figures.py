@@ -13,13 +13,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: cluster nodes and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
 
-from leaf_steps.evaluation.labels import DISPLAY  # noqa: E402
-from leaf_steps.core.io import atomic_write_bytes  # noqa: E402
-from leaf_steps.evaluation.metrics import iqa_metrics  # noqa: E402
+from leaf_steps.core.io import atomic_write_bytes
+from leaf_steps.evaluation.labels import DISPLAY
+from leaf_steps.evaluation.metrics import iqa_metrics
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -57,14 +57,22 @@ def _scale(values: np.ndarray) -> str:
     return f"{values.min():.3g}..{values.max():.3g} here"
 
 
-def teacher_scatter(points: pl.DataFrame, manifest: pl.DataFrame, linear: pl.DataFrame | None, out: Path,
-                    title: str, linear_subset: str | None = None, linear_fit: dict | None = None) -> None:
+def teacher_scatter(
+    points: pl.DataFrame,
+    manifest: pl.DataFrame,
+    linear: pl.DataFrame | None,
+    out: Path,
+    title: str,
+    linear_subset: str | None = None,
+    linear_fit: dict | None = None,
+) -> None:
     """Fig 2: the teacher's expected score against MOS on the test split (its own 1..5 scale, so no
     residual: the two axes have different units), and, with ``linear``, the teacher after a linear
     map to MOS fitted on one MOS subset (``linear_subset`` says which), where residuals are in MOS units."""
     test = manifest.filter((pl.col("split") == "test") & pl.col("mos").is_not_null()).select("image_id", "mos")
-    joined = test.join(points.filter(pl.col("error").is_null()).select("image_id", "teacher_score"),
-                       on="image_id").sort("image_id")
+    joined = test.join(
+        points.filter(pl.col("error").is_null()).select("image_id", "teacher_score"), on="image_id"
+    ).sort("image_id")
     x, y = joined["teacher_score"].to_numpy(), joined["mos"].to_numpy()
     n_panels = 2 if linear is not None else 1
     fig, axes = plt.subplots(1, n_panels, figsize=(5.4 * n_panels, 4.6), squeeze=False, layout="constrained")
@@ -73,8 +81,11 @@ def teacher_scatter(points: pl.DataFrame, manifest: pl.DataFrame, linear: pl.Dat
     ax.scatter(x, y, s=10, alpha=0.6)
     ax.set_xlabel("teacher expected score (Eq 2; 1 = Bad .. 5 = Excellent)")
     ax.set_ylabel(f"MOS (dataset units: {_scale(y)})")
-    ax.set_title(f"Zero-shot teacher, {len(x)} of {test.height} test images\nSRCC {m['srcc']:.3f}, "
-                 f"PLCC {m['plcc']:.3f} (scales differ: no residual)", fontsize=9)
+    ax.set_title(
+        f"Zero-shot teacher, {len(x)} of {test.height} test images\nSRCC {m['srcc']:.3f}, "
+        f"PLCC {m['plcc']:.3f} (scales differ: no residual)",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     if linear is not None:
         ax = axes[0][1]
@@ -91,9 +102,12 @@ def teacher_scatter(points: pl.DataFrame, manifest: pl.DataFrame, linear: pl.Dat
             fit = f": MOS = {linear_fit['slope']:.3g} x teacher {'-' if b < 0 else '+'} {abs(b):.3g}"
         ax.set_xlabel("teacher + linear calibration (MOS units)")
         ax.set_ylabel("MOS")
-        ax.set_title(f"Line fitted on the MOS subset {linear_subset or '(unnamed)'}{fit}\n{len(pred)} test images: "
-                     f"SRCC {m['srcc']:.3f}, PLCC {m['plcc']:.3f}, RMSE {m['rmse']:.3g}, "
-                     f"mean MOS - prediction {np.mean(mos - pred):.3g}", fontsize=9)
+        ax.set_title(
+            f"Line fitted on the MOS subset {linear_subset or '(unnamed)'}{fit}\n{len(pred)} test images: "
+            f"SRCC {m['srcc']:.3f}, PLCC {m['plcc']:.3f}, RMSE {m['rmse']:.3g}, "
+            f"mean MOS - prediction {np.mean(mos - pred):.3g}",
+            fontsize=9,
+        )
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     _save(fig, out)

@@ -9,7 +9,6 @@ Output: image_id, prediction (+ teacher_score for the linear one). Failed teache
 
 from __future__ import annotations
 
-
 import numpy as np
 import polars as pl
 
@@ -17,8 +16,9 @@ from leaf_steps.core.errors import InputError
 
 
 def _teacher_on(points: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
-    return ids.join(points.filter(pl.col("error").is_null()).select("image_id", "teacher_score"),
-                    on="image_id", how="inner")
+    return ids.join(
+        points.filter(pl.col("error").is_null()).select("image_id", "teacher_score"), on="image_id", how="inner"
+    )
 
 
 def zero_shot(points: pl.DataFrame, test: pl.DataFrame) -> pl.DataFrame:
@@ -28,7 +28,8 @@ def zero_shot(points: pl.DataFrame, test: pl.DataFrame) -> pl.DataFrame:
 def fit_linear(points: pl.DataFrame, subset: pl.DataFrame) -> tuple[float, float]:
     fit_rows = _teacher_on(points, subset.select("image_id", "mos"))
     if fit_rows.height < 2 or fit_rows["teacher_score"].n_unique() < 2:
-        raise InputError(f"linear teacher calibration needs >= 2 distinct teacher scores in the subset, "
-                         f"got {fit_rows.height} rows")
+        raise InputError(
+            f"linear teacher calibration needs >= 2 distinct teacher scores in the subset, got {fit_rows.height} rows"
+        )
     slope, intercept = np.polyfit(fit_rows["teacher_score"].to_numpy(), fit_rows["mos"].to_numpy(), 1)
     return float(slope), float(intercept)

@@ -23,13 +23,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: cluster nodes and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+from matplotlib.ticker import MaxNLocator
 
-from leaf_steps.core.errors import InputError  # noqa: E402
-from leaf_steps.core.io import atomic_write_bytes  # noqa: E402
+from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import atomic_write_bytes
 
 STAGE1_COLUMNS = ("epoch", "train_loss", "val_loss", "selected")
 STAGE2_COLUMNS = ("epoch", "train_loss", "val_srcc", "val_plcc", "selected")
@@ -57,8 +57,9 @@ def _rows_grid(rows: Sequence[int], width: float = 5.0, height: float = 3.6, max
     """Panels in logical rows (each row starts a new line of the grid, wrapping at ``max_cols``)."""
     cols = min(max_cols, max(rows))
     lines = [min(cols, n - i) for n in rows for i in range(0, n, cols)]
-    fig, axes = plt.subplots(len(lines), cols, figsize=(width * cols, height * len(lines)), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        len(lines), cols, figsize=(width * cols, height * len(lines)), squeeze=False, layout="constrained"
+    )
     panels = []
     for line, used in zip(axes, lines, strict=True):
         panels += list(line[:used])
@@ -101,9 +102,13 @@ def _criterion(losses: pl.DataFrame) -> pl.DataFrame:
     return losses.with_columns(criterion=pl.col("val_srcc") + pl.col("val_plcc"))
 
 
-def training_curves(stage1: Sequence[tuple[str, pl.DataFrame]],
-                    stage2: Sequence[tuple[str, str, str, pl.DataFrame]], out: Path, title: str,
-                    selections: Sequence[tuple[str, str, str, pl.DataFrame]] = ()) -> None:
+def training_curves(
+    stage1: Sequence[tuple[str, pl.DataFrame]],
+    stage2: Sequence[tuple[str, str, str, pl.DataFrame]],
+    out: Path,
+    title: str,
+    selections: Sequence[tuple[str, str, str, pl.DataFrame]] = (),
+) -> None:
     """stage1: (variant, losses); stage2: (variant, ratio, seed, losses); selections: (variant, ratio,
     seed, stage-1 selection table) of the per-subset stage-1 selection."""
     variants2 = list(dict.fromkeys(v for v, _, _, _ in stage2))
@@ -119,16 +124,23 @@ def training_curves(stage1: Sequence[tuple[str, pl.DataFrame]],
             _curve(loss_ax, losses, "train_loss", False, color=f"C{i}", label=variant)
             _curve(held_ax, losses, "val_loss", True, color=f"C{i}", ls="--", label=variant)
         _style(loss_ax, "Stage 1 training loss (distillation from the teacher)", "train loss (point + pair terms)")
-        _style(held_ax, "Stage 1, label-free selection: held-out distillation loss\n(lowest is kept; no MOS)",
-               "held-out loss (point + pair terms)")
+        _style(
+            held_ax,
+            "Stage 1, label-free selection: held-out distillation loss\n(lowest is kept; no MOS)",
+            "held-out loss (point + pair terms)",
+        )
         teacher_epoch = {v: losses.filter(pl.col("selected"))["epoch"].to_list() for v, losses in stage1}
         for variant in selected1:
             ax = next(panels)
             _per_subset(ax, [(r, s, sel) for v, r, s, sel in selections if v == variant], "score", True)
             for epoch in teacher_epoch.get(variant, [])[:1]:
                 ax.axvline(epoch, color="0.4", ls=":", lw=1, label=f"label-free epoch ({epoch})")
-            _style(ax, f"Stage 1, few-shot selection of {variant}: stage-1 outputs vs MOS\n"
-                   "on each subset's calib_val (highest is kept)", "calib_val SRCC + PLCC")
+            _style(
+                ax,
+                f"Stage 1, few-shot selection of {variant}: stage-1 outputs vs MOS\n"
+                "on each subset's calib_val (highest is kept)",
+                "calib_val SRCC + PLCC",
+            )
     for variant in variants2:
         runs = [(r, s, _criterion(losses)) for v, r, s, losses in stage2 if v == variant]
         loss_ax, val_ax = next(panels), next(panels)
@@ -136,8 +148,12 @@ def training_curves(stage1: Sequence[tuple[str, pl.DataFrame]],
         _per_subset(val_ax, runs, "criterion", True)
         _style(loss_ax, f"Stage 2 training loss: calibration of {variant}", "train loss (standardised MOS)")
         start = any((frame["epoch"] == 0).any() for _, _, frame in runs)
-        _style(val_ax, f"Stage 2 selection of {variant}: calib_val SRCC + PLCC\n(highest is kept"
-               + ("; epoch 0: the stage-1 start)" if start else ")"), "calib_val SRCC + PLCC")
+        _style(
+            val_ax,
+            f"Stage 2 selection of {variant}: calib_val SRCC + PLCC\n(highest is kept"
+            + ("; epoch 0: the stage-1 start)" if start else ")"),
+            "calib_val SRCC + PLCC",
+        )
     fig.suptitle(f"{title}\nDots: the epoch each run kept, on the criterion it was selected on")
     _save(fig, out)
 

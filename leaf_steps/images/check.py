@@ -35,12 +35,12 @@ import PIL
 import polars as pl
 
 from leaf_steps.core.errors import InputError
+from leaf_steps.core.io import make_provenance, read_parquet, write_parquet
+from leaf_steps.core.progress import progress
 from leaf_steps.images import DEFAULT_MAX_PIXELS
 from leaf_steps.images import decode as _decode_module
 from leaf_steps.images.verdict import Verdict as DecodeVerdict
 from leaf_steps.images.verdict import decode_chunk, decode_one
-from leaf_steps.core.io import make_provenance, read_parquet, write_parquet
-from leaf_steps.core.progress import progress
 
 log = logging.getLogger("leaf.images.check")
 
@@ -51,8 +51,15 @@ DEFAULT_MAX_ASPECT_RATIO = 10.0
 MIN_FILES_FOR_WORKERS = 64
 # spawn, not fork: polars' thread pool in this process does not survive fork() (the child can deadlock).
 _SPAWN = multiprocessing.get_context("spawn")
-CACHE_SCHEMA = {"path": pl.String, "size": pl.Int64, "mtime_ns": pl.Int64, "checker": pl.String,
-                "width": pl.Int32, "height": pl.Int32, "problem": pl.String}
+CACHE_SCHEMA = {
+    "path": pl.String,
+    "size": pl.Int64,
+    "mtime_ns": pl.Int64,
+    "checker": pl.String,
+    "width": pl.Int32,
+    "height": pl.Int32,
+    "problem": pl.String,
+}
 
 
 @dataclass(frozen=True)
@@ -87,11 +94,15 @@ def size_problem(path: str, width: int, height: int, limits: Limits) -> str | No
     """Why an image of this (upright) size cannot be used, or None."""
     short, long = min(width, height), max(width, height)
     if short < limits.min_side:
-        return (f"{path}: {width}x{height} pixels; the shorter side is below dataset.min_side = {limits.min_side} "
-                "(too small for the teacher or the student)")
+        return (
+            f"{path}: {width}x{height} pixels; the shorter side is below dataset.min_side = {limits.min_side} "
+            "(too small for the teacher or the student)"
+        )
     if long / short > limits.max_aspect_ratio:
-        return (f"{path}: {width}x{height} pixels, aspect ratio {long / short:.1f}:1 exceeds "
-                f"dataset.max_aspect_ratio = {limits.max_aspect_ratio:g}")
+        return (
+            f"{path}: {width}x{height} pixels, aspect ratio {long / short:.1f}:1 exceeds "
+            f"dataset.max_aspect_ratio = {limits.max_aspect_ratio:g}"
+        )
     return None
 
 
@@ -121,9 +132,13 @@ def _save_cache(cache: Path, old: pl.DataFrame, fresh: list[dict]) -> None:
     # Entries of other files (other runs' folders) are kept; this run's files get their new verdicts.
     kept = old.filter(~pl.col("path").is_in(new["path"].implode()))
     try:
-        write_parquet(pl.concat([kept, new]), cache,
-                      make_provenance("image_check_cache", note="decode verdicts keyed by (path, size, mtime_ns, "
-                                                                "checker); safe to delete"))
+        write_parquet(
+            pl.concat([kept, new]),
+            cache,
+            make_provenance(
+                "image_check_cache", note="decode verdicts keyed by (path, size, mtime_ns, checker); safe to delete"
+            ),
+        )
     except OSError as exc:  # a read-only dataset folder: check again next time
         log.warning("cannot write the image-check cache %s (%s)", cache, exc)
 
@@ -136,8 +151,12 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def decode_all(paths: Sequence[str], max_pixels: int, workers: int,
-               chunk_fn: Callable[[tuple[list[str], int]], list[DecodeVerdict]] = decode_chunk) -> list[DecodeVerdict]:
+def decode_all(
+    paths: Sequence[str],
+    max_pixels: int,
+    workers: int,
+    chunk_fn: Callable[[tuple[list[str], int]], list[DecodeVerdict]] = decode_chunk,
+) -> list[DecodeVerdict]:
     """Decode verdicts of ``paths`` in order, over ``workers`` processes when it pays."""
     if not paths:
         return []
@@ -146,7 +165,7 @@ def decode_all(paths: Sequence[str], max_pixels: int, workers: int,
         return [decode_one(p, max_pixels) for p in progress(paths, total=len(paths), desc=desc)]
     # Chunks of a few dozen files: one pickling round trip per chunk, and a progress bar that moves.
     size = max(8, min(64, len(paths) // (workers * 8) or 8))
-    chunks = [list(paths[i:i + size]) for i in range(0, len(paths), size)]
+    chunks = [list(paths[i : i + size]) for i in range(0, len(paths), size)]
     out: list[DecodeVerdict] = []
     try:
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_SPAWN) as pool:
@@ -156,9 +175,10 @@ def decode_all(paths: Sequence[str], max_pixels: int, workers: int,
     except BrokenProcessPool:
         # A decoder crashed its process (a native-library fault on a hostile file). Which file is not known:
         # the rest is checked one file per process, so that the culprit is named and nothing else is lost.
-        log.warning("a decoder crashed a worker process; checking the remaining %d file(s) one at a time",
-                    len(paths) - len(out))
-        out.extend(decode_isolated(list(paths[len(out):]), max_pixels, chunk_fn))
+        log.warning(
+            "a decoder crashed a worker process; checking the remaining %d file(s) one at a time", len(paths) - len(out)
+        )
+        out.extend(decode_isolated(list(paths[len(out) :]), max_pixels, chunk_fn))
     return out
 
 
@@ -170,7 +190,7 @@ def decode_isolated(paths: list[str], max_pixels: int, chunk_fn: ChunkFn = decod
     out: list[DecodeVerdict] = []
     while len(out) < len(paths):
         with ProcessPoolExecutor(max_workers=1, mp_context=_SPAWN) as pool:
-            futures = [pool.submit(chunk_fn, ([p], max_pixels)) for p in paths[len(out):]]
+            futures = [pool.submit(chunk_fn, ([p], max_pixels)) for p in paths[len(out) :]]
             for future in futures:
                 try:
                     out.extend(future.result())
@@ -193,8 +213,9 @@ class CheckResult:
         return [v for v in self.verdicts if not v.ok]
 
 
-def check_images(paths: Iterable[str | Path], limits: Limits, cache: Path | None = None,
-                 workers: int | None = None) -> CheckResult:
+def check_images(
+    paths: Iterable[str | Path], limits: Limits, cache: Path | None = None, workers: int | None = None
+) -> CheckResult:
     """Decode every image (or take its cached verdict) and apply ``limits``; never raises for a bad file."""
     paths = [str(p) for p in paths]
     workers = default_workers() if workers is None else max(1, workers)
@@ -219,8 +240,17 @@ def check_images(paths: Iterable[str | Path], limits: Limits, cache: Path | None
         decoded[i] = (width, height, problem)
         fp = prints[i]
         if final:  # a failure that may not recur (memory, a crash) is checked again next time
-            fresh_rows.append({"path": fp[0], "size": fp[1], "mtime_ns": fp[2], "checker": checker,
-                               "width": width, "height": height, "problem": problem})
+            fresh_rows.append(
+                {
+                    "path": fp[0],
+                    "size": fp[1],
+                    "mtime_ns": fp[2],
+                    "checker": checker,
+                    "width": width,
+                    "height": height,
+                    "problem": problem,
+                }
+            )
     if cache is not None:
         _save_cache(cache, old, fresh_rows)
     verdicts = []
@@ -229,6 +259,10 @@ def check_images(paths: Iterable[str | Path], limits: Limits, cache: Path | None
         if problem is None and width is not None and height is not None:
             problem = size_problem(path, width, height, limits)
         verdicts.append(Verdict(path, width, height, problem))
-    log.info("image check: %d file(s) decoded, %d verdict(s) from the cache%s", len(todo), len(paths) - len(todo),
-             f" ({cache})" if cache is not None else "")
+    log.info(
+        "image check: %d file(s) decoded, %d verdict(s) from the cache%s",
+        len(todo),
+        len(paths) - len(todo),
+        f" ({cache})" if cache is not None else "",
+    )
     return CheckResult(verdicts=verdicts, decoded=len(todo), cached=len(paths) - len(todo))

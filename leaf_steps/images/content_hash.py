@@ -79,15 +79,29 @@ def sha256_files(paths: Iterable[str | Path], cache: Path | None = None, workers
             for i, digest in zip(todo, pool.map(file_sha256, [paths[i] for i in todo]), strict=True):
                 hashes[i] = digest
         if cache is not None:
-            fresh = pl.DataFrame([{"path": prints[i][0], "size": prints[i][1], "mtime_ns": prints[i][2],
-                                   "sha256": hashes[i]} for i in todo], schema=CACHE_SCHEMA)
+            fresh = pl.DataFrame(
+                [
+                    {"path": prints[i][0], "size": prints[i][1], "mtime_ns": prints[i][2], "sha256": hashes[i]}
+                    for i in todo
+                ],
+                schema=CACHE_SCHEMA,
+            )
             kept = old.filter(~pl.col("path").is_in(fresh["path"].implode()))
             try:
-                write_parquet(pl.concat([kept, fresh]), cache,
-                              make_provenance("content_hash_cache", note="sha256 of image files keyed by (path, size, "
-                                                                         "mtime_ns); safe to delete"))
+                write_parquet(
+                    pl.concat([kept, fresh]),
+                    cache,
+                    make_provenance(
+                        "content_hash_cache",
+                        note="sha256 of image files keyed by (path, size, mtime_ns); safe to delete",
+                    ),
+                )
             except OSError as exc:  # a read-only dataset folder: hash again next time
                 log.warning("cannot write the content-hash cache %s (%s)", cache, exc)
-    log.info("content hashes: %d file(s) hashed, %d from the cache%s", len(todo), len(paths) - len(todo),
-             f" ({cache})" if cache is not None else "")
+    log.info(
+        "content hashes: %d file(s) hashed, %d from the cache%s",
+        len(todo),
+        len(paths) - len(todo),
+        f" ({cache})" if cache is not None else "",
+    )
     return [h for h in hashes if h is not None]

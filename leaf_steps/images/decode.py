@@ -63,11 +63,11 @@ class ImageInfo:
     path: str
     format: str | None
     mode: str
-    width: int           # upright (after the EXIF orientation)
+    width: int  # upright (after the EXIF orientation)
     height: int
-    orientation: int     # EXIF orientation tag, 1 when absent
+    orientation: int  # EXIF orientation tag, 1 when absent
     frames: int
-    transparency: bool   # a transparency key or an alpha channel
+    transparency: bool  # a transparency key or an alpha channel
 
     @property
     def pixels(self) -> int:
@@ -92,18 +92,29 @@ def _info(img: Image.Image, path: Path) -> ImageInfo:
     if orientation in (5, 6, 7, 8):  # turned by 90 degrees
         width, height = height, width
     transparency = img.mode in _ALPHA_MODES or "transparency" in img.info
-    return ImageInfo(path=str(path), format=img.format, mode=img.mode, width=width, height=height,
-                     orientation=orientation, frames=int(getattr(img, "n_frames", 1) or 1),
-                     transparency=transparency)
+    return ImageInfo(
+        path=str(path),
+        format=img.format,
+        mode=img.mode,
+        width=width,
+        height=height,
+        orientation=orientation,
+        frames=int(getattr(img, "n_frames", 1) or 1),
+        transparency=transparency,
+    )
 
 
 def _check(info: ImageInfo, max_pixels: int | None) -> None:
     if info.frames > 1 and info.format != "MPO":
-        raise InputError(f"{info.path}: {info.format} image with {info.frames} frames; LEAF scores still images "
-                         "(save the frame you mean as its own file)")
+        raise InputError(
+            f"{info.path}: {info.format} image with {info.frames} frames; LEAF scores still images "
+            "(save the frame you mean as its own file)"
+        )
     if max_pixels is not None and info.pixels > max_pixels:
-        raise InputError(f"{info.path}: {info.width}x{info.height} = {info.pixels:,} pixels exceeds the limit of "
-                         f"{max_pixels:,} (dataset.max_pixels); refused as a possible decompression bomb")
+        raise InputError(
+            f"{info.path}: {info.width}x{info.height} = {info.pixels:,} pixels exceeds the limit of "
+            f"{max_pixels:,} (dataset.max_pixels); refused as a possible decompression bomb"
+        )
 
 
 def _open(path: Path) -> Image.Image:
@@ -111,7 +122,7 @@ def _open(path: Path) -> Image.Image:
         raise InputError(f"{path}: image file not found")
     try:
         return Image.open(path)
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a bad file
+    except Exception as exc:
         raise InputError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
@@ -138,8 +149,10 @@ def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
     if mode in _SIXTEEN_BIT or mode == "I":
         arr = np.asarray(img)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise InputError(f"{path}: {mode} image with values {arr.min()}..{arr.max()}; only 8- and 16-bit "
-                             "ranges have a conversion to 8 bits")
+            raise InputError(
+                f"{path}: {mode} image with values {arr.min()}..{arr.max()}; only 8- and 16-bit "
+                "ranges have a conversion to 8 bits"
+            )
         return Image.fromarray((arr.astype(np.uint32) >> 8).astype(np.uint8), "L").convert("RGB")
     if mode == "F":
         arr = np.asarray(img, dtype=np.float64)
@@ -151,8 +164,9 @@ def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-             draft_size: tuple[int, int] | None = None) -> Image.Image:
+def load_rgb(
+    path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size: tuple[int, int] | None = None
+) -> Image.Image:
     """Decode ``path`` fully into an upright 8-bit RGB image by the rules of this module.
 
     ``draft_size`` (upright width, height) lets the JPEG decoder decode at a reduced scale no
@@ -173,7 +187,7 @@ def load_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
             return _to_rgb(out, path)
         except InputError:
             raise
-        except Exception as exc:  # noqa: BLE001 - truncated data, bad tables, decoder errors
+        except Exception as exc:
             raise InputError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
 
 
@@ -181,6 +195,11 @@ def sendable_as_is(info: ImageInfo, max_side: int | None) -> bool:
     """True when the file's own bytes show a server exactly the pixels :func:`load_rgb` gives:
     JPEG, PNG or WebP, plain RGB or grayscale, no transparency, no EXIF rotation, one frame,
     and no side longer than ``max_side``."""
-    return (info.mime is not None and info.mode in ("RGB", "L") and not info.transparency
-            and info.orientation == 1 and info.frames == 1
-            and (max_side is None or max(info.width, info.height) <= max_side))
+    return (
+        info.mime is not None
+        and info.mode in ("RGB", "L")
+        and not info.transparency
+        and info.orientation == 1
+        and info.frames == 1
+        and (max_side is None or max(info.width, info.height) <= max_side)
+    )

@@ -22,9 +22,9 @@ from leaf_steps.training.transforms import EvalTransform
 
 @dataclass
 class Batch:
-    images: torch.Tensor            # uint8 N x 3 x crop x crop, the decodable files of the batch
-    ok: list[int]                   # dataset indices of those images, in order
-    failed: list[tuple[int, str]]   # (dataset index, error message) of the others
+    images: torch.Tensor  # uint8 N x 3 x crop x crop, the decodable files of the batch
+    ok: list[int]  # dataset indices of those images, in order
+    failed: list[tuple[int, str]]  # (dataset index, error message) of the others
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread (pin_memory=True, CUDA)."""
@@ -68,11 +68,22 @@ def default_workers(device: torch.device) -> int:
     return max(1, cores // 2)
 
 
-def loader(paths: Sequence[str], transform: EvalTransform, *, batch_size: int, workers: int,
-           device: torch.device, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.utils.data.DataLoader:
+def loader(
+    paths: Sequence[str],
+    transform: EvalTransform,
+    *,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> torch.utils.data.DataLoader:
     """Ordered batches of ``paths`` (pinned memory on CUDA)."""
     return torch.utils.data.DataLoader(
-        FileImages(paths, transform, max_pixels), batch_sampler=batch_ranges(len(paths), batch_size),
-        num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None, persistent_workers=False,
+        FileImages(paths, transform, max_pixels),
+        batch_sampler=batch_ranges(len(paths), batch_size),
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
     )

@@ -86,9 +86,17 @@ def save_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, leaf: d
     if example.shape[0] < 2:
         example = torch.cat([example, example])
     with torch.inference_mode(False), torch.no_grad():
-        torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=[ONNX_INPUT],
-                          output_names=[ONNX_OUTPUT], dynamic_shapes=_dynamic_batch(), external_data=False,
-                          optimize=True)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=True,
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
+            dynamic_shapes=_dynamic_batch(),
+            external_data=False,
+            optimize=True,
+        )
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key, entry.value = "leaf", json.dumps(leaf, sort_keys=True)
@@ -121,12 +129,16 @@ def onnx_scores(path: Path, batch: torch.Tensor) -> np.ndarray:
     return np.asarray(session.run(None, {ONNX_INPUT: x})[0], dtype=np.float64).reshape(-1)
 
 
-def check_exports(model: torch.nn.Module, transform: EvalTransform, folder: Path, paths: Sequence[Path]) -> dict[str, Any]:
+def check_exports(
+    model: torch.nn.Module, transform: EvalTransform, folder: Path, paths: Sequence[Path]
+) -> dict[str, Any]:
     """Largest score differences of the timm folder (timm model + timm transform) and of the ONNX
     file (onnxruntime) against the checkpoint (LEAF transform, PyTorch), on ``paths``."""
     batch = torch.stack([transform(transform.load(p)) for p in paths])
     with torch.no_grad():
-        reference = model.eval().to(memory_format=torch.contiguous_format)(normalize(batch)).reshape(-1).double().numpy()
+        reference = (
+            model.eval().to(memory_format=torch.contiguous_format)(normalize(batch)).reshape(-1).double().numpy()
+        )
     spread = float(np.std(reference)) or 1.0
     out: dict[str, Any] = {"images": len(paths), "score_std": spread, "tolerance_relative_to_std": TOLERANCE}
     for name, scores in (("timm", timm_scores(folder, paths)), ("onnx", onnx_scores(folder / ONNX_FILE, batch))):

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import polars as pl
 
-from leaf_steps.datasets.common import list_images
 from leaf_steps.core.errors import InputError
 from leaf_steps.core.io import read_parquet
+from leaf_steps.datasets.common import list_images
 from leaf_steps.training.data import resolve_image_path
 
 log = logging.getLogger("leaf.predict.inputs")
@@ -64,8 +64,7 @@ def _from_csv(path: Path) -> list[str]:
     values = df[column].to_list()
     missing = [i for i, v in enumerate(values) if v is None or not v.strip()]
     if missing:
-        raise InputError(f"{path}: line {missing[0] + 2}: empty {column!r} "
-                         f"({len(missing)} empty row(s) in all)")
+        raise InputError(f"{path}: line {missing[0] + 2}: empty {column!r} ({len(missing)} empty row(s) in all)")
     return [v.strip() for v in values]
 
 
@@ -121,5 +120,9 @@ def collect(arguments: Sequence[str]) -> tuple[list[InputImage], dict[str, int]]
             items.append(InputImage(path=path, absolute=absolute, error=error))
     if duplicates:
         log.warning("%d path(s) were listed more than once; each is scored once, at its first place", duplicates)
-    return items, {"listed": len(items) + duplicates, "unique": len(items), "duplicates": duplicates,
-                   "not_found": sum(i.error is not None for i in items)}
+    return items, {
+        "listed": len(items) + duplicates,
+        "unique": len(items),
+        "duplicates": duplicates,
+        "not_found": sum(i.error is not None for i in items),
+    }

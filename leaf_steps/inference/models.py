@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from leaf_steps.training.models import load_checkpoint, read_checkpoint_metadata
-from leaf_steps.training.settings import student_block
 from leaf_steps.core.errors import InputError
+from leaf_steps.training.models import load_checkpoint, read_checkpoint_metadata
 from leaf_steps.training.scoring import TorchScorer
+from leaf_steps.training.settings import student_block
 from leaf_steps.training.transforms import EvalTransform, normalize
 
 log = logging.getLogger("leaf.predict.models")
@@ -47,9 +47,9 @@ class Predictor:
     transform: EvalTransform
     model_id: str
     units: str
-    runtime: str                  # "torch" or "onnxruntime"
-    device: torch.device          # where the scorer runs (pinned memory on CUDA)
-    source: str                   # the file or folder it was loaded from
+    runtime: str  # "torch" or "onnxruntime"
+    device: torch.device  # where the scorer runs (pinned memory on CUDA)
+    source: str  # the file or folder it was loaded from
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,17 +72,30 @@ def checkpoint_facts(path: str | Path) -> dict[str, Any]:
     units = meta.get("output_units")
     if units not in UNITS:
         raise InputError(f"{path}: checkpoint output_units {units!r} is not one of {list(UNITS)}")
-    return {"architecture": meta["model"], "stage": meta.get("stage", "?"), "units": units,
-            "transform": EvalTransform(student["resize"], student["crop"]),
-            "model_id": f"{meta['model']}-{meta.get('stage', 'model')}-{file_sha256(path)}",
-            "selected_epoch": meta.get("selected_epoch"), "settings": settings}
+    return {
+        "architecture": meta["model"],
+        "stage": meta.get("stage", "?"),
+        "units": units,
+        "transform": EvalTransform(student["resize"], student["crop"]),
+        "model_id": f"{meta['model']}-{meta.get('stage', 'model')}-{file_sha256(path)}",
+        "selected_epoch": meta.get("selected_epoch"),
+        "settings": settings,
+    }
 
 
 def _from_checkpoint(path: Path, device: torch.device, amp: bool) -> Predictor:
     facts = checkpoint_facts(path)
     model, _ = load_checkpoint(path, "cpu")
-    return Predictor(TorchScorer(model, device, amp), facts["transform"], facts["model_id"], facts["units"], "torch",
-                     device, str(path), {"architecture": facts["architecture"], "stage": facts["stage"]})
+    return Predictor(
+        TorchScorer(model, device, amp),
+        facts["transform"],
+        facts["model_id"],
+        facts["units"],
+        "torch",
+        device,
+        str(path),
+        {"architecture": facts["architecture"], "stage": facts["stage"]},
+    )
 
 
 def read_export_config(folder: Path) -> dict[str, Any]:
@@ -110,10 +123,20 @@ def _from_timm_folder(folder: Path, device: torch.device, amp: bool) -> Predicto
     except ValueError as exc:
         raise InputError(f"{folder}/config.json: pretrained_cfg is not a LEAF eval transform ({exc})") from exc
     if (transform.resize, transform.crop) != (leaf["transform"]["resize"], leaf["transform"]["crop"]):
-        raise InputError(f"{folder}/config.json: pretrained_cfg gives resize {transform.resize} / crop "
-                         f"{transform.crop} but the leaf block says {leaf['transform']}")
-    return Predictor(TorchScorer(model, device, amp), transform, leaf["model_id"], leaf["units"], "torch", device,
-                     str(folder), {"architecture": leaf.get("architecture"), "stage": leaf.get("stage")})
+        raise InputError(
+            f"{folder}/config.json: pretrained_cfg gives resize {transform.resize} / crop "
+            f"{transform.crop} but the leaf block says {leaf['transform']}"
+        )
+    return Predictor(
+        TorchScorer(model, device, amp),
+        transform,
+        leaf["model_id"],
+        leaf["units"],
+        "torch",
+        device,
+        str(folder),
+        {"architecture": leaf.get("architecture"), "stage": leaf.get("stage")},
+    )
 
 
 class OnnxScorer:
@@ -128,8 +151,10 @@ class OnnxScorer:
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise InputError(f"{path}: device cuda requested but this onnxruntime has no CUDAExecutionProvider "
-                                 "(install onnxruntime-gpu, or use --device cpu)")
+                raise InputError(
+                    f"{path}: device cuda requested but this onnxruntime has no CUDAExecutionProvider "
+                    "(install onnxruntime-gpu, or use --device cpu)"
+                )
             providers.insert(0, "CUDAExecutionProvider")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
@@ -152,8 +177,16 @@ def _from_onnx(path: Path, device: torch.device) -> Predictor:
         raise InputError(f"{path}: no {ONNX_METADATA_KEY!r} metadata (not a LEAF export: transform and units unknown)")
     leaf = json.loads(blob)
     transform = EvalTransform(leaf["transform"]["resize"], leaf["transform"]["crop"])
-    return Predictor(scorer, transform, leaf["model_id"], leaf["units"], "onnxruntime", device, str(path),
-                     {"architecture": leaf.get("architecture"), "stage": leaf.get("stage")})
+    return Predictor(
+        scorer,
+        transform,
+        leaf["model_id"],
+        leaf["units"],
+        "onnxruntime",
+        device,
+        str(path),
+        {"architecture": leaf.get("architecture"), "stage": leaf.get("stage")},
+    )
 
 
 def load_predictor(source: str | Path, device: torch.device, amp: bool = True) -> Predictor:
@@ -162,7 +195,11 @@ def load_predictor(source: str | Path, device: torch.device, amp: bool = True) -
     if path.is_dir():
         if (path / "config.json").is_file():
             return _from_timm_folder(path, device, amp)
-        hint = " (it has model.onnx: pass that file to run it through onnxruntime)" if (path / "model.onnx").is_file() else ""
+        hint = (
+            " (it has model.onnx: pass that file to run it through onnxruntime)"
+            if (path / "model.onnx").is_file()
+            else ""
+        )
         raise InputError(f"{path}: a model folder needs config.json (a LEAF timm export){hint}")
     if not path.is_file():
         raise InputError(f"{path}: model not found")
@@ -170,5 +207,7 @@ def load_predictor(source: str | Path, device: torch.device, amp: bool = True) -
         return _from_onnx(path, device)
     if path.suffix == ".safetensors":
         return _from_checkpoint(path, device, amp)
-    raise InputError(f"{path}: unknown model format (expected a LEAF .safetensors checkpoint, an export folder "
-                     "with config.json, or a .onnx file)")
+    raise InputError(
+        f"{path}: unknown model format (expected a LEAF .safetensors checkpoint, an export folder "
+        "with config.json, or a .onnx file)"
+    )

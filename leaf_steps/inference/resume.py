@@ -54,8 +54,10 @@ class PartialResults:
         except (OSError, json.JSONDecodeError):
             previous = None
         if previous != self.job:
-            log.warning("%s: partial results of a different job (model, runtime or transform changed); discarding them",
-                        self.dir)
+            log.warning(
+                "%s: partial results of a different job (model, runtime or transform changed); discarding them",
+                self.dir,
+            )
             shutil.rmtree(self.dir)
             return {}
         files = sorted(self.dir.glob("part-*.parquet"))

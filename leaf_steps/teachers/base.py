@@ -31,8 +31,8 @@ from typing import Any
 
 from leaf_steps.core.errors import ConfigError
 from leaf_steps.core.io import stable_hash
-from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS, LabelScores, require_mass
 from leaf_steps.teachers.serve_args import answer_serve_args
+from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS, LabelScores, require_mass
 
 BACKENDS: dict[str, str] = {
     "niqe": "leaf_steps.teachers.standin:NiqeTeacher",
@@ -43,9 +43,21 @@ BACKENDS: dict[str, str] = {
 
 # Spec keys that change how a teacher is run, never what it answers. A score store keyed by
 # score_settings() must not miss because one of these changed, and the scoring rules do not track them.
-OPERATIONAL_KEYS: frozenset[str] = frozenset({
-    "name", "gpus", "base_url", "api_key_env", "launch", "max_concurrency", "request_timeout_s",
-    "max_retries", "backoff_s", "batch_size", "device"})
+OPERATIONAL_KEYS: frozenset[str] = frozenset(
+    {
+        "name",
+        "gpus",
+        "base_url",
+        "api_key_env",
+        "launch",
+        "max_concurrency",
+        "request_timeout_s",
+        "max_retries",
+        "backoff_s",
+        "batch_size",
+        "device",
+    }
+)
 # Per backend: keys that reach the answers through an input file the rule tracks (the NIQE model).
 BACKEND_OPERATIONAL_KEYS: dict[str, frozenset[str]] = {"niqe": frozenset({"model_path", "pristine_dir"})}
 # Keys that decide which answers are accepted as scores, not what was answered: a stored answer
@@ -92,7 +104,7 @@ class Teacher(ABC):
         """:meth:`answer_pairs` with the acceptance check."""
         return [self.accept(s, PAIR_LABELS) for s in self.answer_pairs(pairs)]
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 (a no-op unless the backend needs one)
         """Load the model / start the server (backends that need it); idempotent, called on first use."""
 
     def prompt_for(self, kind: str) -> str | None:
@@ -110,9 +122,14 @@ class Teacher(ABC):
         concurrency, timeouts, batch size, GPUs) are not in it. Backends override it to add what they
         resolve themselves (the dtype chosen for ``auto``, the processor arguments of a budget).
         """
-        return {"backend": self.backend,
-                **{k: v for k, v in sorted(self.spec.items())
-                   if k not in self.OPERATIONAL_KEYS | self.ACCEPTANCE_KEYS | {"backend"}}}
+        return {
+            "backend": self.backend,
+            **{
+                k: v
+                for k, v in sorted(self.spec.items())
+                if k not in self.OPERATIONAL_KEYS | self.ACCEPTANCE_KEYS | {"backend"}
+            },
+        }
 
     def operational_settings(self) -> dict[str, Any]:
         """How this teacher is run (recorded for the record, never part of a score's identity)."""
@@ -130,10 +147,16 @@ class Teacher(ABC):
         """Provenance written into every teacher artifact: ``score_settings`` (and its hash, the key a
         score store uses), the ``acceptance`` rules, ``operational`` settings and the backend's ``facts``."""
         settings = self.score_settings()
-        return {"backend": self.backend, "score_settings": settings, "score_settings_hash": stable_hash(settings),
-                "acceptance": self.acceptance(), "operational": self.operational_settings(), **self.facts()}
+        return {
+            "backend": self.backend,
+            "score_settings": settings,
+            "score_settings_hash": stable_hash(settings),
+            "acceptance": self.acceptance(),
+            "operational": self.operational_settings(),
+            **self.facts(),
+        }
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a no-op unless the backend holds something)
         """Release models, servers and connections."""
 
     def __enter__(self) -> Teacher:
@@ -142,8 +165,6 @@ class Teacher(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
 
 
 def split_spec(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -161,8 +182,11 @@ def split_spec(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
         serve_args = answer_serve_args((spec.get("launch") or {}).get("args") or [])
         if serve_args:
             score["serve_args"] = serve_args
-    return {"score": score, "acceptance": {k: spec[k] for k in sorted(ACCEPTANCE_KEYS) if k in spec},
-            "operational": {k: v for k, v in spec.items() if k in operational_keys}}
+    return {
+        "score": score,
+        "acceptance": {k: spec[k] for k in sorted(ACCEPTANCE_KEYS) if k in spec},
+        "operational": {k: v for k, v in spec.items() if k in operational_keys},
+    }
 
 
 def backend_class(backend: str | None) -> type[Teacher]:

@@ -87,20 +87,24 @@ def _processor(family: Family, budget: VisualBudget | None = None):
         if budget is not None and budget.max_tiles is None:
             raise ValueError(f"InternVL is budgeted in tiles, got {budget.describe()}")
         tiles = budget.max_tiles if budget is not None else INTERNVL_MAX_TILES
-        return GotOcr2ImageProcessor(crop_to_patches=True, min_patches=1, max_patches=tiles,
-                                     size={"height": 448, "width": 448})
+        return GotOcr2ImageProcessor(
+            crop_to_patches=True, min_patches=1, max_patches=tiles, size={"height": 448, "width": 448}
+        )
     if budget is not None and budget.max_pixels is None:
         raise ValueError(f"Qwen3-VL is budgeted in pixels, got {budget.describe()}")
     longest = budget.max_pixels if budget is not None else QWEN3VL_MAX_PIXELS
-    shortest = (budget.min_pixels if budget is not None and budget.min_pixels is not None
-                else QWEN_MIN_PIXELS["qwen3_vl"])
-    return Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2,
-                                 size={"longest_edge": longest, "shortest_edge": shortest})
+    shortest = (
+        budget.min_pixels if budget is not None and budget.min_pixels is not None else QWEN_MIN_PIXELS["qwen3_vl"]
+    )
+    return Qwen2VLImageProcessor(
+        patch_size=16, merge_size=2, temporal_patch_size=2, size={"longest_edge": longest, "shortest_edge": shortest}
+    )
 
 
 @functools.lru_cache(maxsize=4096)
-def image_layout(family: Family, width: int, height: int, max_side: int = 1024,
-                 budget: VisualBudget | None = None) -> tuple[int, int, int]:
+def image_layout(
+    family: Family, width: int, height: int, max_side: int = 1024, budget: VisualBudget | None = None
+) -> tuple[int, int, int]:
     """(visual tokens, vision units, patches per unit) of one image as LEAF sends it under ``budget``
     (None: the model's defaults).
 
@@ -117,6 +121,7 @@ def image_layout(family: Family, width: int, height: int, max_side: int = 1024,
 
 
 # --------------------------------------------------------------------------- FLOPs
+
 
 def _count(module, *args, **kwargs) -> int:
     import torch
@@ -150,8 +155,7 @@ def _at_depth(count, depth: int) -> int:
 @functools.lru_cache(maxsize=8)
 def decoder_coefficients(arch: TeacherArch) -> tuple[float, float, float]:
     """FLOPs of the language model's decoder layers on L tokens = c + a*L + b*L^2."""
-    return _quadratic(lambda n: _at_depth(lambda layers: _decoder_flops(arch, n, layers), arch.layers),
-                      256, 1024, 2048)
+    return _quadratic(lambda n: _at_depth(lambda layers: _decoder_flops(arch, n, layers), arch.layers), 256, 1024, 2048)
 
 
 def _decoder_flops(arch: TeacherArch, n: int, layers: int) -> int:
@@ -159,9 +163,15 @@ def _decoder_flops(arch: TeacherArch, n: int, layers: int) -> int:
     import torch
     from transformers import Qwen3Config, Qwen3Model
 
-    cfg = Qwen3Config(hidden_size=arch.hidden, intermediate_size=arch.intermediate, num_hidden_layers=layers,
-                      num_attention_heads=arch.heads, num_key_value_heads=arch.kv_heads, head_dim=128,
-                      vocab_size=VOCAB)
+    cfg = Qwen3Config(
+        hidden_size=arch.hidden,
+        intermediate_size=arch.intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=arch.heads,
+        num_key_value_heads=arch.kv_heads,
+        head_dim=128,
+        vocab_size=VOCAB,
+    )
     with torch.device("meta"):
         model = Qwen3Model(cfg)
         x = torch.empty(1, n, arch.hidden)
@@ -174,9 +184,14 @@ def _tower_flops(arch: TeacherArch, side_patches: int, patch: int, layers: int |
     import torch
     from transformers import InternVLVisionConfig, InternVLVisionModel
 
-    cfg = InternVLVisionConfig(hidden_size=arch.v_hidden, intermediate_size=arch.v_intermediate,
-                               num_hidden_layers=arch.v_layers if layers is None else layers,
-                               num_attention_heads=arch.v_heads, image_size=[side_patches * patch] * 2, patch_size=[patch, patch])
+    cfg = InternVLVisionConfig(
+        hidden_size=arch.v_hidden,
+        intermediate_size=arch.v_intermediate,
+        num_hidden_layers=arch.v_layers if layers is None else layers,
+        num_attention_heads=arch.v_heads,
+        image_size=[side_patches * patch] * 2,
+        patch_size=[patch, patch],
+    )
     with torch.device("meta"):
         model = InternVLVisionModel(cfg)
         pixels = torch.empty(1, 3, side_patches * patch, side_patches * patch)
@@ -198,13 +213,18 @@ def vision_coefficients(arch: TeacherArch) -> tuple[float, float, float]:
     merged = 4 * arch.v_hidden
     inner = arch.hidden if arch.family == "internvl" else merged
     with torch.device("meta"):
-        projector = nn.Sequential(nn.LayerNorm(merged), nn.Linear(merged, inner), nn.GELU(), nn.Linear(inner, arch.hidden))
+        projector = nn.Sequential(
+            nn.LayerNorm(merged), nn.Linear(merged, inner), nn.GELU(), nn.Linear(inner, arch.hidden)
+        )
         per_token = _count(projector, torch.empty(1, merged))
     projectors = 1 if arch.family == "internvl" else 4
     patch = 14 if arch.family == "internvl" else 16
     c, a, b = _quadratic(
         lambda p: _at_depth(lambda layers: _tower_flops(arch, math.isqrt(p), patch, layers), arch.v_layers),
-        16**2, 24**2, 32**2)
+        16**2,
+        24**2,
+        32**2,
+    )
     return c, a + projectors * per_token / 4, b  # one projected token per 4 patches
 
 
@@ -213,8 +233,9 @@ def _vision_flops(arch: TeacherArch, units: int, patches: int) -> float:
     return units * (c + a * patches + b * patches**2)
 
 
-def image_cost(model: str, width: int, height: int, max_side: int = 1024,
-               budget: VisualBudget | None = None) -> tuple[int, float]:
+def image_cost(
+    model: str, width: int, height: int, max_side: int = 1024, budget: VisualBudget | None = None
+) -> tuple[int, float]:
     """(visual tokens, vision tower + projector FLOPs) of one image shown to ``model`` under ``budget``."""
     arch = arch_for(model)
     n_tokens, units, patches = image_layout(arch.family, width, height, max_side, budget)
@@ -229,8 +250,13 @@ def decoder_curve(model: str) -> tuple[float, float, float]:
     return c + 2 * arch.hidden * VOCAB, a, b
 
 
-def request_flops(model: str, images: list[tuple[int, int]], max_side: int = 1024,
-                  text_tokens: int = TEXT_TOKENS, budget: VisualBudget | None = None) -> tuple[int, float]:
+def request_flops(
+    model: str,
+    images: list[tuple[int, int]],
+    max_side: int = 1024,
+    text_tokens: int = TEXT_TOKENS,
+    budget: VisualBudget | None = None,
+) -> tuple[int, float]:
     """(prefill tokens, FLOPs) of one request showing ``images`` (width, height) to ``model``."""
     tokens, vision = text_tokens, 0.0
     for w, h in images:

@@ -33,15 +33,14 @@ import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from leaf_steps.core.errors import ConfigError, InputError, TeacherError
+from leaf_steps.teachers.base import ImageRef, Teacher
 from leaf_steps.teachers.image_encoding import load_image
 from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS, TOP_SHOWN, LabelScores
-from leaf_steps.teachers.base import ImageRef, Teacher
 from leaf_steps.teachers.visual_budget import parse_budget, transformers_images_kwargs
 
 log = logging.getLogger("leaf.teachers.hf")
@@ -60,10 +59,12 @@ torch = _Torch()
 
 def _inference_mode(fn):
     """``@torch.inference_mode()``, entered at call time (see _Torch)."""
+
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         with torch.inference_mode():
             return fn(*args, **kwargs)
+
     return run
 
 
@@ -154,8 +155,10 @@ def label_token_ids(tokenizer: Any, labels: Sequence[str], model_name: str) -> d
             if encoded[0] not in first:
                 first.append(encoded[0])
         if not first:
-            raise TeacherError(f"{model_name}: the tokenizer cannot spell label {label!r} "
-                               f"(every variant starts with whitespace or the unknown token)")
+            raise TeacherError(
+                f"{model_name}: the tokenizer cannot spell label {label!r} "
+                f"(every variant starts with whitespace or the unknown token)"
+            )
         ids[label] = first
     owner: dict[int, str] = {}
     for label, label_ids in ids.items():
@@ -165,7 +168,8 @@ def label_token_ids(tokenizer: Any, labels: Sequence[str], model_name: str) -> d
                 raise TeacherError(
                     f"{model_name}: labels {owner[token_id]!r} and {label!r} share the first token {token!r} "
                     f"(id {token_id}) for this tokenizer, so their probabilities cannot be told apart; "
-                    f"use a model whose tokenizer separates them")
+                    f"use a model whose tokenizer separates them"
+                )
             owner[token_id] = label
     return ids
 
@@ -218,8 +222,9 @@ class TransformersTeacher(Teacher):
             return
         self.model_path = resolve_model(self.settings.model)
         self._load()
-        self.images_kwargs = transformers_images_kwargs(self.budget, getattr(self.processor, "image_processor", None),
-                                                        self.settings.model, self._where)
+        self.images_kwargs = transformers_images_kwargs(
+            self.budget, getattr(self.processor, "image_processor", None), self.settings.model, self._where
+        )
         self.point_ids = label_token_ids(self.processor.tokenizer, LEVELS, self.settings.model)
         self.pair_ids = label_token_ids(self.processor.tokenizer, PAIR_LABELS, self.settings.model)
         self._check_ids_in_vocab()
@@ -236,11 +241,14 @@ class TransformersTeacher(Teacher):
         try:
             self.processor = AutoProcessor.from_pretrained(self.model_path, **kwargs)
             # safetensors only: a checkpoint folder is user-supplied, and a pickled .bin can run code when loaded.
-            model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype,
-                                                                use_safetensors=True, **kwargs)
+            model = AutoModelForImageTextToText.from_pretrained(
+                self.model_path, dtype=self.dtype, use_safetensors=True, **kwargs
+            )
         except (OSError, ValueError, KeyError, ImportError) as exc:
-            raise TeacherError(f"teachers.*.model: cannot load {s.model!r} as an image-text-to-text model "
-                               f"({type(exc).__name__}: {exc})") from exc
+            raise TeacherError(
+                f"teachers.*.model: cannot load {s.model!r} as an image-text-to-text model "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         self.model = model.to(self.device).eval()
         tokenizer = getattr(self.processor, "tokenizer", None)
         if tokenizer is None:
@@ -256,19 +264,27 @@ class TransformersTeacher(Teacher):
         n_vocab = head.weight.shape[0] if head is not None else None
         for token_id in [i for ids in (*self.point_ids.values(), *self.pair_ids.values()) for i in ids]:
             if n_vocab is not None and token_id >= n_vocab:
-                raise TeacherError(f"{self.settings.model}: label token id {token_id} is outside the model's "
-                                   f"output vocabulary ({n_vocab}); tokenizer and model do not match")
+                raise TeacherError(
+                    f"{self.settings.model}: label token id {token_id} is outside the model's "
+                    f"output vocabulary ({n_vocab}); tokenizer and model do not match"
+                )
 
     def _chat_text(self, prompt: str, n_images: int) -> str:
-        messages = [{"role": "user", "content": [*({"type": "image"} for _ in range(n_images)),
-                                                 {"type": "text", "text": prompt}]}]
+        messages = [
+            {
+                "role": "user",
+                "content": [*({"type": "image"} for _ in range(n_images)), {"type": "text", "text": prompt}],
+            }
+        ]
         # Extra keyword arguments reach the template renderer (Qwen3's template reads enable_thinking).
         thinking = {} if self.settings.enable_thinking is None else {"enable_thinking": self.settings.enable_thinking}
         try:
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **thinking)
         except ValueError as exc:  # no chat template: a base (not instruction-tuned) checkpoint
-            raise TeacherError(f"{self.settings.model}: cannot build the chat prompt ({exc}); "
-                               f"use an instruction-tuned checkpoint with a chat template") from exc
+            raise TeacherError(
+                f"{self.settings.model}: cannot build the chat prompt ({exc}); "
+                f"use an instruction-tuned checkpoint with a chat template"
+            ) from exc
 
     # -- scoring -----------------------------------------------------------------------
     def answer_points(self, images: Sequence[ImageRef]) -> list[LabelScores]:
@@ -290,7 +306,7 @@ class TransformersTeacher(Teacher):
                 results[i] = LabelScores.failed(labels, str(exc))
         size = self.settings.batch_size
         for start in range(0, len(loaded), size):
-            chunk = loaded[start:start + size]
+            chunk = loaded[start : start + size]
             try:
                 scores = self._forward([imgs for _, imgs in chunk], text, label_ids)
             except (RuntimeError, ValueError) as exc:
@@ -319,8 +335,9 @@ class TransformersTeacher(Teacher):
         return inputs
 
     @_inference_mode
-    def _forward(self, images: list[list[Image.Image]], text: str,
-                 label_ids: dict[str, list[int]]) -> list[LabelScores]:
+    def _forward(
+        self, images: list[list[Image.Image]], text: str, label_ids: dict[str, list[int]]
+    ) -> list[LabelScores]:
         inputs = self.encode(images, text)
         if not bool(inputs["attention_mask"][:, -1].all()):
             raise TeacherError(f"{self.settings.model}: expected left padding; the answer position is not last")
@@ -331,14 +348,21 @@ class TransformersTeacher(Teacher):
         all_ids = [i for ids in label_ids.values() for i in ids]
         mass = torch.logsumexp(logprobs[:, all_ids], dim=-1).exp()
         top_lp, top_ids = torch.topk(logprobs, k=min(TOP_SHOWN, logprobs.shape[-1]), dim=-1)
-        labels = list(label_ids)
         out = []
-        for row, m, lps, ids, imgs in zip(per_label.cpu().tolist(), mass.cpu().tolist(), top_lp.cpu().tolist(),
-                                          top_ids.cpu().tolist(), images):
+        for row, m, lps, ids, imgs in zip(
+            per_label.cpu().tolist(), mass.cpu().tolist(), top_lp.cpu().tolist(), top_ids.cpu().tolist(), images
+        ):
             top = [(self.processor.tokenizer.decode([i]), lp) for i, lp in zip(ids, lps)]
             # As answered: the acceptance check (min_token_mass) is the caller's (Teacher.accept).
-            out.append(LabelScores(logliks=[float(x) for x in row], mass=float(m), missing=[], top=top,
-                                   image_bytes=["pixels"] * len(imgs)))
+            out.append(
+                LabelScores(
+                    logliks=[float(x) for x in row],
+                    mass=float(m),
+                    missing=[],
+                    top=top,
+                    image_bytes=["pixels"] * len(imgs),
+                )
+            )
         return out
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -374,8 +398,9 @@ class TransformersTeacher(Teacher):
         tokenizer = self.processor.tokenizer
 
         def with_tokens(ids: dict[str, list[int]]) -> dict[str, dict[str, list[Any]]]:
-            return {label: {"ids": list(v), "tokens": tokenizer.convert_ids_to_tokens(list(v))}
-                    for label, v in ids.items()}
+            return {
+                label: {"ids": list(v), "tokens": tokenizer.convert_ids_to_tokens(list(v))} for label, v in ids.items()
+            }
 
         template = getattr(self.processor, "chat_template", None) or getattr(tokenizer, "chat_template", None) or ""
         return {

@@ -42,8 +42,8 @@ from scipy import ndimage
 from scipy.special import gammaln
 
 from leaf_steps.core.errors import InputError
-from leaf_steps.images import load_rgb
 from leaf_steps.core.io import atomic_write_bytes
+from leaf_steps.images import load_rgb
 
 DEFAULT_PATCH_SIZE = 96
 DEFAULT_SHARPNESS_THRESHOLD = 0.75
@@ -146,8 +146,9 @@ def read_luminance(path: str | Path) -> np.ndarray:
 def _halve(x: np.ndarray) -> np.ndarray:
     # Anti-aliased bicubic (a = -0.5), like MATLAB's imresize(im, 0.5).
     h, w = x.shape
-    return np.asarray(Image.fromarray(x.astype(np.float32)).resize((w // 2, h // 2), Image.Resampling.BICUBIC),
-                      dtype=np.float64)
+    return np.asarray(
+        Image.fromarray(x.astype(np.float32)).resize((w // 2, h // 2), Image.Resampling.BICUBIC), dtype=np.float64
+    )
 
 
 def patch_features(image: np.ndarray, patch_size: int = DEFAULT_PATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +171,9 @@ def patch_features(image: np.ndarray, patch_size: int = DEFAULT_PATCH_SIZE) -> t
     return np.concatenate(features, axis=1), sharpness
 
 
-def pristine_features(image: np.ndarray, patch_size: int = DEFAULT_PATCH_SIZE,
-                      sharpness_threshold: float = DEFAULT_SHARPNESS_THRESHOLD) -> np.ndarray:
+def pristine_features(
+    image: np.ndarray, patch_size: int = DEFAULT_PATCH_SIZE, sharpness_threshold: float = DEFAULT_SHARPNESS_THRESHOLD
+) -> np.ndarray:
     """Features of the patches of one pristine photo that are sharp enough to model."""
     return sharp_patches(*patch_features(image, patch_size), sharpness_threshold)
 
@@ -194,12 +196,21 @@ def model_from_features(features: Sequence[np.ndarray], patch_size: int, sharpne
     mean, cov, n = _mvg(np.concatenate(list(features), axis=0))
     if n < 2:
         raise ValueError(f"only {n} usable pristine patch(es); need more (or larger) pristine photos")
-    return NiqeModel(mean=mean, cov=cov, patch_size=patch_size, sharpness_threshold=sharpness_threshold,
-                     n_patches=n, n_images=len(features))
+    return NiqeModel(
+        mean=mean,
+        cov=cov,
+        patch_size=patch_size,
+        sharpness_threshold=sharpness_threshold,
+        n_patches=n,
+        n_images=len(features),
+    )
 
 
-def fit_pristine_model(images: Iterable[np.ndarray], patch_size: int = DEFAULT_PATCH_SIZE,
-                       sharpness_threshold: float = DEFAULT_SHARPNESS_THRESHOLD) -> NiqeModel:
+def fit_pristine_model(
+    images: Iterable[np.ndarray],
+    patch_size: int = DEFAULT_PATCH_SIZE,
+    sharpness_threshold: float = DEFAULT_SHARPNESS_THRESHOLD,
+) -> NiqeModel:
     """Fit the pristine NIQE model on (H, W[, 3]) photos with values in 0..255."""
     feats = [pristine_features(img, patch_size, sharpness_threshold) for img in images]
     if not feats:
@@ -225,10 +236,18 @@ def niqe_score(image: np.ndarray, model: NiqeModel) -> float:
 def save_model(model: NiqeModel, path: str | Path) -> None:
     """Write the model as .npz atomically (no pickles)."""
     buf = io.BytesIO()
-    np.savez(buf, mean=model.mean, cov=model.cov, patch_size=model.patch_size,
-             sharpness_threshold=model.sharpness_threshold, n_patches=model.n_patches, n_images=model.n_images,
-             anchor_scores=np.asarray(model.anchor_scores, dtype=np.float64),
-             anchor_names=np.asarray(model.anchor_names, dtype=np.str_), anchor_method=np.str_(model.anchor_method))
+    np.savez(
+        buf,
+        mean=model.mean,
+        cov=model.cov,
+        patch_size=model.patch_size,
+        sharpness_threshold=model.sharpness_threshold,
+        n_patches=model.n_patches,
+        n_images=model.n_images,
+        anchor_scores=np.asarray(model.anchor_scores, dtype=np.float64),
+        anchor_names=np.asarray(model.anchor_names, dtype=np.str_),
+        anchor_method=np.str_(model.anchor_method),
+    )
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -240,14 +259,21 @@ def load_model(path: str | Path) -> NiqeModel:
     try:
         with np.load(path, allow_pickle=False) as z:
             model = NiqeModel(
-                mean=z["mean"].astype(np.float64), cov=z["cov"].astype(np.float64),
-                patch_size=int(z["patch_size"]), sharpness_threshold=float(z["sharpness_threshold"]),
-                n_patches=int(z["n_patches"]), n_images=int(z["n_images"]),
+                mean=z["mean"].astype(np.float64),
+                cov=z["cov"].astype(np.float64),
+                patch_size=int(z["patch_size"]),
+                sharpness_threshold=float(z["sharpness_threshold"]),
+                n_patches=int(z["n_patches"]),
+                n_images=int(z["n_images"]),
                 anchor_scores=z["anchor_scores"].astype(np.float64),
-                anchor_names=tuple(str(s) for s in z["anchor_names"]), anchor_method=str(z["anchor_method"]))
+                anchor_names=tuple(str(s) for s in z["anchor_names"]),
+                anchor_method=str(z["anchor_method"]),
+            )
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: not a NIQE model .npz ({exc})") from exc
     if model.mean.shape != (N_FEATURES,) or model.cov.shape != (N_FEATURES, N_FEATURES):
-        raise InputError(f"{path}: NIQE model has mean {model.mean.shape} / cov {model.cov.shape}, "
-                         f"expected ({N_FEATURES},) / ({N_FEATURES}, {N_FEATURES})")
+        raise InputError(
+            f"{path}: NIQE model has mean {model.mean.shape} / cov {model.cov.shape}, "
+            f"expected ({N_FEATURES},) / ({N_FEATURES}, {N_FEATURES})"
+        )
     return model

@@ -29,8 +29,10 @@ def read_image_list(path: Path) -> pl.DataFrame:
     table = read_parquet(path, IMAGE_LIST_COLUMNS)
     bad = table.filter(pl.col("sha256").is_null() | (pl.col("sha256").str.len_chars() != 64))
     if bad.height:
-        raise InputError(f"{path}: {bad.height} image(s) without a sha256 content hash, e.g. "
-                         f"{bad['image_id'].head(3).to_list()}; rerun the dataset stage")
+        raise InputError(
+            f"{path}: {bad.height} image(s) without a sha256 content hash, e.g. "
+            f"{bad['image_id'].head(3).to_list()}; rerun the dataset stage"
+        )
     if table["image_id"].n_unique() != table.height:
         raise InputError(f"{path}: duplicate image_id values")
     return table
@@ -38,12 +40,20 @@ def read_image_list(path: Path) -> pl.DataFrame:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--teacher-name", default="teacher")
-    ap.add_argument("--teacher-spec", type=json_arg, default=None,
-                    help="the score part of teachers.<name> as JSON (the rule's tracked param; checked against --run)")
+    ap.add_argument(
+        "--teacher-spec",
+        type=json_arg,
+        default=None,
+        help="the score part of teachers.<name> as JSON (the rule's tracked param; checked against --run)",
+    )
     ap.add_argument("--prompt", type=json_arg, default=None, help="the kind's prompt as JSON (tracked; null: not read)")
-    ap.add_argument("--run", type=json_arg, required=True,
-                    help='{"teacher": teachers.<name>, "prompts": {...}, "batch_size": N, "max_error_fraction": F, '
-                         '"store": DIR} as JSON (not tracked: none of it changes an answer)')
+    ap.add_argument(
+        "--run",
+        type=json_arg,
+        required=True,
+        help='{"teacher": teachers.<name>, "prompts": {...}, "batch_size": N, "max_error_fraction": F, '
+        '"store": DIR} as JSON (not tracked: none of it changes an answer)',
+    )
     ap.add_argument("--shard", default="1-of-1")
     ap.add_argument("--out", type=Path, required=True)
 
@@ -56,9 +66,12 @@ def run_settings(a: argparse.Namespace, kind: str) -> dict[str, Any]:
             raise ConfigError(f"--run: missing {key!r}")
     score = split_spec(run["teacher"])["score"]
     if a.teacher_spec is not None and score != a.teacher_spec:
-        raise ConfigError(f"--teacher-spec {a.teacher_spec} is not the score part of the teacher block the job runs "
-                          f"with ({score}); the rule must pass both from one teachers.<name>")
+        raise ConfigError(
+            f"--teacher-spec {a.teacher_spec} is not the score part of the teacher block the job runs "
+            f"with ({score}); the rule must pass both from one teachers.<name>"
+        )
     if a.prompt is not None and a.prompt != run["prompts"].get(kind):
-        raise ConfigError(f"--prompt differs from prompts.{kind} the job runs with; the rule must pass both from one "
-                          "config")
+        raise ConfigError(
+            f"--prompt differs from prompts.{kind} the job runs with; the rule must pass both from one config"
+        )
     return run

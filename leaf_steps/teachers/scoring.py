@@ -33,10 +33,10 @@ import polars as pl
 
 from leaf_steps.core.errors import TeacherError
 from leaf_steps.core.progress import progress
-from leaf_steps.teachers.teacher_math import LEVELS, NOT_ANSWERED, PAIR_LABELS
 from leaf_steps.teachers.answers import ANSWER_SCHEMA, answer_record, failed_record, is_answer
 from leaf_steps.teachers.base import ImageRef, Teacher
 from leaf_steps.teachers.store import TeacherStore
+from leaf_steps.teachers.teacher_math import LEVELS, NOT_ANSWERED, PAIR_LABELS
 
 log = logging.getLogger("leaf.scoring")
 
@@ -88,26 +88,49 @@ class Answers:
         """Rows of a shard (one key each) reused from the store, scored now, failed; requests sent."""
         failed = sum(1 for k in keys if self.records[k].get("error") is not None)
         reused = sum(1 for k in keys if k in self.reused_keys)
-        return {"rows": len(keys), "reused": reused, "scored": len(keys) - reused - failed, "failed": failed,
-                "requests_sent": self.requests_sent, "parts_read": self.parts_read,
-                "parts_written": len(self.parts_written)}
+        return {
+            "rows": len(keys),
+            "reused": reused,
+            "scored": len(keys) - reused - failed,
+            "failed": failed,
+            "requests_sent": self.requests_sent,
+            "parts_read": self.parts_read,
+            "parts_written": len(self.parts_written),
+        }
 
 
-def collect_answers(teacher: Teacher, kind: str, requests: Sequence[Request], store: TeacherStore, shash: str,
-                    batch_size: int, provenance: dict[str, Any], desc: str, flush_rows: int = FLUSH_ROWS,
-                    flush_seconds: float = FLUSH_SECONDS) -> Answers:
+def collect_answers(
+    teacher: Teacher,
+    kind: str,
+    requests: Sequence[Request],
+    store: TeacherStore,
+    shash: str,
+    batch_size: int,
+    provenance: dict[str, Any],
+    desc: str,
+    flush_rows: int = FLUSH_ROWS,
+    flush_seconds: float = FLUSH_SECONDS,
+) -> Answers:
     """Answers to ``requests`` from the store, and from the teacher for the misses (added to the store)."""
     unique: dict[str, Request] = {}
     for request in requests:
         unique.setdefault(request.key, request)
     found = store.lookup(shash, kind, unique)
-    records: dict[str, dict[str, Any]] = {row["key"]: row | {"error": None}
-                                          for row in found.answers.iter_rows(named=True)}
+    records: dict[str, dict[str, Any]] = {
+        row["key"]: row | {"error": None} for row in found.answers.iter_rows(named=True)
+    }
     reused = set(records)
     misses = [request for key, request in unique.items() if key not in records]
     result = Answers(records, reused, 0, parts_read=found.parts_read)
-    log.info("%s: %d request(s), %d distinct; %d answered from the store (%s), %d to ask the teacher", desc,
-             len(requests), len(unique), len(reused), store.root, len(misses))
+    log.info(
+        "%s: %d request(s), %d distinct; %d answered from the store (%s), %d to ask the teacher",
+        desc,
+        len(requests),
+        len(unique),
+        len(reused),
+        store.root,
+        len(misses),
+    )
     if not misses:
         return result
     labels = LEVELS if kind == "point" else PAIR_LABELS
@@ -117,13 +140,17 @@ def collect_answers(teacher: Teacher, kind: str, requests: Sequence[Request], st
     def flush() -> None:
         nonlocal last_flush
         if pending:
-            part = store.add(shash, kind, pl.DataFrame(pending, schema=ANSWER_SCHEMA),
-                             provenance | {"teacher_info": teacher.describe()})
+            part = store.add(
+                shash,
+                kind,
+                pl.DataFrame(pending, schema=ANSWER_SCHEMA),
+                provenance | {"teacher_info": teacher.describe()},
+            )
             result.parts_written.append(str(part))
             pending.clear()
         last_flush = time.monotonic()
 
-    batches = [misses[i:i + batch_size] for i in range(0, len(misses), batch_size)]
+    batches = [misses[i : i + batch_size] for i in range(0, len(misses), batch_size)]
     try:
         for batch in progress(batches, total=len(batches), desc=desc):
             if kind == "point":
@@ -154,8 +181,9 @@ def _retryable(error: pl.Expr) -> pl.Expr:
     return error.is_not_null() & ~error.str.starts_with(NOT_ANSWERED)
 
 
-def unusable_images(failed: pl.DataFrame, by_key: dict[Any, Sequence[str]], row_key: str) -> tuple[dict[str, str],
-                                                                                                      set[Any]]:
+def unusable_images(
+    failed: pl.DataFrame, by_key: dict[Any, Sequence[str]], row_key: str
+) -> tuple[dict[str, str], set[Any]]:
     """Images of failed rows that cannot be used at all, so their rows would fail again: (path -> problem,
     keys of the rows they sank). Only images the error text names are decoded again (cheap: a server
     outage names no image)."""
@@ -175,31 +203,44 @@ def unusable_images(failed: pl.DataFrame, by_key: dict[Any, Sequence[str]], row_
     return {p: why for p, why in problems.items() if why is not None}, sunk
 
 
-def check_failed_requests(rows: pl.DataFrame, row_key: str, images_of: dict[Any, Sequence[str]], out: Path,
-                          store: TeacherStore, max_error_fraction: float) -> None:
+def check_failed_requests(
+    rows: pl.DataFrame,
+    row_key: str,
+    images_of: dict[Any, Sequence[str]],
+    out: Path,
+    store: TeacherStore,
+    max_error_fraction: float,
+) -> None:
     """TeacherError when more than ``max_error_fraction`` of a shard's rows are failed requests: which ones,
     which of them will fail again (unusable images, named), and that the answers received are kept."""
     failed = rows.filter(pl.col("error").is_not_null())
     if not rows.height or failed.height / rows.height <= max_error_fraction:
         if failed.height:
-            log.warning("%s: %d of %d rows are failed requests, kept as error rows (asked again next time)", out,
-                        failed.height, rows.height)
+            log.warning(
+                "%s: %d of %d rows are failed requests, kept as error rows (asked again next time)",
+                out,
+                failed.height,
+                rows.height,
+            )
         return
-    head = (f"{out}: {failed.height} of {rows.height} rows failed (> scoring.max_error_fraction="
-            f"{max_error_fraction}).")
+    head = f"{out}: {failed.height} of {rows.height} rows failed (> scoring.max_error_fraction={max_error_fraction})."
     bad, sunk = unusable_images(failed, images_of, row_key)
     others = failed.filter(~pl.col(row_key).is_in(list(sunk)))
     parts = [head]
     if bad:
         listing = "\n".join(f"    {why}" for why in bad.values())
-        parts.append(f"  {len(sunk)} row(s) failed because {len(bad)} image(s) cannot be used, and will fail again on "
-                     f"a rerun:\n{listing}\n  Fix or remove these files and rerun the dataset stage (with "
-                     "dataset.on_bad_image: drop it leaves unusable images out and lists them), or raise "
-                     "scoring.max_error_fraction.")
+        parts.append(
+            f"  {len(sunk)} row(s) failed because {len(bad)} image(s) cannot be used, and will fail again on "
+            f"a rerun:\n{listing}\n  Fix or remove these files and rerun the dataset stage (with "
+            "dataset.on_bad_image: drop it leaves unusable images out and lists them), or raise "
+            "scoring.max_error_fraction."
+        )
     if others.height:
         first = others["error"].head(3).to_list()
-        parts.append(f"  {others.height} row(s) failed otherwise; first errors: {first}. The answers received are "
-                     f"kept in the teacher score store ({store.root}); rerun to ask only for the failed requests.")
+        parts.append(
+            f"  {others.height} row(s) failed otherwise; first errors: {first}. The answers received are "
+            f"kept in the teacher score store ({store.root}); rerun to ask only for the failed requests."
+        )
     else:
         parts.append(f"  The answers received are kept in the teacher score store ({store.root}).")
     raise TeacherError("\n".join(parts))
@@ -213,10 +254,12 @@ MASS_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95)
 def answer_advice(kind: str, teacher: str) -> str:
     """What to change when the teacher does not answer with a label (the kind's prompt, the thinking
     mode, the model or the threshold): asking again with the same settings gives the same answers."""
-    return (f"Rerunning will not change these answers: change prompts.{kind} (ask for the label as the first word), "
-            f"teachers.{teacher}.enable_thinking (false: the chat template's non-thinking mode) or the model; or, if "
-            f"a low mass is expected, lower teachers.{teacher}.min_token_mass (default: scoring.min_token_mass): the "
-            "stored answers are then re-assembled without asking the teacher again.")
+    return (
+        f"Rerunning will not change these answers: change prompts.{kind} (ask for the label as the first word), "
+        f"teachers.{teacher}.enable_thinking (false: the chat template's non-thinking mode) or the model; or, if "
+        f"a low mass is expected, lower teachers.{teacher}.min_token_mass (default: scoring.min_token_mass): the "
+        "stored answers are then re-assembled without asking the teacher again."
+    )
 
 
 def mass_summary(mass: pl.Series, min_token_mass: float | None) -> dict[str, Any]:
@@ -227,22 +270,37 @@ def mass_summary(mass: pl.Series, min_token_mass: float | None) -> dict[str, Any
     if min_token_mass is not None:
         out["below_min"] = int((values < min_token_mass).sum())
     if values.size:
-        out |= {"min": float(values.min()), "mean": float(values.mean()), "max": float(values.max()),
-                "quantiles": {f"{q:g}": float(np.quantile(values, q)) for q in MASS_QUANTILES}}
+        out |= {
+            "min": float(values.min()),
+            "mean": float(values.mean()),
+            "max": float(values.max()),
+            "quantiles": {f"{q:g}": float(np.quantile(values, q)) for q in MASS_QUANTILES},
+        }
         counts, edges = np.histogram(np.clip(values, 0.0, 1.0), bins=10, range=(0.0, 1.0))
         out["histogram"] = {"edges": [round(float(e), 2) for e in edges], "counts": counts.tolist()}
     return out
 
 
-def assemble(rows: list[dict[str, Any]], schema: dict[str, pl.DataType], out: Path, min_token_mass: float | None,
-             max_error_fraction: float, advice: str, key: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+def assemble(
+    rows: list[dict[str, Any]],
+    schema: dict[str, pl.DataType],
+    out: Path,
+    min_token_mass: float | None,
+    max_error_fraction: float,
+    advice: str,
+    key: str,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
     """The artifact's table (sorted by ``key``) and its summary; TeacherError when more than
     ``max_error_fraction`` of the rows failed, saying why (answers that were not labels, or requests)."""
     table = pl.DataFrame(rows, schema=schema).sort(key) if rows else pl.DataFrame(schema=schema)
     n_err = int(table["error"].is_not_null().sum()) if table.height else 0
     n_unanswered = int(table["error"].str.starts_with(NOT_ANSWERED).sum()) if table.height else 0
-    summary = {"rows": table.height, "failed_rows": n_err, "not_answered_rows": n_unanswered,
-               "token_mass": mass_summary(table["token_mass"], min_token_mass) if table.height else {}}
+    summary = {
+        "rows": table.height,
+        "failed_rows": n_err,
+        "not_answered_rows": n_unanswered,
+        "token_mass": mass_summary(table["token_mass"], min_token_mass) if table.height else {},
+    }
     if table.height and n_err / table.height > max_error_fraction:
         head = f"{out}: {n_err} of {table.height} rows failed (> scoring.max_error_fraction={max_error_fraction})"
         if n_unanswered * 2 >= n_err:
@@ -251,13 +309,21 @@ def assemble(rows: list[dict[str, Any]], schema: dict[str, pl.DataType], out: Pa
             raise TeacherError(
                 f"{head}; {n_unanswered} of them because {NOT_ANSWERED} first (median answer-token mass "
                 f"{m.get('quantiles', {}).get('0.5', float('nan')):.3g}, threshold {min_token_mass}). First: {first}. "
-                f"{advice}")
+                f"{advice}"
+            )
         first = table.filter(_retryable(pl.col("error")))["error"].head(3).to_list()
-        raise TeacherError(f"{head}; first errors: {first}. Rerun to ask the teacher again for the failed requests "
-                           "(the answers received are in the teacher score store).")
+        raise TeacherError(
+            f"{head}; first errors: {first}. Rerun to ask the teacher again for the failed requests "
+            "(the answers received are in the teacher score store)."
+        )
     if n_err:
-        log.warning("%s: %d of %d rows are error rows (%d answers that were not a label)", out, n_err, table.height,
-                    n_unanswered)
+        log.warning(
+            "%s: %d of %d rows are error rows (%d answers that were not a label)",
+            out,
+            n_err,
+            table.height,
+            n_unanswered,
+        )
     return table, summary
 
 
@@ -267,6 +333,7 @@ def add_counts(counts: Sequence[dict[str, int]]) -> dict[str, int]:
     return {k: sum(int(c.get(k, 0)) for c in counts) for k in keys}
 
 
-def images_by_row(items: Sequence[Any], row_key: Callable[[Any], Any],
-                  paths: Callable[[Any], Sequence[str]]) -> dict[Any, Sequence[str]]:
+def images_by_row(
+    items: Sequence[Any], row_key: Callable[[Any], Any], paths: Callable[[Any], Sequence[str]]
+) -> dict[Any, Sequence[str]]:
     return {row_key(it): paths(it) for it in items}

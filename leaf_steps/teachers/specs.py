@@ -66,20 +66,25 @@ def check_teacher(name: str, spec: Mapping[str, Any]) -> None:
     value the backend refuses; the backend's own check runs on the block as the scoring step gets it."""
     backend = spec.get("backend")
     if backend not in _BACKENDS:
-        raise ConfigError(f"teachers.{name}.backend: {backend!r} is not one of {sorted(_BACKENDS)}"
-                          f"{closest(backend, _BACKENDS)}")
+        raise ConfigError(
+            f"teachers.{name}.backend: {backend!r} is not one of {sorted(_BACKENDS)}{closest(backend, _BACKENDS)}"
+        )
     keys, check, nested = _BACKENDS[backend]()
     for key in spec:
         if key not in keys:
-            raise ConfigError(f"teachers.{name}.{key}: unknown key for the {backend} backend{closest(key, keys)}; "
-                              f"known keys: {', '.join(sorted(keys - {'name'}))}")
+            raise ConfigError(
+                f"teachers.{name}.{key}: unknown key for the {backend} backend{closest(key, keys)}; "
+                f"known keys: {', '.join(sorted(keys - {'name'}))}"
+            )
     for outer, inner in nested.items():
         block = spec.get(outer)
         if isinstance(block, Mapping):
             for key in block:
                 if key not in inner:
-                    raise ConfigError(f"teachers.{name}.{outer}.{key}: unknown key{closest(key, inner)}; "
-                                      f"known keys: {', '.join(sorted(inner))}")
+                    raise ConfigError(
+                        f"teachers.{name}.{outer}.{key}: unknown key{closest(key, inner)}; "
+                        f"known keys: {', '.join(sorted(inner))}"
+                    )
     check(name, dict(spec))
 
 

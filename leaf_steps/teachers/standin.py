@@ -44,14 +44,25 @@ from scipy.special import log_softmax
 from scipy.stats import median_abs_deviation
 
 from leaf_steps.core.errors import ConfigError, InputError, TeacherError
+from leaf_steps.teachers.base import ImageRef, Teacher
 from leaf_steps.teachers.niqe_model import NiqeModel, load_model, patch_features, read_luminance, score_features
 from leaf_steps.teachers.teacher_math import LEVEL_VALUES, LEVELS, PAIR_LABELS, LabelScores
-from leaf_steps.teachers.base import ImageRef, Teacher
 
-SPEC_KEYS = ("backend", "name", "gpus", "model_path", "pristine_dir", "patch_size", "sharpness_threshold", "level_scale",
-             "pair_temperature")
-DESCRIPTION = ("classical NR-IQA stand-in for the MLLM: NIQE (Mittal et al. 2012) fitted on pristine reference "
-               "photos only; label-free, never sees MOS; prompts are ignored")
+SPEC_KEYS = (
+    "backend",
+    "name",
+    "gpus",
+    "model_path",
+    "pristine_dir",
+    "patch_size",
+    "sharpness_threshold",
+    "level_scale",
+    "pair_temperature",
+)
+DESCRIPTION = (
+    "classical NR-IQA stand-in for the MLLM: NIQE (Mittal et al. 2012) fitted on pristine reference "
+    "photos only; label-free, never sees MOS; prompts are ignored"
+)
 CACHE_SIZE = 4096
 
 
@@ -121,8 +132,10 @@ class NiqeTeacher(Teacher):
     def __init__(self, spec: dict[str, Any], prompts: dict[str, str]):
         super().__init__(validate_spec(dict(spec), f"teachers.{spec.get('name') or '<name>'}"), prompts)
         if not self.spec.get("model_path"):
-            raise ConfigError("teachers.<name>.model_path: required for the niqe backend (the .npz written by "
-                              "leaf_steps.fit_niqe; the Snakemake rule injects it)")
+            raise ConfigError(
+                "teachers.<name>.model_path: required for the niqe backend (the .npz written by "
+                "leaf_steps.fit_niqe; the Snakemake rule injects it)"
+            )
         self.model_path = Path(self.spec["model_path"])
         try:
             self.model = load_model(self.model_path)
@@ -131,16 +144,20 @@ class NiqeTeacher(Teacher):
         for key in ("patch_size", "sharpness_threshold"):
             wanted, fitted = self.spec.get(key), getattr(self.model, key)
             if wanted is not None and not math.isclose(wanted, fitted):
-                raise ConfigError(f"teachers.<name>.{key}: {wanted} but {self.model_path} was fitted with {fitted}; "
-                                  "rerun leaf_steps.fit_niqe with this setting")
+                raise ConfigError(
+                    f"teachers.<name>.{key}: {wanted} but {self.model_path} was fitted with {fitted}; "
+                    "rerun leaf_steps.fit_niqe with this setting"
+                )
         self.anchor, derived = anchor_and_scale(self.model)
         if self.spec.get("level_scale") is not None:
             self.level_scale, self.level_scale_source = float(self.spec["level_scale"]), "spec"
         elif derived is not None:
             self.level_scale, self.level_scale_source = derived, "MAD of the pristine anchor NIQE scores"
         else:
-            raise ConfigError(f"teachers.<name>.level_scale: cannot be derived from {self.model_path} (fewer than "
-                              "two distinct pristine anchors); set it explicitly")
+            raise ConfigError(
+                f"teachers.<name>.level_scale: cannot be derived from {self.model_path} (fewer than "
+                "two distinct pristine anchors); set it explicitly"
+            )
         self.pair_temperature = float(self.spec.get("pair_temperature") or self.level_scale)
         self._cache: OrderedDict[str, float] = OrderedDict()
 
@@ -169,8 +186,14 @@ class NiqeTeacher(Teacher):
             except InputError as exc:
                 out.append(LabelScores.failed(LEVELS, f"{ref.image_id}: {exc}"))
                 continue
-            out.append(LabelScores(logliks=level_logliks(value, self.anchor, self.level_scale), mass=1.0, missing=[],
-                                   image_bytes=["pixels"]))
+            out.append(
+                LabelScores(
+                    logliks=level_logliks(value, self.anchor, self.level_scale),
+                    mass=1.0,
+                    missing=[],
+                    image_bytes=["pixels"],
+                )
+            )
         return out
 
     def answer_pairs(self, pairs: Sequence[tuple[ImageRef, ImageRef]]) -> list[LabelScores]:
@@ -181,8 +204,14 @@ class NiqeTeacher(Teacher):
             except InputError as exc:
                 out.append(LabelScores.failed(PAIR_LABELS, f"{a.image_id} vs {b.image_id}: {exc}"))
                 continue
-            out.append(LabelScores(logliks=pair_logliks(na, nb, self.pair_temperature), mass=1.0, missing=[],
-                                   image_bytes=["pixels", "pixels"]))
+            out.append(
+                LabelScores(
+                    logliks=pair_logliks(na, nb, self.pair_temperature),
+                    mass=1.0,
+                    missing=[],
+                    image_bytes=["pixels", "pixels"],
+                )
+            )
         return out
 
     def score_settings(self) -> dict[str, Any]:
@@ -190,8 +219,11 @@ class NiqeTeacher(Teacher):
             "backend": self.backend,
             # The fitted arrays scoring reads, not the .npz bytes (its zip container may differ for one fit).
             "fitted_model_sha256": fitted_model_hash(self.model),
-            "patch_size": self.model.patch_size, "sharpness_threshold": self.model.sharpness_threshold,
-            "anchor_niqe": self.anchor, "level_scale": self.level_scale, "pair_temperature": self.pair_temperature,
+            "patch_size": self.model.patch_size,
+            "sharpness_threshold": self.model.sharpness_threshold,
+            "anchor_niqe": self.anchor,
+            "level_scale": self.level_scale,
+            "pair_temperature": self.pair_temperature,
         }
 
     def operational_settings(self) -> dict[str, Any]:
@@ -199,9 +231,13 @@ class NiqeTeacher(Teacher):
 
     def facts(self) -> dict[str, Any]:
         return {
-            "description": DESCRIPTION, "label_free": True, "model_path": str(self.model_path),
-            "pristine_images": self.model.n_images, "pristine_patches": self.model.n_patches,
-            "anchor_method": self.model.anchor_method, "level_scale_source": self.level_scale_source,
+            "description": DESCRIPTION,
+            "label_free": True,
+            "model_path": str(self.model_path),
+            "pristine_images": self.model.n_images,
+            "pristine_patches": self.model.n_patches,
+            "anchor_method": self.model.anchor_method,
+            "level_scale_source": self.level_scale_source,
             "point_mapping": "l_k = log_softmax(-(q - v_k)^2 / 2), q = 5 - (niqe - anchor_niqe) / level_scale",
             "pair_mapping": "(l_A, l_B) = log_softmax((-niqe_A, -niqe_B) / pair_temperature)",
         }

@@ -39,7 +39,7 @@ import socket
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +54,14 @@ log = logging.getLogger("leaf.teachers.store")
 ANSWER_FORMAT_VERSION = 1
 # The functions whose output is a stored answer; a test hashes their code (tests/test_store.py).
 ANSWER_CODE = (
-    "leaf_steps.teachers.teacher_math:collapse_top_logprobs", "leaf_steps.teachers.teacher_math:label_aliases",
-    "leaf_steps.teachers.teacher_math:normalize_token", "leaf_steps.teachers.vllm:parse_top_logprobs",
-    "leaf_steps.teachers.vllm:chat_payload", "leaf_steps.teachers.vllm:request_extras",
-    "leaf_steps.teachers.hf:label_token_ids", "leaf_steps.teachers.standin:level_logliks",
+    "leaf_steps.teachers.teacher_math:collapse_top_logprobs",
+    "leaf_steps.teachers.teacher_math:label_aliases",
+    "leaf_steps.teachers.teacher_math:normalize_token",
+    "leaf_steps.teachers.vllm:parse_top_logprobs",
+    "leaf_steps.teachers.vllm:chat_payload",
+    "leaf_steps.teachers.vllm:request_extras",
+    "leaf_steps.teachers.hf:label_token_ids",
+    "leaf_steps.teachers.standin:level_logliks",
     "leaf_steps.teachers.standin:pair_logliks",
 )
 KINDS = ("point", "pair")
@@ -112,10 +116,18 @@ class TeacherStore:
     def _ensure(self) -> None:
         if not (self.root / MARKER).exists():
             self.root.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.root / MARKER, json.dumps(
-                {"format": STORE_FORMAT, "what": "LEAF teacher score store (leaf_steps/teachers/store.py); "
-                 "shared by runs, safe to delete (answers are then asked again); summary: leaf store summary"},
-                indent=2) + "\n")
+            atomic_write_text(
+                self.root / MARKER,
+                json.dumps(
+                    {
+                        "format": STORE_FORMAT,
+                        "what": "LEAF teacher score store (leaf_steps/teachers/store.py); "
+                        "shared by runs, safe to delete (answers are then asked again); summary: leaf store summary",
+                    },
+                    indent=2,
+                )
+                + "\n",
+            )
 
     def register(self, shash: str, settings: dict[str, Any]) -> None:
         """Write ``<settings_hash>/settings.json`` once; an existing one must hold the same settings."""
@@ -126,8 +138,10 @@ class TeacherStore:
             except ValueError as exc:
                 raise InputError(f"{path}: not readable JSON ({exc}); delete the file (it is rewritten)") from exc
             if recorded != json.loads(json.dumps(settings, default=str)):
-                raise InputError(f"{path}: holds other settings than those hashed to {shash}; the store at "
-                                 f"{self.root} is damaged (delete {path.parent} to start that part over)")
+                raise InputError(
+                    f"{path}: holds other settings than those hashed to {shash}; the store at "
+                    f"{self.root} is damaged (delete {path.parent} to start that part over)"
+                )
             return
         self._ensure()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,9 +157,10 @@ class TeacherStore:
                 frame = pl.read_parquet(part, columns=columns)
             except FileNotFoundError:  # removed by `leaf store compact` after listing: its rows are in the new part
                 continue
-            except Exception as exc:  # noqa: BLE001 - pyarrow/polars raise several types for a damaged file
-                raise InputError(f"{part}: not a readable store part ({exc}); delete it (its answers are asked "
-                                 "again)") from exc
+            except Exception as exc:
+                raise InputError(
+                    f"{part}: not a readable store part ({exc}); delete it (its answers are asked again)"
+                ) from exc
             frames.append(frame)
         schema = {c: ANSWER_SCHEMA[c] for c in (columns or ANSWER_SCHEMA)}
         if not frames:
@@ -170,11 +185,13 @@ class TeacherStore:
         self._ensure()
         folder = self.kind_dir(shash, kind)
         folder.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         path = folder / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
-        write_parquet(rows.select(list(ANSWER_SCHEMA)).cast(ANSWER_SCHEMA), path,
-                      provenance | {"settings_hash": shash, "kind": kind, "host": socket.gethostname(),
-                                    "pid": os.getpid()})
+        write_parquet(
+            rows.select(list(ANSWER_SCHEMA)).cast(ANSWER_SCHEMA),
+            path,
+            provenance | {"settings_hash": shash, "kind": kind, "host": socket.gethostname(), "pid": os.getpid()},
+        )
         _fsync_dir(folder)
         return path
 
@@ -215,15 +232,26 @@ class TeacherStore:
                 total_bytes += size
                 table, _ = self.read_kind(shash, kind, ["key", "answer_error"])
                 first, last = read_provenance(files[0]), read_provenance(files[-1])
-                kinds[kind] = {"answers": table.height, "not_label_answers": int(table["answer_error"].is_not_null()
-                                                                                .sum()),
-                               "parts": len(files), "bytes": size, "first_added": first.get("created_utc"),
-                               "last_added": last.get("created_utc")}
+                kinds[kind] = {
+                    "answers": table.height,
+                    "not_label_answers": int(table["answer_error"].is_not_null().sum()),
+                    "parts": len(files),
+                    "bytes": size,
+                    "first_added": first.get("created_utc"),
+                    "last_added": last.get("created_utc"),
+                }
             teacher = settings.get("teacher", {}) if isinstance(settings, dict) else {}
-            entries.append({"settings_hash": shash, "kind": settings.get("kind"), "backend": teacher.get("backend"),
-                            "model": teacher.get("model") or teacher.get("fitted_model_sha256"),
-                            "prompt_hash": stable_hash(settings["prompt"]) if settings.get("prompt") else None,
-                            "settings": settings, "kinds": kinds})
+            entries.append(
+                {
+                    "settings_hash": shash,
+                    "kind": settings.get("kind"),
+                    "backend": teacher.get("backend"),
+                    "model": teacher.get("model") or teacher.get("fitted_model_sha256"),
+                    "prompt_hash": stable_hash(settings["prompt"]) if settings.get("prompt") else None,
+                    "settings": settings,
+                    "kinds": kinds,
+                }
+            )
         return {"store": str(self.root), "format": STORE_FORMAT, "settings": entries, "bytes": total_bytes}
 
 

@@ -115,10 +115,15 @@ def require_mass(scores: LabelScores, labels: Sequence[str], min_mass: float) ->
     """
     if scores.error is not None or not math.isfinite(scores.mass) or scores.mass >= min_mass:
         return scores
-    return LabelScores(logliks=[math.nan] * len(labels), mass=scores.mass, missing=list(scores.missing),
-                       error=f"{NOT_ANSWERED}: answer-token mass {scores.mass:.3g} < min_token_mass {min_mass:g} "
-                             f"(top tokens: {format_top(scores.top)})",
-                       top=list(scores.top), image_bytes=list(scores.image_bytes))
+    return LabelScores(
+        logliks=[math.nan] * len(labels),
+        mass=scores.mass,
+        missing=list(scores.missing),
+        error=f"{NOT_ANSWERED}: answer-token mass {scores.mass:.3g} < min_token_mass {min_mass:g} "
+        f"(top tokens: {format_top(scores.top)})",
+        top=list(scores.top),
+        image_bytes=list(scores.image_bytes),
+    )
 
 
 def label_aliases(labels: Sequence[str], first_tokens: Mapping[str, Iterable[str]] | None = None) -> dict[str, str]:
@@ -168,10 +173,14 @@ def collapse_top_logprobs(
         raise ValueError(f"missing_policy must be 'floor' or 'zero', got {missing_policy!r}")
     ranked = sorted(((t, lp) for t, lp in top if lp is not None and math.isfinite(lp)), key=lambda c: -c[1])
     if not seen:
-        return LabelScores(logliks=[math.nan] * len(labels), mass=0.0, missing=list(labels),
-                           error=f"{NOT_ANSWERED}: none of the labels among the {len(ranked)} returned top tokens "
-                                 f"(top tokens: {format_top(ranked)})",
-                           top=ranked[:TOP_SHOWN])
+        return LabelScores(
+            logliks=[math.nan] * len(labels),
+            mass=0.0,
+            missing=list(labels),
+            error=f"{NOT_ANSWERED}: none of the labels among the {len(ranked)} returned top tokens "
+            f"(top tokens: {format_top(ranked)})",
+            top=ranked[:TOP_SHOWN],
+        )
     fill = floor if (missing_policy == "floor" and math.isfinite(floor)) else -math.inf
     logliks = [math.log(sums[label]) if label in seen else fill for label in labels]
     return LabelScores(logliks=logliks, mass=float(sum(sums.values())), missing=missing, top=ranked[:TOP_SHOWN])

@@ -52,15 +52,34 @@ TOKENIZER_VOCAB_SIZE = 512
 
 # Each recipe: the model's special tokens and chat template, and the tiny config values.
 # hidden 64 / 2 layers / head_dim 16: a forward pass on a 160 px image takes milliseconds.
-_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "num_key_value_heads": 2, "max_position_embeddings": 4096}
+_TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+}
 # Larger than the usual 0.02 so random logits are O(1) apart: the label probabilities then
 # actually depend on the image, which makes padding/batching bugs visible in the tests.
 _INIT_RANGE = 0.25
 
-_QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-                  "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-                  "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+_QWEN_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 # The Qwen2-VL chat template, minus tool calls and "Picture N:" labels.
 _QWEN_TEMPLATE = (
     "{% for message in messages %}"
@@ -78,10 +97,27 @@ _QWEN_TEMPLATE = (
 # 112 x 112 max pixels with 14 px patches merged 2 x 2: a 160 px image becomes <= 16 image tokens.
 _QWEN_PIXELS = {"min_pixels": 28 * 28, "max_pixels": 112 * 112}
 
-_INTERNVL_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>",
-                      "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>", "<video>"]
-_INTERNVL_NAMED = {"start_image_token": "<img>", "end_image_token": "</img>",
-                   "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}
+_INTERNVL_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
+    "<quad>",
+    "</quad>",
+    "<ref>",
+    "</ref>",
+    "<box>",
+    "</box>",
+    "<video>",
+]
+_INTERNVL_NAMED = {
+    "start_image_token": "<img>",
+    "end_image_token": "</img>",
+    "context_image_token": "<IMG_CONTEXT>",
+    "video_token": "<video>",
+}
 # The InternVL3 (-hf) chat template: one <IMG_CONTEXT> per image, expanded by the processor.
 _INTERNVL_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -99,25 +135,54 @@ _MROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3,
 
 RECIPES: dict[str, dict[str, Any]] = {
     "qwen2_vl": {
-        "specials": _QWEN_SPECIALS, "template": _QWEN_TEMPLATE, "pixels": _QWEN_PIXELS,
+        "specials": _QWEN_SPECIALS,
+        "template": _QWEN_TEMPLATE,
+        "pixels": _QWEN_PIXELS,
         "text": {**_TEXT, "rope_parameters": _MROPE},
-        "vision": {"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2, "patch_size": 14,
-                   "spatial_merge_size": 2, "temporal_patch_size": 2},
+        "vision": {
+            "depth": 2,
+            "embed_dim": 32,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
     },
     "qwen2_5_vl": {
-        "specials": _QWEN_SPECIALS, "template": _QWEN_TEMPLATE, "pixels": _QWEN_PIXELS,
+        "specials": _QWEN_SPECIALS,
+        "template": _QWEN_TEMPLATE,
+        "pixels": _QWEN_PIXELS,
         "text": {**_TEXT, "rope_parameters": _MROPE},
-        "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 14,
-                   "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
-                   "fullatt_block_indexes": [1]},
+        "vision": {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
+            "fullatt_block_indexes": [1],
+        },
     },
     "internvl": {
-        "specials": _INTERNVL_SPECIALS, "template": _INTERNVL_TEMPLATE, "named_specials": _INTERNVL_NAMED,
+        "specials": _INTERNVL_SPECIALS,
+        "template": _INTERNVL_TEMPLATE,
+        "named_specials": _INTERNVL_NAMED,
         # 56 px tiles of 14 px patches, pixel-shuffled by 0.5: 4 image tokens per tile, <= 4 tiles + thumbnail.
-        "tile": 56, "max_tiles": 4, "image_seq_length": 4,
+        "tile": 56,
+        "max_tiles": 4,
+        "image_seq_length": 4,
         "text": {**_TEXT, "model_type": "qwen2"},
-        "vision": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-                   "image_size": [56, 56], "patch_size": [14, 14]},
+        "vision": {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "image_size": [56, 56],
+            "patch_size": [14, 14],
+        },
     },
 }
 ARCHES: tuple[str, ...] = tuple(RECIPES)
@@ -129,8 +194,12 @@ def _check_arch(arch: str) -> dict[str, Any]:
     return RECIPES[arch]
 
 
-def train_tokenizer(special_tokens: Sequence[str], named_specials: dict[str, str] | None = None,
-                    corpus: Sequence[str] = CORPUS, vocab_size: int = TOKENIZER_VOCAB_SIZE):
+def train_tokenizer(
+    special_tokens: Sequence[str],
+    named_specials: dict[str, str] | None = None,
+    corpus: Sequence[str] = CORPUS,
+    vocab_size: int = TOKENIZER_VOCAB_SIZE,
+):
     """A byte-level BPE (GPT-2/Qwen style) trained on ``corpus``, wrapped as a transformers fast tokenizer.
 
     ``special_tokens`` become single, never-split tokens; ``named_specials`` additionally
@@ -143,19 +212,32 @@ def train_tokenizer(special_tokens: Sequence[str], named_specials: dict[str, str
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(list(corpus) * CORPUS_REPEATS, trainer)
     end = "<|im_end|>" if "<|im_end|>" in special_tokens else special_tokens[0]
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=end, pad_token=special_tokens[0],
-                                   extra_special_tokens=dict(named_specials or {}))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=end,
+        pad_token=special_tokens[0],
+        extra_special_tokens=dict(named_specials or {}),
+    )
 
 
 def _text_config(recipe: dict[str, Any], tokenizer) -> dict[str, Any]:
     vocab = tokenizer.get_vocab()
-    return {**recipe["text"], "vocab_size": len(vocab), "initializer_range": _INIT_RANGE,
-            "bos_token_id": vocab["<|endoftext|>"], "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id}
+    return {
+        **recipe["text"],
+        "vocab_size": len(vocab),
+        "initializer_range": _INIT_RANGE,
+        "bos_token_id": vocab["<|endoftext|>"],
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
 
 
 def _build_qwen(arch: str, recipe: dict[str, Any], tokenizer):
@@ -165,40 +247,58 @@ def _build_qwen(arch: str, recipe: dict[str, Any], tokenizer):
         from transformers import Qwen2VLConfig as Config
         from transformers import Qwen2VLForConditionalGeneration as Model
         from transformers import Qwen2VLProcessor as Processor
+
         vision = {**recipe["vision"], "hidden_size": recipe["text"]["hidden_size"]}
     else:
         from transformers import Qwen2_5_VLConfig as Config
         from transformers import Qwen2_5_VLForConditionalGeneration as Model
         from transformers import Qwen2_5_VLProcessor as Processor
+
         vision = {**recipe["vision"], "out_hidden_size": recipe["text"]["hidden_size"]}
     vocab = tokenizer.get_vocab()
     config = Config(
         text_config=_text_config(recipe, tokenizer),
         vision_config={**vision, "initializer_range": _INIT_RANGE},
-        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
+        image_token_id=vocab["<|image_pad|>"],
+        video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"],
+        vision_end_token_id=vocab["<|vision_end|>"],
     )
-    processor = Processor(image_processor=Qwen2VLImageProcessor(**recipe["pixels"]), tokenizer=tokenizer,
-                          video_processor=Qwen2VLVideoProcessor(**recipe["pixels"]), chat_template=recipe["template"])
+    processor = Processor(
+        image_processor=Qwen2VLImageProcessor(**recipe["pixels"]),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**recipe["pixels"]),
+        chat_template=recipe["template"],
+    )
     return Model(config), processor
 
 
 def _build_internvl(recipe: dict[str, Any], tokenizer):
-    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration,
-                              InternVLProcessor, InternVLVideoProcessor)
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+    )
 
     tile = {"height": recipe["tile"], "width": recipe["tile"]}
     config = InternVLConfig(
         text_config=_text_config(recipe, tokenizer),
         vision_config={**recipe["vision"], "initializer_range": _INIT_RANGE},
-        image_token_id=tokenizer.get_vocab()["<IMG_CONTEXT>"], image_seq_length=recipe["image_seq_length"],
+        image_token_id=tokenizer.get_vocab()["<IMG_CONTEXT>"],
+        image_seq_length=recipe["image_seq_length"],
         downsample_ratio=0.5,
     )
     processor = InternVLProcessor(
-        image_processor=GotOcr2ImageProcessor(size=tile, crop_to_patches=True, min_patches=1,
-                                              max_patches=recipe["max_tiles"]),
-        tokenizer=tokenizer, video_processor=InternVLVideoProcessor(size=tile),
-        image_seq_length=recipe["image_seq_length"], chat_template=recipe["template"])
+        image_processor=GotOcr2ImageProcessor(
+            size=tile, crop_to_patches=True, min_patches=1, max_patches=recipe["max_tiles"]
+        ),
+        tokenizer=tokenizer,
+        video_processor=InternVLVideoProcessor(size=tile),
+        image_seq_length=recipe["image_seq_length"],
+        chat_template=recipe["template"],
+    )
     return InternVLForConditionalGeneration(config), processor
 
 
@@ -223,16 +323,31 @@ def build_tiny_model(arch: str, out_dir: str | Path, seed: int = 0) -> Path:
     model = model.to(torch.float32).eval()
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    write_json(out_dir / MARKER_FILE, {"arch": arch, "seed": seed, "recipe_hash": recipe_hash(arch, seed),
-                                       "note": "random weights for tests and demos; scores are meaningless"})
+    write_json(
+        out_dir / MARKER_FILE,
+        {
+            "arch": arch,
+            "seed": seed,
+            "recipe_hash": recipe_hash(arch, seed),
+            "note": "random weights for tests and demos; scores are meaningless",
+        },
+    )
     return out_dir
 
 
 def recipe_hash(arch: str, seed: int = 0) -> str:
     import transformers
 
-    return stable_hash({"arch": arch, "seed": seed, "recipe": RECIPES[arch], "version": RECIPE_VERSION,
-                        "transformers": transformers.__version__, "corpus": CORPUS})
+    return stable_hash(
+        {
+            "arch": arch,
+            "seed": seed,
+            "recipe": RECIPES[arch],
+            "version": RECIPE_VERSION,
+            "transformers": transformers.__version__,
+            "corpus": CORPUS,
+        }
+    )
 
 
 def tiny_cache_root() -> Path:
@@ -283,8 +398,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from leaf_steps.core.cli import run_step
 
     def _main(args_list: Sequence[str] | None) -> None:
-        parser = argparse.ArgumentParser(prog="python -m leaf_steps.teachers.tiny_models",
-                                         description="Build a tiny random-weight VLM checkpoint (offline).")
+        parser = argparse.ArgumentParser(
+            prog="python -m leaf_steps.teachers.tiny_models",
+            description="Build a tiny random-weight VLM checkpoint (offline).",
+        )
         parser.add_argument("--arch", required=True, choices=ARCHES)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--out", help="folder to write; default: the tiny-model cache ($LEAF_CACHE/tiny)")

@@ -29,8 +29,19 @@ from leaf_steps.core.errors import ConfigError
 
 KEYS = ("max_tiles", "max_pixels", "min_pixels")
 # The processor keys a budget sets; extra_body.mm_processor_kwargs may not set them behind its back.
-PROCESSOR_KEYS = frozenset({"max_dynamic_patch", "min_dynamic_patch", "dynamic_image_size", "max_patches",
-                            "min_patches", "crop_to_patches", "size", "max_pixels", "min_pixels"})
+PROCESSOR_KEYS = frozenset(
+    {
+        "max_dynamic_patch",
+        "min_dynamic_patch",
+        "dynamic_image_size",
+        "max_patches",
+        "min_patches",
+        "crop_to_patches",
+        "size",
+        "max_pixels",
+        "min_pixels",
+    }
+)
 # Qwen-VL processors' own minimum pixel counts (preprocessor_config.json "size.shortest_edge").
 QWEN_MIN_PIXELS = {"qwen3_vl": 65536, "qwen2_vl": 3136}
 
@@ -46,8 +57,15 @@ class VisualBudget:
         return "tiles" if self.max_tiles is not None else "pixels"
 
     def describe(self) -> dict[str, int]:
-        return {k: v for k, v in (("max_tiles", self.max_tiles), ("max_pixels", self.max_pixels),
-                                  ("min_pixels", self.min_pixels)) if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("max_tiles", self.max_tiles),
+                ("max_pixels", self.max_pixels),
+                ("min_pixels", self.min_pixels),
+            )
+            if v is not None
+        }
 
 
 def _is_int(v: Any) -> bool:
@@ -61,8 +79,9 @@ def parse_budget(value: Any, where: str) -> VisualBudget | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: must be null, {{max_tiles: N}} (InternVL) or {{max_pixels: P}} (Qwen-VL), "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"{where}: must be null, {{max_tiles: N}} (InternVL) or {{max_pixels: P}} (Qwen-VL), got {value!r}"
+        )
     unknown = sorted(set(value) - set(KEYS))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(KEYS)})")
@@ -93,11 +112,11 @@ def family_of(model: str) -> str | None:
 
 def check_family(budget: VisualBudget, family: str | None, model: str, where: str) -> None:
     if budget.kind == "tiles" and family not in (None, "internvl"):
-        raise ConfigError(f"{where}.max_tiles: {model} is a Qwen-VL model, which has no tiles; "
-                          "give max_pixels instead")
+        raise ConfigError(f"{where}.max_tiles: {model} is a Qwen-VL model, which has no tiles; give max_pixels instead")
     if budget.kind == "pixels" and family == "internvl":
-        raise ConfigError(f"{where}.max_pixels: {model} is an InternVL model, which is budgeted in tiles; "
-                          "give max_tiles instead")
+        raise ConfigError(
+            f"{where}.max_pixels: {model} is an InternVL model, which is budgeted in tiles; give max_tiles instead"
+        )
 
 
 def vllm_processor_kwargs(budget: VisualBudget | None, model: str, where: str) -> dict[str, Any]:
@@ -115,18 +134,23 @@ def vllm_processor_kwargs(budget: VisualBudget | None, model: str, where: str) -
     min_pixels = budget.min_pixels
     if min_pixels is None:
         if family not in QWEN_MIN_PIXELS:
-            raise ConfigError(f"{where}.min_pixels: required for {model!r}: the processor's `size` replaces both "
-                              "bounds and LEAF cannot tell the model's own minimum from its name "
-                              "(Qwen3-VL: 65536, Qwen2/2.5-VL: 3136)")
+            raise ConfigError(
+                f"{where}.min_pixels: required for {model!r}: the processor's `size` replaces both "
+                "bounds and LEAF cannot tell the model's own minimum from its name "
+                "(Qwen3-VL: 65536, Qwen2/2.5-VL: 3136)"
+            )
         min_pixels = QWEN_MIN_PIXELS[family]
     if min_pixels > budget.max_pixels:
-        raise ConfigError(f"{where}.max_pixels: {budget.max_pixels} is below the model's minimum of {min_pixels} "
-                          "pixels; set min_pixels too")
+        raise ConfigError(
+            f"{where}.max_pixels: {budget.max_pixels} is below the model's minimum of {min_pixels} "
+            "pixels; set min_pixels too"
+        )
     return {"size": {"longest_edge": budget.max_pixels, "shortest_edge": min_pixels}}
 
 
-def transformers_images_kwargs(budget: VisualBudget | None, image_processor: Any, model: str,
-                               where: str) -> dict[str, Any]:
+def transformers_images_kwargs(
+    budget: VisualBudget | None, image_processor: Any, model: str, where: str
+) -> dict[str, Any]:
     """``images_kwargs`` for a transformers processor call ({} when there is none), checked against
     the image processor the checkpoint actually has."""
     if budget is None:
@@ -137,14 +161,20 @@ def transformers_images_kwargs(budget: VisualBudget | None, image_processor: Any
     pixel_bounded = getattr(size, "longest_edge", None) is not None and getattr(size, "shortest_edge", None) is not None
     if budget.kind == "tiles":
         if not tiled:
-            raise ConfigError(f"{where}.max_tiles: {model}'s image processor ({name}) does not tile images; "
-                              f"{'give max_pixels instead' if pixel_bounded else 'remove visual_budget'}")
+            raise ConfigError(
+                f"{where}.max_tiles: {model}'s image processor ({name}) does not tile images; "
+                f"{'give max_pixels instead' if pixel_bounded else 'remove visual_budget'}"
+            )
         return {"max_patches": budget.max_tiles}
     if not pixel_bounded:
-        raise ConfigError(f"{where}.max_pixels: {model}'s image processor ({name}) has no pixel bounds; "
-                          f"{'give max_tiles instead' if tiled else 'remove visual_budget'}")
+        raise ConfigError(
+            f"{where}.max_pixels: {model}'s image processor ({name}) has no pixel bounds; "
+            f"{'give max_tiles instead' if tiled else 'remove visual_budget'}"
+        )
     min_pixels = budget.min_pixels if budget.min_pixels is not None else int(size.shortest_edge)
     if min_pixels > budget.max_pixels:
-        raise ConfigError(f"{where}.max_pixels: {budget.max_pixels} is below the processor's minimum of "
-                          f"{min_pixels} pixels; set min_pixels too")
+        raise ConfigError(
+            f"{where}.max_pixels: {budget.max_pixels} is below the processor's minimum of "
+            f"{min_pixels} pixels; set min_pixels too"
+        )
     return {"size": {"longest_edge": budget.max_pixels, "shortest_edge": min_pixels}}

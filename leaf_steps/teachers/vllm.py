@@ -44,10 +44,10 @@ from typing import Any
 import httpx
 
 from leaf_steps.core.errors import ConfigError, InputError, TeacherError
-from leaf_steps.teachers.image_encoding import TRANSPORTS, EncodingSettings, image_data_url
-from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS, LabelScores, collapse_top_logprobs, label_aliases
 from leaf_steps.teachers.base import ImageRef, Teacher
+from leaf_steps.teachers.image_encoding import TRANSPORTS, EncodingSettings, image_data_url
 from leaf_steps.teachers.serve_args import answer_serve_args
+from leaf_steps.teachers.teacher_math import LEVELS, PAIR_LABELS, LabelScores, collapse_top_logprobs, label_aliases
 from leaf_steps.teachers.visual_budget import PROCESSOR_KEYS, parse_budget, vllm_processor_kwargs
 from leaf_steps.teachers.vllm_server import VllmServer
 
@@ -92,11 +92,22 @@ LAUNCH_DEFAULTS: dict[str, Any] = {
     "log_file": None,  # null: a file in the temp dir (its path is logged and shown on errors)
 }
 # Request fields the teacher sets itself; extra_body may not override them.
-MANAGED_FIELDS = {"model", "messages", "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens",
-                  "temperature", "n", "stream"}
+MANAGED_FIELDS = {
+    "model",
+    "messages",
+    "logprobs",
+    "top_logprobs",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "n",
+    "stream",
+}
 # Fields extra_body may extend but not override in the keys the teacher sets (dedicated keys exist).
-MERGED_FIELDS = {"chat_template_kwargs": ({"enable_thinking"}, "enable_thinking"),
-                 "mm_processor_kwargs": (PROCESSOR_KEYS, "visual_budget")}
+MERGED_FIELDS = {
+    "chat_template_kwargs": ({"enable_thinking"}, "enable_thinking"),
+    "mm_processor_kwargs": (PROCESSOR_KEYS, "visual_budget"),
+}
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 # httpcore's pool rescans every (queued request, connection) pair on each event, which
 # costs milliseconds per request at 32 connections; several small pools avoid that.
@@ -115,8 +126,9 @@ class ResponseTooLarge(Exception):
     """The body passed MAX_RESPONSE_BYTES while it streamed in."""
 
 
-async def read_bounded(client: httpx.AsyncClient, url: str, payload: dict[str, Any],
-                       limit: int = MAX_RESPONSE_BYTES) -> tuple[httpx.Response, bytes]:
+async def read_bounded(
+    client: httpx.AsyncClient, url: str, payload: dict[str, Any], limit: int = MAX_RESPONSE_BYTES
+) -> tuple[httpx.Response, bytes]:
     """POST and read the (decoded) body, refusing it as soon as it passes ``limit`` bytes; the caller bounds
     the time (a body that streams forever is then a timeout, never a hang)."""
     async with client.stream("POST", url, json=payload) as response:
@@ -124,8 +136,9 @@ async def read_bounded(client: httpx.AsyncClient, url: str, payload: dict[str, A
         async for chunk in response.aiter_bytes():
             body += chunk
             if len(body) > limit:
-                raise ResponseTooLarge(f"the answer passed {limit:,} bytes and was refused (a chat completion "
-                                       "of one token is a few KB)")
+                raise ResponseTooLarge(
+                    f"the answer passed {limit:,} bytes and was refused (a chat completion of one token is a few KB)"
+                )
         return response, bytes(body)
 
 
@@ -162,14 +175,21 @@ def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
             raise fail("launch", "only used when base_url is null (the teacher launches vllm serve itself)")
     if s["api_key_env"] is not None and (not isinstance(s["api_key_env"], str) or not s["api_key_env"]):
         raise fail("api_key_env", "must be the NAME of an environment variable (the key itself never goes in config)")
-    for key, minimum in (("top_logprobs", 1), ("max_concurrency", 1), ("max_retries", 0), ("max_tokens", 1),
-                         ("image_max_side", 16), ("gpus", 0)):
+    for key, minimum in (
+        ("top_logprobs", 1),
+        ("max_concurrency", 1),
+        ("max_retries", 0),
+        ("max_tokens", 1),
+        ("image_max_side", 16),
+        ("gpus", 0),
+    ):
         if not _is_int(s[key]) or s[key] < minimum:
             raise fail(key, f"must be an integer >= {minimum}, got {s[key]!r}")
     for key in ("request_timeout_s", "backoff_s", "temperature"):
         if not _is_number(s[key]) or s[key] < 0 or (key == "request_timeout_s" and s[key] == 0):
-            raise fail(key, f"must be a {'positive' if key == 'request_timeout_s' else 'non-negative'} number, "
-                            f"got {s[key]!r}")
+            raise fail(
+                key, f"must be a {'positive' if key == 'request_timeout_s' else 'non-negative'} number, got {s[key]!r}"
+            )
     if s["image_transport"] not in TRANSPORTS:
         raise fail("image_transport", f"must be one of {list(TRANSPORTS)}, got {s['image_transport']!r}")
     if not _is_int(s["image_quality"]) or not 1 <= s["image_quality"] <= 100:
@@ -212,8 +232,11 @@ def _validate_launch(launch: Any, s: dict[str, Any], fail: Any) -> dict[str, Any
     if not _is_int(lc["tensor_parallel_size"]) or lc["tensor_parallel_size"] < 1:
         raise fail("launch.tensor_parallel_size", f"must be an integer >= 1, got {lc['tensor_parallel_size']!r}")
     if s["gpus"] and lc["tensor_parallel_size"] > s["gpus"]:
-        raise fail("launch.tensor_parallel_size", f"{lc['tensor_parallel_size']} exceeds the {s['gpus']} GPU(s) "
-                                                  f"the job is given (teachers.{s['name'] or '<name>'}.gpus)")
+        raise fail(
+            "launch.tensor_parallel_size",
+            f"{lc['tensor_parallel_size']} exceeds the {s['gpus']} GPU(s) "
+            f"the job is given (teachers.{s['name'] or '<name>'}.gpus)",
+        )
     if lc["port"] is not None and (not _is_int(lc["port"]) or not 0 < lc["port"] < 65536):
         raise fail("launch.port", f"must be a TCP port number or null, got {lc['port']!r}")
     if lc["max_model_len"] is not None and (not _is_int(lc["max_model_len"]) or lc["max_model_len"] < 1):
@@ -235,11 +258,15 @@ def _validate_launch(launch: Any, s: dict[str, Any], fail: Any) -> dict[str, Any
         if not isinstance(ids, list) or not ids or not all(_is_int(g) and g >= 0 for g in ids):
             raise fail("launch.gpu_ids", f"must be a non-empty list of GPU indices or null, got {ids!r}")
         if len(ids) < lc["tensor_parallel_size"]:
-            raise fail("launch.gpu_ids", f"{len(ids)} GPU(s) listed for tensor_parallel_size="
-                                         f"{lc['tensor_parallel_size']}")
+            raise fail(
+                "launch.gpu_ids", f"{len(ids)} GPU(s) listed for tensor_parallel_size={lc['tensor_parallel_size']}"
+            )
     if any(a.split("=")[0] in ("--max-logprobs", "--port", "--limit-mm-per-prompt") for a in lc["args"]):
-        raise fail("launch.args", "--max-logprobs, --port and --limit-mm-per-prompt are set by the teacher "
-                                  "(top_logprobs, launch.port, two images per pair prompt)")
+        raise fail(
+            "launch.args",
+            "--max-logprobs, --port and --limit-mm-per-prompt are set by the teacher "
+            "(top_logprobs, launch.port, two images per pair prompt)",
+        )
     return lc
 
 
@@ -249,8 +276,10 @@ def request_extras(settings: dict[str, Any]) -> dict[str, Any]:
     template renderer) and the visual budget (``mm_processor_kwargs``: passed to the HF processor)."""
     extras = dict(settings["extra_body"])
     if settings["enable_thinking"] is not None:
-        extras["chat_template_kwargs"] = {**extras.get("chat_template_kwargs", {}),
-                                          "enable_thinking": settings["enable_thinking"]}
+        extras["chat_template_kwargs"] = {
+            **extras.get("chat_template_kwargs", {}),
+            "enable_thinking": settings["enable_thinking"],
+        }
     if settings["_mm_processor_kwargs"]:
         extras["mm_processor_kwargs"] = {**extras.get("mm_processor_kwargs", {}), **settings["_mm_processor_kwargs"]}
     return extras
@@ -279,8 +308,7 @@ def parse_top_logprobs(body: Any) -> list[tuple[str, float]]:
     try:
         content = body["choices"][0]["logprobs"]["content"]
     except (KeyError, IndexError, TypeError):
-        raise ValueError("response has no choices[0].logprobs.content (did the server ignore logprobs=true?)") \
-            from None
+        raise ValueError("response has no choices[0].logprobs.content (did the server ignore logprobs=true?)") from None
     if not isinstance(content, list) or not content:
         raise ValueError("response has an empty choices[0].logprobs.content (no answer token)")
     top = content[0].get("top_logprobs") if isinstance(content[0], dict) else None
@@ -337,9 +365,11 @@ class VllmTeacher(Teacher):
             if not isinstance(self.prompts.get(kind), str) or not self.prompts[kind]:
                 raise ConfigError(f"prompts.{kind}: required by the vllm teacher")
         self._api_key = self._read_api_key()
-        self.encoding = EncodingSettings(max_side=self.settings["image_max_side"],
-                                         transport=self.settings["image_transport"],
-                                         quality=self.settings["image_quality"])
+        self.encoding = EncodingSettings(
+            max_side=self.settings["image_max_side"],
+            transport=self.settings["image_transport"],
+            quality=self.settings["image_quality"],
+        )
         self._aliases = {LEVELS: label_aliases(LEVELS), PAIR_LABELS: label_aliases(PAIR_LABELS)}
         self._label_tokens: dict[str, Any] = {"status": "not checked"}
         self._server: VllmServer | None = None
@@ -383,17 +413,27 @@ class VllmTeacher(Teacher):
         if self._base_url is None:
             lc = self.settings["launch"]
             server = VllmServer(
-                self.settings["model"], executable=lc["executable"], host=lc["host"], port=lc["port"],
-                max_logprobs=self.settings["top_logprobs"], images_per_prompt=2,
-                tensor_parallel_size=lc["tensor_parallel_size"], gpus=lc["gpu_ids"],
-                max_model_len=lc["max_model_len"], trust_remote_code=lc["trust_remote_code"],
-                extra_args=lc["args"], startup_timeout_s=lc["startup_timeout_s"], log_file=lc["log_file"],
-                api_key=self._api_key)
+                self.settings["model"],
+                executable=lc["executable"],
+                host=lc["host"],
+                port=lc["port"],
+                max_logprobs=self.settings["top_logprobs"],
+                images_per_prompt=2,
+                tensor_parallel_size=lc["tensor_parallel_size"],
+                gpus=lc["gpu_ids"],
+                max_model_len=lc["max_model_len"],
+                trust_remote_code=lc["trust_remote_code"],
+                extra_args=lc["args"],
+                startup_timeout_s=lc["startup_timeout_s"],
+                log_file=lc["log_file"],
+                api_key=self._api_key,
+            )
             self._server = server.start()  # a server that fails to start is stopped by start()
             self._base_url = server.base_url
         try:
-            with httpx.Client(timeout=min(30.0, self.settings["request_timeout_s"]), headers=self._headers(),
-                              verify=_ssl_context()) as client:
+            with httpx.Client(
+                timeout=min(30.0, self.settings["request_timeout_s"]), headers=self._headers(), verify=_ssl_context()
+            ) as client:
                 answered = self._check_model(client)
                 if answered and self.settings["check_label_tokens"]:
                     self._check_label_tokens(client)
@@ -410,8 +450,11 @@ class VllmTeacher(Teacher):
             log.warning("vLLM server at %s not reachable (%s); items will fail with errors", self._base_url, exc)
             return False
         if r.status_code == 401:
-            hint = (f"the key in ${self.settings['api_key_env']}" if self._api_key
-                    else f"no key was sent (set teachers.{self._name}.api_key_env)")
+            hint = (
+                f"the key in ${self.settings['api_key_env']}"
+                if self._api_key
+                else f"no key was sent (set teachers.{self._name}.api_key_env)"
+            )
             raise TeacherError(f"vLLM server at {self._base_url} rejected the request (401 Unauthorized): {hint}")
         if r.status_code != 200:
             log.warning("GET %s/models answered %s; not checking the model id", self._base_url, r.status_code)
@@ -422,8 +465,10 @@ class VllmTeacher(Teacher):
             log.warning("GET %s/models returned an unexpected body; not checking the model id", self._base_url)
             return True
         if self.settings["model"] not in served:
-            raise ConfigError(f"teachers.{self._name}.model: {self.settings['model']!r} is not served at "
-                              f"{self._base_url} (served: {served})")
+            raise ConfigError(
+                f"teachers.{self._name}.model: {self.settings['model']!r} is not served at "
+                f"{self._base_url} (served: {served})"
+            )
         return True
 
     def _check_label_tokens(self, client: httpx.Client) -> None:
@@ -438,9 +483,15 @@ class VllmTeacher(Teacher):
             pieces = set()
             for text in (label, " " + label):
                 try:
-                    r = client.post(f"{self.root_url}/tokenize",
-                                    json={"model": self.settings["model"], "prompt": text,
-                                          "add_special_tokens": False, "return_token_strs": True})
+                    r = client.post(
+                        f"{self.root_url}/tokenize",
+                        json={
+                            "model": self.settings["model"],
+                            "prompt": text,
+                            "add_special_tokens": False,
+                            "return_token_strs": True,
+                        },
+                    )
                     strs = r.json().get("token_strs") if r.status_code == 200 else None
                 except (httpx.TransportError, ValueError, AttributeError):
                     strs = None
@@ -452,8 +503,10 @@ class VllmTeacher(Teacher):
         try:
             aliases = {labels: label_aliases(labels, found) for labels in (LEVELS, PAIR_LABELS)}
         except ValueError as exc:
-            raise TeacherError(f"{self.settings['model']}: the answer labels' first tokens are not distinct "
-                               f"({exc}); change the labels' wording or the model") from None
+            raise TeacherError(
+                f"{self.settings['model']}: the answer labels' first tokens are not distinct "
+                f"({exc}); change the labels' wording or the model"
+            ) from None
         self._aliases = aliases
         self._label_tokens = {"status": "distinct", "first_tokens": found}
 
@@ -487,24 +540,28 @@ class VllmTeacher(Teacher):
         todo = iter(enumerate(items))  # shared by the workers (one event-loop thread: no lock needed)
 
         async def worker() -> None:
-            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=1), headers=self._headers(),
-                                         timeout=httpx.Timeout(self.settings["request_timeout_s"]),
-                                         verify=_ssl_context()) as client:
+            async with httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=1),
+                headers=self._headers(),
+                timeout=httpx.Timeout(self.settings["request_timeout_s"]),
+                verify=_ssl_context(),
+            ) as client:
                 for i, (paths, prompt) in todo:
                     results[i] = await self._score_one(client, paths, prompt, labels)
 
         await asyncio.gather(*(worker() for _ in range(min(self.settings["max_concurrency"], len(items)))))
         return results
 
-    async def _score_one(self, client: httpx.AsyncClient, paths: list[str], prompt: str,
-                         labels: tuple[str, ...]) -> LabelScores:
+    async def _score_one(
+        self, client: httpx.AsyncClient, paths: list[str], prompt: str, labels: tuple[str, ...]
+    ) -> LabelScores:
         try:
             encoded = [await asyncio.to_thread(image_data_url, p, self.encoding) for p in paths]
             payload = chat_payload(self.settings["model"], [e.data_url for e in encoded], prompt, self.settings)
             top = parse_top_logprobs(await self._post(client, payload))
         except (InputError, RequestFailed, ValueError) as exc:
             return LabelScores.failed(labels, str(exc))
-        except Exception as exc:  # noqa: BLE001 - an unforeseen failure costs one row, not the batch
+        except Exception as exc:
             log.exception("unexpected error scoring %s", paths)
             return LabelScores.failed(labels, f"unexpected {type(exc).__name__}: {exc}")
         scores = collapse_top_logprobs(top, labels, self._aliases[labels], self.settings["missing_token_policy"])
@@ -526,7 +583,7 @@ class VllmTeacher(Teacher):
                 response, body = await asyncio.wait_for(read_bounded(client, url, payload), timeout)
             except ResponseTooLarge as exc:  # a server that sends that much will do it again: no retry
                 raise RequestFailed(f"{url}: {exc}") from None
-            except (asyncio.TimeoutError, httpx.TimeoutException):
+            except (TimeoutError, httpx.TimeoutException):
                 reason = f"no answer within request_timeout_s={timeout:g}s"
                 continue
             except httpx.ConnectError as exc:
@@ -596,8 +653,12 @@ class VllmTeacher(Teacher):
         out: dict[str, Any] = {"endpoint": s["base_url"] or "launched", "gpus": s["gpus"], **{k: s[k] for k in knobs}}
         if s["base_url"] is None:
             lc = s["launch"]
-            out["launch"] = {"tensor_parallel_size": lc["tensor_parallel_size"], "max_model_len": lc["max_model_len"],
-                             "trust_remote_code": lc["trust_remote_code"], "args": lc["args"]}
+            out["launch"] = {
+                "tensor_parallel_size": lc["tensor_parallel_size"],
+                "max_model_len": lc["max_model_len"],
+                "trust_remote_code": lc["trust_remote_code"],
+                "args": lc["args"],
+            }
         return out
 
     def facts(self) -> dict[str, Any]:

@@ -97,10 +97,20 @@ class VllmServer:
 
     # -- what runs
     def command(self) -> list[str]:
-        cmd = [self.executable, "serve", self.model, "--host", self.host, "--port", str(self.port),
-               "--max-logprobs", str(self.max_logprobs),
-               # JSON form: recent vLLM rejects the old "image=2" syntax.
-               "--limit-mm-per-prompt", json.dumps({"image": self.images_per_prompt})]
+        cmd = [
+            self.executable,
+            "serve",
+            self.model,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--max-logprobs",
+            str(self.max_logprobs),
+            # JSON form: recent vLLM rejects the old "image=2" syntax.
+            "--limit-mm-per-prompt",
+            json.dumps({"image": self.images_per_prompt}),
+        ]
         if self.tensor_parallel_size > 1:
             cmd += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
         if self.max_model_len is not None:
@@ -130,7 +140,8 @@ class VllmServer:
         if exe is None:
             raise TeacherError(
                 f"`{self.executable}` not found on PATH: install vLLM on this GPU host "
-                "(pip install 'leaf-iqa[vllm]') or point teachers.<name>.base_url at a running server")
+                "(pip install 'leaf-iqa[vllm]') or point teachers.<name>.base_url at a running server"
+            )
         if self.port is None:
             self.port = free_port(self.host)
         if self.log_file is None:
@@ -147,8 +158,14 @@ class VllmServer:
         cmd = [exe, *self.command()[1:]]
         log.info("starting vLLM: %s (log: %s)", " ".join(cmd), self.log_file)
         self._log_handle = open(self.log_file, "ab")
-        self.process = subprocess.Popen(cmd, stdout=self._log_handle, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            cmd,
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         _live_servers.add(self)
         self._install_sigterm_handler()
         try:
@@ -166,8 +183,10 @@ class VllmServer:
             while True:
                 code = self.process.poll()
                 if code is not None:
-                    raise TeacherError(f"vLLM server exited with code {code} during start-up "
-                                       f"(log: {self.log_file}):\n{log_tail(self.log_file)}")
+                    raise TeacherError(
+                        f"vLLM server exited with code {code} during start-up "
+                        f"(log: {self.log_file}):\n{log_tail(self.log_file)}"
+                    )
                 try:
                     if client.get(url).status_code == 200:
                         log.info("vLLM server healthy at %s (pid %s)", self.base_url, self.process.pid)
@@ -177,7 +196,8 @@ class VllmServer:
                 if time.monotonic() >= deadline:
                     raise TeacherError(
                         f"vLLM server not healthy within startup_timeout_s={self.startup_timeout_s:g}s "
-                        f"({url}; log: {self.log_file}):\n{log_tail(self.log_file)}")
+                        f"({url}; log: {self.log_file}):\n{log_tail(self.log_file)}"
+                    )
                 time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
 
     def stop(self) -> None:

@@ -1,7 +1,8 @@
 """GPU-hours of a config: the work each GPU job does, times per-image costs.
 
     python -m leaf_steps.tools.estimate_cost --config config/paper/table2_koniq10k.yaml \\
-        [--manifest results/<run>/dataset/manifest.parquet] [--costs benchmarks/costs/h100_teacher_assumed_rtx3090_students_published.json] \\
+        [--manifest results/<run>/dataset/manifest.parquet] \\
+        [--costs benchmarks/costs/h100_teacher_assumed_rtx3090_students_published.json] \\
         [--image-size 1024x1024] [--json out.json]
     leaf estimate-cost ...   (the same)
 
@@ -49,17 +50,22 @@ from typing import Any
 
 import polars as pl
 
-from leaf_steps.teachers import cost as teacher_cost
 from leaf_steps.core.cli import run_step
 from leaf_steps.core.config import load_config, variant_settings
-from leaf_steps.datasets.common import test_count
-from leaf_steps.training.holdout import holdout_count
 from leaf_steps.core.errors import ConfigError, InputError
-from leaf_steps.training.mos_subsets import subset_sizes
+from leaf_steps.datasets.common import test_count
+from leaf_steps.teachers import cost as teacher_cost
 from leaf_steps.teachers.visual_budget import check_family, parse_budget
 from leaf_steps.training.epochs import candidate_epochs
+from leaf_steps.training.holdout import holdout_count
+from leaf_steps.training.mos_subsets import subset_sizes
 
-DEFAULT_COSTS = Path(__file__).resolve().parents[2] / "benchmarks" / "costs" / "h100_teacher_assumed_rtx3090_students_published.json"
+DEFAULT_COSTS = (
+    Path(__file__).resolve().parents[2]
+    / "benchmarks"
+    / "costs"
+    / "h100_teacher_assumed_rtx3090_students_published.json"
+)
 
 # Published sizes: image count, split sizes and the size LEAF reads (docs/datasets.md).
 # AGIQA-3K / AIGIQA-20K mix generators (256 px to 1024 px and beyond): 512x512 is a placeholder
@@ -70,9 +76,16 @@ PUBLISHED: dict[str, dict[str, Any]] = {
     "agiqa3k": {"images": 2982, "size": (512, 512)},
     "aigiqa20k": {"images": 14000, "size": (512, 512)},
 }
-REQUIRED_COSTS = ("teacher_tflops_per_gpu", "tensor_parallel_efficiency", "server_startup_s",
-                  "student_job_startup_s", "student_train_images_per_s", "student_eval_images_per_s",
-                  "loader_ms_fixed", "loader_ms_per_megapixel")
+REQUIRED_COSTS = (
+    "teacher_tflops_per_gpu",
+    "tensor_parallel_efficiency",
+    "server_startup_s",
+    "student_job_startup_s",
+    "student_train_images_per_s",
+    "student_eval_images_per_s",
+    "loader_ms_fixed",
+    "loader_ms_per_megapixel",
+)
 
 
 @dataclass
@@ -80,7 +93,7 @@ class DatasetShape:
     """What the cost depends on: split sizes and the images' (width, height)."""
 
     splits: dict[str, int]
-    sizes: list[tuple[int, int]]   # one per image, or one shared size
+    sizes: list[tuple[int, int]]  # one per image, or one shared size
     source: str
 
     @property
@@ -127,8 +140,11 @@ def shape_from_manifest(path: str | Path) -> DatasetShape:
     if missing:
         raise InputError(f"{path}: manifest lacks column(s) {sorted(missing)}")
     splits = dict(m.group_by("split").len().iter_rows())
-    return DatasetShape(splits={k: int(v) for k, v in splits.items()},
-                        sizes=list(zip(m["width"].to_list(), m["height"].to_list())), source=str(path))
+    return DatasetShape(
+        splits={k: int(v) for k, v in splits.items()},
+        sizes=list(zip(m["width"].to_list(), m["height"].to_list())),
+        source=str(path),
+    )
 
 
 def shape_from_config(config: dict[str, Any], image_size: tuple[int, int] | None) -> DatasetShape:
@@ -172,14 +188,19 @@ def _per_model(costs: dict[str, Any], key: str, model: str) -> float:
     table = costs[key]
     base = model.split(".")[0]  # a pinned tag (convnext_base.fb_in1k) costs what its architecture costs
     if base not in table:
-        raise InputError(f"costs: {key} has no entry for student model {base!r} (has {sorted(table)}); measure it "
-                         f"with `python benchmarks/measure_costs.py --models {base} --out costs.json` and pass --costs")
+        raise InputError(
+            f"costs: {key} has no entry for student model {base!r} (has {sorted(table)}); measure it "
+            f"with `python benchmarks/measure_costs.py --models {base} --out costs.json` and pass --costs"
+        )
     return float(table[base])
 
 
 # --------------------------------------------------------------------------- work per job
 
-def distill_images(config: dict[str, Any], n_train: int, n_test: int, use_point: bool, use_pair: bool) -> dict[str, float]:
+
+def distill_images(
+    config: dict[str, Any], n_train: int, n_test: int, use_point: bool, use_pair: bool
+) -> dict[str, float]:
     """Images trained and evaluated by one stage-1 job (distill.train's schedule)."""
     d = config["distill"]
     n_pairs = config["pairs"]["count"] or n_train
@@ -197,7 +218,9 @@ def distill_images(config: dict[str, Any], n_train: int, n_test: int, use_point:
     return {"train_images": d["epochs"] * trained, "eval_images": eval_images}
 
 
-def calibrate_images(config: dict[str, Any], n_train: int, n_test: int, ratio: float, with_init: bool) -> dict[str, float]:
+def calibrate_images(
+    config: dict[str, Any], n_train: int, n_test: int, ratio: float, with_init: bool
+) -> dict[str, float]:
     """Images trained and evaluated by one stage-2 job (sample_mos_subsets + calibrate)."""
     c = config["calibration"]
     k, n_val = subset_sizes(n_train, ratio, c["val_fraction"])
@@ -216,6 +239,7 @@ def teachers_needed(config: dict[str, Any]) -> tuple[set[str], set[str]]:
 
 # --------------------------------------------------------------------------- costing
 
+
 def teacher_rows(config: dict[str, Any], shape: DatasetShape, costs: dict[str, Any]) -> list[Row]:
     points_for, pairs_for = teachers_needed(config)
     sc = shape.size_counts()
@@ -231,10 +255,13 @@ def teacher_rows(config: dict[str, Any], shape: DatasetShape, costs: dict[str, A
         where = f"teachers.{name}.visual_budget"
         budget = parse_budget(t.get("visual_budget"), where)
         if budget is not None:  # the check the backends make: tiles for InternVL, pixels for Qwen-VL
-            check_family(budget, "internvl" if teacher_cost.arch_for(model).family == "internvl" else "qwen3_vl",
-                         model, where)
+            check_family(
+                budget, "internvl" if teacher_cost.arch_for(model).family == "internvl" else "qwen3_vl", model, where
+            )
         gpus = max(1, int(t.get("gpus") or 1))
-        rate = costs["teacher_tflops_per_gpu"] * 1e12 * gpus * (costs["tensor_parallel_efficiency"] if gpus > 1 else 1.0)
+        rate = (
+            costs["teacher_tflops_per_gpu"] * 1e12 * gpus * (costs["tensor_parallel_efficiency"] if gpus > 1 else 1.0)
+        )
         startup = 0.0 if t.get("base_url") else float(costs["server_startup_s"][str(gpus)])
         # Point requests: exact per size. Pair requests show two images drawn uniformly, so the
         # expected prompt length and its square follow from the per-image token moments (exact
@@ -256,19 +283,27 @@ def teacher_rows(config: dict[str, Any], shape: DatasetShape, costs: dict[str, A
             pair_flops = 2 * mean_v + c + a * pair_t + b * pair_t2
             kinds.append(("pairs", n_pairs, pair_t * n_pairs, pair_flops * n_pairs))
         per_image = sum(t * n for (t, _), n in per_size) / total
-        view = (f"{per_image:,.0f} visual tokens/image, "
-                + (f"visual_budget {budget.describe()}" if budget else "the model's default tiling"))
+        view = f"{per_image:,.0f} visual tokens/image, " + (
+            f"visual_budget {budget.describe()}" if budget else "the model's default tiling"
+        )
         for kind, requests, tokens, flops in kinds:
             seconds = flops / rate + shards * startup
-            rows.append(Row(f"score_{kind} ({name})", shards, gpus,
-                            f"{requests:,} requests, {tokens / 1e6:.1f}M tokens ({view}), {flops / 1e15:.0f} PFLOP",
-                            seconds * gpus / 3600,
-                            {"requests": requests, "tokens": tokens, "flops": flops, "startup_s": shards * startup}))
+            rows.append(
+                Row(
+                    f"score_{kind} ({name})",
+                    shards,
+                    gpus,
+                    f"{requests:,} requests, {tokens / 1e6:.1f}M tokens ({view}), {flops / 1e15:.0f} PFLOP",
+                    seconds * gpus / 3600,
+                    {"requests": requests, "tokens": tokens, "flops": flops, "startup_s": shards * startup},
+                )
+            )
     return rows
 
 
-def student_seconds(images: dict[str, float], model: str, config: dict[str, Any], shape: DatasetShape,
-                    costs: dict[str, Any]) -> float:
+def student_seconds(
+    images: dict[str, float], model: str, config: dict[str, Any], shape: DatasetShape, costs: dict[str, Any]
+) -> float:
     """Start-up plus the training and evaluation passes. With loader workers a pass runs at the
     slower of the GPU and the workers; with ``num_workers: 0`` decoding and compute alternate in
     one process, so their times add. Rates measured at another crop scale with its pixel count."""
@@ -307,11 +342,20 @@ def student_rows(config: dict[str, Any], shape: DatasetShape, costs: dict[str, A
     rows = []
     for stage, s in (("distill (stage 1)", s1), ("calibrate (stage 2)", s2)):
         if s["jobs"]:
-            rows.append(Row(stage, s["jobs"], 1,
-                            f"{s['train'] / 1e6:.2f}M images trained, {s['eval'] / 1e6:.2f}M evaluated",
-                            s["seconds"] / 3600,
-                            {"train_images": s["train"], "eval_images": s["eval"],
-                             "startup_s": s["jobs"] * costs["student_job_startup_s"]}))
+            rows.append(
+                Row(
+                    stage,
+                    s["jobs"],
+                    1,
+                    f"{s['train'] / 1e6:.2f}M images trained, {s['eval'] / 1e6:.2f}M evaluated",
+                    s["seconds"] / 3600,
+                    {
+                        "train_images": s["train"],
+                        "eval_images": s["eval"],
+                        "startup_s": s["jobs"] * costs["student_job_startup_s"],
+                    },
+                )
+            )
     return rows
 
 
@@ -319,20 +363,27 @@ def estimate(config: dict[str, Any], shape: DatasetShape, costs: dict[str, Any])
     return teacher_rows(config, shape, costs) + student_rows(config, shape, costs)
 
 
-def to_markdown(config: dict[str, Any], shape: DatasetShape, rows: list[Row], costs_path: str, costs: dict[str, Any]) -> str:
+def to_markdown(
+    config: dict[str, Any], shape: DatasetShape, rows: list[Row], costs_path: str, costs: dict[str, Any]
+) -> str:
     total = sum(r.gpu_hours for r in rows)
-    lines = [f"GPU time of `{config['run_name']}` on {costs.get('device', 'the costed GPU')} "
-             f"(costs: `{costs_path}`; images: {shape.source}, {shape.images:,} images, "
-             f"splits {dict(sorted(shape.splits.items()))})", "",
-             "| stage | jobs | GPUs/job | work | GPU-hours |", "|---|---|---|---|---|"]
+    lines = [
+        f"GPU time of `{config['run_name']}` on {costs.get('device', 'the costed GPU')} "
+        f"(costs: `{costs_path}`; images: {shape.source}, {shape.images:,} images, "
+        f"splits {dict(sorted(shape.splits.items()))})",
+        "",
+        "| stage | jobs | GPUs/job | work | GPU-hours |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {r.stage} | {r.jobs} | {r.gpus_per_job} | {r.work} | {r.gpu_hours:.2f} |" for r in rows]
     lines.append(f"| **total** | {sum(r.jobs for r in rows)} | | | **{total:.1f}** |")
     return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="leaf estimate-cost", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="leaf estimate-cost", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", required=True, help="a complete config (e.g. config/paper/table2_koniq10k.yaml)")
     p.add_argument("--manifest", help="the run's dataset manifest (exact sizes); else published sizes")
     p.add_argument("--costs", default=str(DEFAULT_COSTS), help="per-image costs JSON (default: %(default)s)")
@@ -350,9 +401,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     shown = os.path.relpath(args.costs) if Path(args.costs).resolve().is_relative_to(Path.cwd()) else args.costs
     print(to_markdown(config, shape, rows, shown, costs))
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": args.config, "costs": args.costs, "images": shape.images,
-                                               "rows": [asdict(r) for r in rows],
-                                               "total_gpu_hours": sum(r.gpu_hours for r in rows)}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "config": args.config,
+                    "costs": args.costs,
+                    "images": shape.images,
+                    "rows": [asdict(r) for r in rows],
+                    "total_gpu_hours": sum(r.gpu_hours for r in rows),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,17 @@ from leaf_steps.core.io import parquet_files, read_provenance, read_shards
 from leaf_steps.teachers.scoring import add_counts
 from leaf_steps.tools import store as store_tool
 
-HISTOGRAM_COLUMNS = ("p_excellent", "p_good", "p_fair", "p_poor", "p_bad", "p_a", "confidence", "teacher_score",
-                     "token_mass")
+HISTOGRAM_COLUMNS = (
+    "p_excellent",
+    "p_good",
+    "p_fair",
+    "p_poor",
+    "p_bad",
+    "p_a",
+    "confidence",
+    "teacher_score",
+    "token_mass",
+)
 QUANTILE_COLUMNS = {"token_mass": (0.01, 0.05, 0.25, 0.5, 0.75, 0.95)}
 
 
@@ -70,7 +79,7 @@ def _schema_groups(files: Sequence[Path]) -> dict[tuple[str, ...], list[Path]]:
     for f in files:
         try:
             names = tuple(pq.read_schema(f).names)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        except Exception as exc:
             raise InputError(f"{f}: not a readable Parquet file ({exc})") from exc
         groups.setdefault(names, []).append(f)
     return groups
@@ -81,8 +90,10 @@ def _mixed_kinds_message(path: str | Path, groups: dict[tuple[str, ...], list[Pa
     for names, members in groups.items():
         shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
         lines.append(f"  {len(members)} file(s) with columns [{shown}], e.g. {members[0]}")
-    return (f"{path}: holds {len(groups)} kinds of artifact (different columns), which cannot be shown as one "
-            "table; inspect one file, or a folder of one artifact's shards:\n" + "\n".join(lines))
+    return (
+        f"{path}: holds {len(groups)} kinds of artifact (different columns), which cannot be shown as one "
+        "table; inspect one file, or a folder of one artifact's shards:\n" + "\n".join(lines)
+    )
 
 
 def common_provenance(provenances: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -101,15 +112,19 @@ def inspect(path: str | Path, sample: int = 5) -> dict[str, Any]:
     df = read_shards(files)
     provenances = [read_provenance(f) for f in files]
     # The answer-token mass summary each teacher shard wrote (leaf_steps.teachers.scoring), by file.
-    mass = {str(f): p["summary"]["token_mass"] for f, p in zip(files, provenances)
-            if isinstance(p.get("summary"), dict) and p["summary"].get("token_mass")}
+    mass = {
+        str(f): p["summary"]["token_mass"]
+        for f, p in zip(files, provenances)
+        if isinstance(p.get("summary"), dict) and p["summary"].get("token_mass")
+    }
     info = {
         "path": str(path),
         "files": [str(f) for f in files],
         "rows": df.height,
         # Teacher scoring artifacts: rows reused from the score store, scored now, failed; requests sent.
-        "requests": add_counts([p["requests"] for p in provenances]) if all(
-            isinstance(p.get("requests"), dict) for p in provenances) else None,
+        "requests": add_counts([p["requests"] for p in provenances])
+        if all(isinstance(p.get("requests"), dict) for p in provenances)
+        else None,
         "schema": {name: str(dtype) for name, dtype in df.schema.items()},
         "provenance": provenances if len(files) > 1 else provenances[0],
         "token_mass": mass,
@@ -120,9 +135,15 @@ def inspect(path: str | Path, sample: int = 5) -> dict[str, Any]:
         # A folder of shards: what they share, and per shard its rows and whatever differs.
         common = common_provenance(provenances)
         info["common_provenance"] = common
-        info["shards"] = [{"file": str(f), "rows": pq.ParquetFile(f).metadata.num_rows, "requests": prov.get("requests"),
-                           "provenance": {k: v for k, v in prov.items() if k not in common}}
-                          for f, prov in zip(files, provenances, strict=True)]
+        info["shards"] = [
+            {
+                "file": str(f),
+                "rows": pq.ParquetFile(f).metadata.num_rows,
+                "requests": prov.get("requests"),
+                "provenance": {k: v for k, v in prov.items() if k not in common},
+            }
+            for f, prov in zip(files, provenances, strict=True)
+        ]
     return info
 
 
@@ -141,8 +162,10 @@ def render(info: dict[str, Any]) -> None:
     console.print(f"[bold]{info['path']}[/bold]: {info['rows']} rows in {len(info['files'])} file(s)")
     if info.get("requests"):
         r = info["requests"]
-        console.print(f"teacher requests: {r['rows']} rows: {r['reused']} reused from the score store, {r['scored']} "
-                      f"scored now ({r['requests_sent']} requests sent), {r['failed']} failed")
+        console.print(
+            f"teacher requests: {r['rows']} rows: {r['reused']} reused from the score store, {r['scored']} "
+            f"scored now ({r['requests_sent']} requests sent), {r['failed']} failed"
+        )
     if "shards" in info:
         console.print(f"[bold]provenance shared by all {len(info['shards'])} shards[/bold]")
         console.print_json(json.dumps(info["common_provenance"], default=str))
@@ -166,8 +189,7 @@ def render(info: dict[str, Any]) -> None:
         elif "values" in c:
             dist = ", ".join(f"{k}: {v}" for k, v in list(c["values"].items())[:6])
         fmt = lambda x: "" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))  # noqa: E731
-        table.add_row(name, c["dtype"], str(c["nulls"]), fmt(c.get("min")), fmt(c.get("max")), fmt(c.get("mean")),
-                      dist)
+        table.add_row(name, c["dtype"], str(c["nulls"]), fmt(c.get("min")), fmt(c.get("max")), fmt(c.get("mean")), dist)
     console.print(table)
     if info["token_mass"]:
         mass_table = Table(title="answer-token mass (probability the label tokens held at the answer position)")
@@ -176,9 +198,13 @@ def render(info: dict[str, Any]) -> None:
         for f, m in info["token_mass"].items():
             q = m.get("quantiles", {})
             below = f"{m['below_min']} (< {m['min_token_mass']:g})" if m.get("min_token_mass") is not None else "–"
-            mass_table.add_row(Path(f).name, str(m["rows"]), below,
-                               *(f"{q[k]:.3g}" if k in q else "" for k in ("0.01", "0.05", "0.5", "0.95")),
-                               _bar(m["histogram"]["counts"]) if "histogram" in m else "")
+            mass_table.add_row(
+                Path(f).name,
+                str(m["rows"]),
+                below,
+                *(f"{q[k]:.3g}" if k in q else "" for k in ("0.01", "0.05", "0.5", "0.95")),
+                _bar(m["histogram"]["counts"]) if "histogram" in m else "",
+            )
         console.print(mass_table)
     console.print("[bold]sample rows[/bold]")
     for row in info["sample"]:

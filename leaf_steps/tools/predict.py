@@ -40,18 +40,17 @@ import torch
 
 from leaf_steps.core.cli import run_step
 from leaf_steps.core.errors import ConfigError, InputError
+from leaf_steps.core.io import atomic_write_text, make_provenance, write_parquet
+from leaf_steps.core.progress import progress
 from leaf_steps.images import DEFAULT_MAX_PIXELS
 from leaf_steps.inference import batches, inputs
 from leaf_steps.inference.models import Predictor, load_predictor
 from leaf_steps.inference.resume import PartialResults
-from leaf_steps.core.io import atomic_write_text, make_provenance, write_parquet
-from leaf_steps.core.progress import progress
 from leaf_steps.training.runtime import choose_device
 
 log = logging.getLogger("leaf.predict")
 
-OUTPUT_SCHEMA = {"path": pl.String, "score": pl.Float64, "units": pl.String, "model_id": pl.String,
-                 "error": pl.String}
+OUTPUT_SCHEMA = {"path": pl.String, "score": pl.Float64, "units": pl.String, "model_id": pl.String, "error": pl.String}
 OUTPUT_SUFFIXES = (".parquet", ".csv")
 # Images per batch. On CPU larger batches are no faster per image, and a small one fills the
 # loader pipeline sooner; on a GPU a large one keeps it busy.
@@ -66,12 +65,24 @@ def _raise_terminated(signum, frame):
     raise Terminated(f"signal {signum}")
 
 
-def score_items(predictor: Predictor, items: Sequence[inputs.InputImage], out: Path, *, batch_size: int,
-                workers: int, max_pixels: int | None, flush_every: int = 2048,
-                flush_seconds: float = 60.0) -> tuple[list[float | None], list[str | None], dict[str, int]]:
+def score_items(
+    predictor: Predictor,
+    items: Sequence[inputs.InputImage],
+    out: Path,
+    *,
+    batch_size: int,
+    workers: int,
+    max_pixels: int | None,
+    flush_every: int = 2048,
+    flush_seconds: float = 60.0,
+) -> tuple[list[float | None], list[str | None], dict[str, int]]:
     """Scores and errors aligned with ``items``; finished scores are kept in ``<out>.partial/``."""
-    job = {"model_id": predictor.model_id, "runtime": predictor.runtime, "transform": predictor.transform.describe(),
-           "max_pixels": max_pixels}
+    job = {
+        "model_id": predictor.model_id,
+        "runtime": predictor.runtime,
+        "transform": predictor.transform.describe(),
+        "max_pixels": max_pixels,
+    }
     store = PartialResults(out, job)
     done = store.load()
     scores: list[float | None] = [None] * len(items)
@@ -95,8 +106,14 @@ def score_items(predictor: Predictor, items: Sequence[inputs.InputImage], out: P
     if not todo:
         return scores, errors, counts
     store.start()
-    loader = batches.loader([items[k].path for k, _ in todo], predictor.transform, batch_size=batch_size,
-                            workers=workers, device=predictor.device, max_pixels=max_pixels)
+    loader = batches.loader(
+        [items[k].path for k, _ in todo],
+        predictor.transform,
+        batch_size=batch_size,
+        workers=workers,
+        device=predictor.device,
+        max_pixels=max_pixels,
+    )
     last_flush = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     finished = False
@@ -120,8 +137,10 @@ def score_items(predictor: Predictor, items: Sequence[inputs.InputImage], out: P
         store.flush()
         signal.signal(signal.SIGTERM, previous)
         if not finished:
-            log.error("predict: stopped; the scores finished so far are kept in %s: rerun the same command to "
-                      "resume", store.dir)
+            log.error(
+                "predict: stopped; the scores finished so far are kept in %s: rerun the same command to resume",
+                store.dir,
+            )
     return scores, errors, counts
 
 
@@ -139,20 +158,35 @@ def write_output(df: pl.DataFrame, out: Path, provenance: dict[str, Any]) -> Non
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="leaf predict", description=__doc__.splitlines()[0],
-                                epilog="Output columns: path, score, units, model_id, error (see the module docstring).")
+    p = argparse.ArgumentParser(
+        prog="leaf predict",
+        description=__doc__.splitlines()[0],
+        epilog="Output columns: path, score, units, model_id, error (see the module docstring).",
+    )
     p.add_argument("--model", required=True, help="checkpoint (.safetensors), export folder, or .onnx file")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, CSV/text lists, manifests")
     p.add_argument("--out", required=True, help="output table (.parquet or .csv)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 128 on CUDA, 16 on CPU)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="decoding processes (default: up to 8 on CUDA, one per two cores on CPU; 0 = in process)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: up to 8 on CUDA, one per two cores on CPU; 0 = in process)",
+    )
     p.add_argument("--no-amp", action="store_true", help="float32 on CUDA instead of bf16 autocast")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help="refuse images with more pixels (decompression bombs; default %(default)s)")
-    p.add_argument("--flush-every", type=int, default=2048,
-                   help="save finished scores to <out>.partial/ every N images (and every minute; default %(default)s)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images with more pixels (decompression bombs; default %(default)s)",
+    )
+    p.add_argument(
+        "--flush-every",
+        type=int,
+        default=2048,
+        help="save finished scores to <out>.partial/ every N images (and every minute; default %(default)s)",
+    )
     return p.parse_args(argv)
 
 
@@ -177,30 +211,68 @@ def predict(argv: Sequence[str] | None = None) -> None:
     predictor = load_predictor(args.model, device, amp=not args.no_amp)
     batch_size = args.batch_size or (DEFAULT_BATCH_CUDA if device.type == "cuda" else DEFAULT_BATCH_CPU)
     workers = batches.default_workers(device) if args.workers is None else args.workers
-    log.info("predict: %d image(s) with %s (%s, %s, units %s) on %s; batch %d, %d worker(s)", len(items),
-             predictor.model_id, predictor.source, predictor.runtime, predictor.units, device, batch_size, workers)
+    log.info(
+        "predict: %d image(s) with %s (%s, %s, units %s) on %s; batch %d, %d worker(s)",
+        len(items),
+        predictor.model_id,
+        predictor.source,
+        predictor.runtime,
+        predictor.units,
+        device,
+        batch_size,
+        workers,
+    )
 
     start = time.monotonic()
-    scores, errors, counts = score_items(predictor, items, out, batch_size=batch_size, workers=workers,
-                                         max_pixels=args.max_pixels, flush_every=args.flush_every)
+    scores, errors, counts = score_items(
+        predictor,
+        items,
+        out,
+        batch_size=batch_size,
+        workers=workers,
+        max_pixels=args.max_pixels,
+        flush_every=args.flush_every,
+    )
     seconds = time.monotonic() - start
-    df = pl.DataFrame({"path": [i.path for i in items], "score": scores,
-                       "units": [predictor.units] * len(items), "model_id": [predictor.model_id] * len(items),
-                       "error": errors}, schema=OUTPUT_SCHEMA)
+    df = pl.DataFrame(
+        {
+            "path": [i.path for i in items],
+            "score": scores,
+            "units": [predictor.units] * len(items),
+            "model_id": [predictor.model_id] * len(items),
+            "error": errors,
+        },
+        schema=OUTPUT_SCHEMA,
+    )
     failed = [e for e in errors if e is not None]
     counts = {**listed, **counts, "scored": len(items) - len(failed), "errors": len(failed)}
     provenance = make_provenance(
-        "predict", model_id=predictor.model_id, model_source=predictor.source, runtime=predictor.runtime,
-        units=predictor.units, transform=predictor.transform.describe(), device=str(device),
-        amp=not args.no_amp and device.type == "cuda", inputs=list(args.inputs), counts=counts, **predictor.info)
+        "predict",
+        model_id=predictor.model_id,
+        model_source=predictor.source,
+        runtime=predictor.runtime,
+        units=predictor.units,
+        transform=predictor.transform.describe(),
+        device=str(device),
+        amp=not args.no_amp and device.type == "cuda",
+        inputs=list(args.inputs),
+        counts=counts,
+        **predictor.info,
+    )
     write_output(df, out, provenance)
     PartialResults(out, {}).remove()
     for message in failed[:20]:
         log.warning("not scored: %s", message)
     if len(failed) > 20:
         log.warning("... and %d more image(s) not scored (see the error column of %s)", len(failed) - 20, out)
-    log.info("predict: wrote %s: %d scored, %d error row(s) (%d resumed from an earlier run) in %.1f s",
-             out, counts["scored"], counts["errors"], counts["resumed"], seconds)
+    log.info(
+        "predict: wrote %s: %d scored, %d error row(s) (%d resumed from an earlier run) in %.1f s",
+        out,
+        counts["scored"],
+        counts["errors"],
+        counts["resumed"],
+        seconds,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -38,18 +38,39 @@ def render_summary(info: dict[str, Any]) -> None:
     console = Console(width=None if sys.stdout.isatty() else 200)
     entries = info["settings"]
     answers = sum(k["answers"] for e in entries for k in e["kinds"].values())
-    console.print(f"[bold]{info['store']}[/bold]: teacher score store, {len(entries)} settings, {answers} answers, "
-                  f"{_size(info['bytes'])}")
+    console.print(
+        f"[bold]{info['store']}[/bold]: teacher score store, {len(entries)} settings, {answers} answers, "
+        f"{_size(info['bytes'])}"
+    )
     table = Table(title="answers per settings hash")
-    for col in ("settings hash", "kind", "backend", "model", "prompt", "answers", "not a label", "parts", "size",
-                "last added"):
+    for col in (
+        "settings hash",
+        "kind",
+        "backend",
+        "model",
+        "prompt",
+        "answers",
+        "not a label",
+        "parts",
+        "size",
+        "last added",
+    ):
         table.add_column(col)
     for e in entries:
         for kind, k in e["kinds"].items():
             model = str(e["model"] or "")
-            table.add_row(e["settings_hash"], kind, str(e["backend"]), model if len(model) < 40 else model[:37] + "...",
-                          e["prompt_hash"] or "(none read)", str(k["answers"]), str(k["not_label_answers"]),
-                          str(k["parts"]), _size(k["bytes"]), str(k["last_added"]))
+            table.add_row(
+                e["settings_hash"],
+                kind,
+                str(e["backend"]),
+                model if len(model) < 40 else model[:37] + "...",
+                e["prompt_hash"] or "(none read)",
+                str(k["answers"]),
+                str(k["not_label_answers"]),
+                str(k["parts"]),
+                _size(k["bytes"]),
+                str(k["last_added"]),
+            )
     console.print(table)
     for e in entries:
         console.print(f"[bold]{e['settings_hash']}[/bold] covers:")
@@ -61,8 +82,9 @@ def is_store(path: str | Path) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="leaf store", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="leaf store", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="action", required=True)
     s = sub.add_parser("summary", help="settings hashes, answers per kind, size")
     s.add_argument("store", type=Path)
@@ -72,8 +94,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     c.add_argument("--settings-hash", default=None, help="only this settings hash")
     a = ap.parse_args(argv)
     if not is_store(a.store):
-        raise InputError(f"{a.store}: not a teacher score store (no {MARKER}); the default one is "
-                         "<resources_dir>/teacher_store")
+        raise InputError(
+            f"{a.store}: not a teacher score store (no {MARKER}); the default one is <resources_dir>/teacher_store"
+        )
     store = TeacherStore(a.store)
     if a.action == "summary":
         info = store.summary()

@@ -91,7 +91,9 @@ def diff_values(old: Any, new: Any, name: str) -> list[str]:
                 continue
             label = f"{name}.{key}" if name not in ("settings", "spec") else key
             if name == "code":
-                lines.append(f"code {key} {'added' if before is _MISSING else 'removed' if after is _MISSING else 'changed'}")
+                lines.append(
+                    f"code {key} {'added' if before is _MISSING else 'removed' if after is _MISSING else 'changed'}"
+                )
             elif before is _MISSING:
                 lines.append(f"setting {label} added: {_short(after)}")
             elif after is _MISSING:
@@ -151,8 +153,10 @@ def job_reasons(job: Any, dag: Any) -> list[str]:
     if reason._missing_output:
         lines.append("output missing: " + ", ".join(sorted(map(str, reason.missing_output))))
     if reason._incomplete_output:
-        lines.append("output incomplete (an earlier run was interrupted): "
-                     + ", ".join(sorted(map(str, reason.incomplete_output))))
+        lines.append(
+            "output incomplete (an earlier run was interrupted): "
+            + ", ".join(sorted(map(str, reason.incomplete_output)))
+        )
     if reason._updated_input_run:
         producers = {}
         for f in reason.updated_input_run:
@@ -177,8 +181,13 @@ def job_reasons(job: Any, dag: Any) -> list[str]:
     return lines
 
 
-def explain(configfiles: Sequence[Path], snakefile: Path = ROOT / "Snakefile", workdir: Path | None = None,
-            targets: Iterable[str] = (), config: dict[str, Any] | None = None) -> list[JobWhy]:
+def explain(
+    configfiles: Sequence[Path],
+    snakefile: Path = ROOT / "Snakefile",
+    workdir: Path | None = None,
+    targets: Iterable[str] = (),
+    config: dict[str, Any] | None = None,
+) -> list[JobWhy]:
     """The jobs a run would execute now in ``workdir`` and why (nothing is run)."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.enums import Quietness
@@ -187,8 +196,7 @@ def explain(configfiles: Sequence[Path], snakefile: Path = ROOT / "Snakefile", w
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         workflow_api = api.workflow(
             resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[Path(c).resolve() for c in configfiles],
-                                           config=config or {}),
+            config_settings=ConfigSettings(configfiles=[Path(c).resolve() for c in configfiles], config=config or {}),
             snakefile=Path(snakefile).resolve(),
             workdir=Path(workdir).resolve() if workdir else Path.cwd(),
         )
@@ -201,8 +209,14 @@ def explain(configfiles: Sequence[Path], snakefile: Path = ROOT / "Snakefile", w
         for job in dag.needrun_jobs():
             if job.rule.name == "all":
                 continue
-            out.append(JobWhy(rule=job.rule.name, wildcards=dict(job.wildcards_dict),
-                              outputs=sorted(map(str, job.output)), reasons=job_reasons(job, dag)))
+            out.append(
+                JobWhy(
+                    rule=job.rule.name,
+                    wildcards=dict(job.wildcards_dict),
+                    outputs=sorted(map(str, job.output)),
+                    reasons=job_reasons(job, dag),
+                )
+            )
     return sorted(out, key=lambda j: (j.rule, j.outputs))
 
 
@@ -218,8 +232,12 @@ def render(jobs: Sequence[JobWhy]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="leaf why", description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="leaf why",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     ap.add_argument("--configfile", required=True, nargs="+", type=Path)
     ap.add_argument("--snakefile", type=Path, default=ROOT / "Snakefile")
     ap.add_argument("--directory", type=Path, default=None, help="working directory of the run (default: here)")

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from leaf_steps.core.errors import InputError
-from leaf_steps.images import load_rgb
 from leaf_steps.core.io import read_parquet
+from leaf_steps.images import load_rgb
 from leaf_steps.training.transforms import decode, resize_shorter
 
 # Resized images kept in memory across epochs (per process); beyond this, images are re-decoded.
@@ -36,7 +36,7 @@ class ImageRow:
 
     image_id: str
     path: Path
-    row: int            # 0-based row in the manifest file
+    row: int  # 0-based row in the manifest file
     manifest: str
 
     def where(self) -> str:
@@ -66,7 +66,9 @@ def resolve_image_path(raw: str, manifest: str | Path) -> Path:
     return beside if beside.exists() else p
 
 
-def image_rows(manifest_df: pl.DataFrame, manifest_path: str | Path, ids: Iterable[str] | None = None) -> list[ImageRow]:
+def image_rows(
+    manifest_df: pl.DataFrame, manifest_path: str | Path, ids: Iterable[str] | None = None
+) -> list[ImageRow]:
     """ImageRows for ``ids`` (in that order) or for the whole manifest."""
     by_id = {r["image_id"]: r for r in manifest_df.select("image_id", "path", "row").iter_rows(named=True)}
     wanted = list(by_id) if ids is None else list(ids)
@@ -142,13 +144,23 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.transform(self.resized(i)), i
 
 
-def make_loader(dataset: torch.utils.data.Dataset, batches: Sequence[Sequence[int]], num_workers: int, seed: int,
-                device: torch.device, collate_fn=None) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: torch.utils.data.Dataset,
+    batches: Sequence[Sequence[int]],
+    num_workers: int,
+    seed: int,
+    device: torch.device,
+    collate_fn=None,
+) -> torch.utils.data.DataLoader:
     """A loader that yields exactly ``batches`` (lists of dataset indices), in order.
     Worker RNGs derive from ``seed``, so augmentations repeat with the seed."""
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=[list(b) for b in batches], num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda", collate_fn=collate_fn,
+        dataset,
+        batch_sampler=[list(b) for b in batches],
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        pin_memory=device.type == "cuda",
+        collate_fn=collate_fn,
     )
 
 

@@ -36,8 +36,9 @@ def pair_probability(s_a: torch.Tensor, s_b: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(_vec(s_a) - _vec(s_b))
 
 
-def rank_loss(s_a: torch.Tensor, s_b: torch.Tensor, t_ab: torch.Tensor,
-              weights: torch.Tensor | None = None) -> torch.Tensor:
+def rank_loss(
+    s_a: torch.Tensor, s_b: torch.Tensor, t_ab: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Eq 8: mean over pairs of w_ab * BCE(sigmoid(s_a - s_b), t_ab).
 
     Computed as BCE-with-logits on the score difference, which is the same value as

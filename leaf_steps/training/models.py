@@ -40,7 +40,8 @@ def build_model(name: str, pretrained: bool) -> torch.nn.Module:
             f"student.pretrained: could not fetch pretrained weights for {name!r} through timm / the "
             f"Hugging Face Hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
             "Pre-populate the Hub cache (HF_HOME) on a machine with network access, or set "
-            "student.pretrained: false") from exc
+            "student.pretrained: false"
+        ) from exc
     # channels_last weights: convolutions run in the NHWC kernels, 1.4x faster per training step on CPU
     # (the demo's student, measured) and the recommended layout with bf16 on GPUs. Checkpoints are
     # saved contiguous (save_checkpoint), so files are the same either way.
@@ -51,8 +52,10 @@ def output_layer(model: torch.nn.Module) -> torch.nn.Module:
     """The final layer producing the single score (timm's classifier)."""
     layer = model.get_classifier()
     if not hasattr(layer, "weight") or getattr(layer, "bias", None) is None:
-        raise ConfigError(f"student.model: the classifier of {type(model).__name__} ({layer}) has no weight "
-                          "and bias to calibrate; pick a timm model with a linear head")
+        raise ConfigError(
+            f"student.model: the classifier of {type(model).__name__} ({layer}) has no weight "
+            "and bias to calibrate; pick a timm model with a linear head"
+        )
     return layer
 
 
@@ -64,8 +67,16 @@ def fold_affine_into_head(model: torch.nn.Module, scale: float, shift: float) ->
     layer.bias.mul_(scale).add_(shift)
 
 
-def save_checkpoint(model: torch.nn.Module, path: str | Path, *, model_name: str, stage: str,
-                    settings: Mapping[str, Any], output_units: str, extra: Mapping[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: torch.nn.Module,
+    path: str | Path,
+    *,
+    model_name: str,
+    stage: str,
+    settings: Mapping[str, Any],
+    output_units: str,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
     """Write the weights as safetensors (atomically) with metadata to rebuild and trace the model."""
     from safetensors.torch import save
 

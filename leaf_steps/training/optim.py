@@ -53,7 +53,7 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
 def batch_indices(order: Sequence[int], batch_size: int) -> list[list[int]]:
     """Consecutive batches of ``order``; a trailing batch of one joins the previous batch,
     because BatchNorm cannot normalise a single sample in training mode."""
-    batches = [list(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+    batches = [list(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
     if len(batches) > 1 and len(batches[-1]) < 2:
         batches[-2].extend(batches.pop())
     return batches

@@ -23,8 +23,9 @@ from leaf_steps.training.transforms import EvalTransform, normalize
 class TorchScorer:
     """uint8 NCHW batch -> float64 scores of ``model`` (eval mode, channels_last, bf16 autocast on CUDA)."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device | str, amp: bool = False,
-                 channels_last: bool = True):
+    def __init__(
+        self, model: torch.nn.Module, device: torch.device | str, amp: bool = False, channels_last: bool = True
+    ):
         self.device = torch.device(device)
         self.amp = use_amp(self.device, amp)
         self.channels_last = channels_last
@@ -50,9 +51,19 @@ def batch_ranges(n: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
-def predict(model: torch.nn.Module, rows: Sequence[ImageRow], *, resize: int, crop: int,
-            device: torch.device | str = "cpu", batch_size: int = 64, amp: bool = False,
-            num_workers: int = 0, cache: ImageCache | None = None, desc: str = "predict") -> np.ndarray:
+def predict(
+    model: torch.nn.Module,
+    rows: Sequence[ImageRow],
+    *,
+    resize: int,
+    crop: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    amp: bool = False,
+    num_workers: int = 0,
+    cache: ImageCache | None = None,
+    desc: str = "predict",
+) -> np.ndarray:
     """Scores of manifest ``rows`` (the eval transform, eval mode) as float64, in row order.
     An unreadable image raises an InputError naming its manifest row."""
     device = torch.device(device)

@@ -36,8 +36,14 @@ from leaf_steps.evaluation.correlation import finite_or_none, plcc, srcc
 RULES = ("mos_subset", "teacher")
 # Below three images a correlation is +-1 or undefined: it cannot rank epochs.
 MIN_SELECTION_IMAGES = 3
-SELECTION_SCHEMA = {"epoch": pl.Int32, "n_images": pl.Int32, "val_srcc": pl.Float64, "val_plcc": pl.Float64,
-                    "score": pl.Float64, "selected": pl.Boolean}
+SELECTION_SCHEMA = {
+    "epoch": pl.Int32,
+    "n_images": pl.Int32,
+    "val_srcc": pl.Float64,
+    "val_plcc": pl.Float64,
+    "score": pl.Float64,
+    "selected": pl.Boolean,
+}
 
 
 def correlation_score(srcc: float | None, plcc: float | None) -> float:
@@ -60,13 +66,14 @@ def calib_val_hash(subset: pl.DataFrame) -> str:
 @dataclass(frozen=True)
 class Stage1Selection:
     epoch: int
-    rule: str                 # "mos_subset", or "teacher" when the subset could not rank the epochs
-    reason: str | None        # why the teacher rule was used instead, else None
-    table: pl.DataFrame       # SELECTION_SCHEMA: the criterion of every candidate epoch
+    rule: str  # "mos_subset", or "teacher" when the subset could not rank the epochs
+    reason: str | None  # why the teacher rule was used instead, else None
+    table: pl.DataFrame  # SELECTION_SCHEMA: the criterion of every candidate epoch
 
 
-def select_on_calib_val(epoch_predictions: pl.DataFrame, subset: pl.DataFrame, teacher_epoch: int,
-                        source: str = "epoch predictions") -> Stage1Selection:
+def select_on_calib_val(
+    epoch_predictions: pl.DataFrame, subset: pl.DataFrame, teacher_epoch: int, source: str = "epoch predictions"
+) -> Stage1Selection:
     """The stage-1 epoch for one MOS subset, chosen on its calib_val images only.
 
     ``epoch_predictions``: image_id, epoch, prediction (stage-1 outputs of every candidate epoch on
@@ -79,28 +86,40 @@ def select_on_calib_val(epoch_predictions: pl.DataFrame, subset: pl.DataFrame, t
         raise InputError(f"{source}: no epochs")
     dup = epoch_predictions.filter(pl.struct("image_id", "epoch").is_duplicated())
     if dup.height:
-        raise InputError(f"{source}: image_id {dup['image_id'][0]!r} has more than one prediction at epoch "
-                         f"{dup['epoch'][0]}")
+        raise InputError(
+            f"{source}: image_id {dup['image_id'][0]!r} has more than one prediction at epoch {dup['epoch'][0]}"
+        )
     preds = epoch_predictions.filter(pl.col("image_id").is_in(val["image_id"].implode()))
     rows, best_epoch, best_score = [], None, -math.inf
     for epoch in epochs:
-        at = val.join(preds.filter(pl.col("epoch") == epoch).select("image_id", "prediction"), on="image_id",
-                      how="left")
+        at = val.join(
+            preds.filter(pl.col("epoch") == epoch).select("image_id", "prediction"), on="image_id", how="left"
+        )
         missing = at.filter(pl.col("prediction").is_null() | ~pl.col("prediction").is_finite())["image_id"]
         if missing.len():
-            raise InputError(f"{source}: epoch {epoch} has no finite prediction for {missing.len()} calib_val "
-                             f"image(s) of the MOS subset (first: {missing[0]!r}); the stage-1 epoch predictions "
-                             "must cover every labelled training image")
+            raise InputError(
+                f"{source}: epoch {epoch} has no finite prediction for {missing.len()} calib_val "
+                f"image(s) of the MOS subset (first: {missing[0]!r}); the stage-1 epoch predictions "
+                "must cover every labelled training image"
+            )
         srcc, plcc = _correlations(at["prediction"].to_numpy(), at["mos"].to_numpy())
         score = correlation_score(srcc, plcc)
-        rows.append({"epoch": epoch, "n_images": at.height, "val_srcc": srcc, "val_plcc": plcc,
-                     "score": score if math.isfinite(score) else None})
+        rows.append(
+            {
+                "epoch": epoch,
+                "n_images": at.height,
+                "val_srcc": srcc,
+                "val_plcc": plcc,
+                "score": score if math.isfinite(score) else None,
+            }
+        )
         if score > best_score:  # strict: ties keep the earliest epoch
             best_epoch, best_score = epoch, score
     reason = None
     if val.height < MIN_SELECTION_IMAGES:
-        reason = (f"the subset has {val.height} calib_val image(s); at least {MIN_SELECTION_IMAGES} are needed to "
-                  "rank epochs")
+        reason = (
+            f"the subset has {val.height} calib_val image(s); at least {MIN_SELECTION_IMAGES} are needed to rank epochs"
+        )
     elif best_epoch is None:
         reason = "no candidate epoch has defined SRCC/PLCC on calib_val (constant outputs or MOS)"
     epoch, rule = (teacher_epoch, "teacher") if reason else (best_epoch, "mos_subset")
@@ -114,5 +133,4 @@ def find_epoch_checkpoint(checkpoints: Sequence[tuple[str, int | None]], epoch: 
         if recorded == epoch:
             return path
     kept = sorted({e for _, e in checkpoints if e is not None})
-    raise InputError(f"no stage-1 checkpoint of epoch {epoch} among the {len(checkpoints)} given "
-                     f"(epochs kept: {kept})")
+    raise InputError(f"no stage-1 checkpoint of epoch {epoch} among the {len(checkpoints)} given (epochs kept: {kept})")

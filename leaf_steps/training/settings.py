@@ -37,8 +37,9 @@ def student_block(settings: Any) -> dict[str, Any]:
     if student["crop"] > student["resize"]:
         raise ConfigError(f"settings.student.crop ({student['crop']}) must be <= student.resize ({student['resize']})")
     if student["train_crop"] is not None and student["train_crop"] > student["resize"]:
-        raise ConfigError(f"settings.student.train_crop ({student['train_crop']}) must be <= student.resize "
-                          f"({student['resize']})")
+        raise ConfigError(
+            f"settings.student.train_crop ({student['train_crop']}) must be <= student.resize ({student['resize']})"
+        )
     return student
 
 

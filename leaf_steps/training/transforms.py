@@ -135,15 +135,29 @@ class EvalTransform:
 
     def describe(self) -> dict[str, Any]:
         """The transform as plain values (checkpoint metadata, model cards, ONNX metadata)."""
-        return {"decode": "RGB; JPEG at the smallest DCT scale keeping both sides >= resize",
-                "resize": self.resize, "crop": self.crop, "resize_mode": "shorter_side", "crop_mode": "center",
-                "interpolation": INTERPOLATION, "antialias": True, "mean": list(IMAGENET_MEAN),
-                "std": list(IMAGENET_STD), "input_range": "RGB / 255"}
+        return {
+            "decode": "RGB; JPEG at the smallest DCT scale keeping both sides >= resize",
+            "resize": self.resize,
+            "crop": self.crop,
+            "resize_mode": "shorter_side",
+            "crop_mode": "center",
+            "interpolation": INTERPOLATION,
+            "antialias": True,
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "input_range": "RGB / 255",
+        }
 
     def timm_data_config(self) -> dict[str, Any]:
         """timm's data config that makes ``timm.data.create_transform(**cfg)`` this exact transform."""
-        return {"input_size": (3, self.crop, self.crop), "crop_pct": crop_pct_for(self.crop, self.resize),
-                "crop_mode": "center", "interpolation": INTERPOLATION, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        return {
+            "input_size": (3, self.crop, self.crop),
+            "crop_pct": crop_pct_for(self.crop, self.resize),
+            "crop_mode": "center",
+            "interpolation": INTERPOLATION,
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+        }
 
     @classmethod
     def from_timm_data_config(cls, cfg: dict[str, Any]) -> EvalTransform:
@@ -176,4 +190,3 @@ def train_transform(crop: int, augment: str = "random_resized_crop"):
     else:
         raise ValueError(f"unknown augmentation {augment!r}; expected one of {list(AUGMENTATIONS)}")
     return T.Compose([*steps, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-

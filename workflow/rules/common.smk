@@ -13,7 +13,6 @@ from leaf_steps.core.errors import ConfigError, LeafError
 from leaf_steps.teachers.base import BACKENDS, backend_class, split_spec
 from leaf_steps.training.epochs import candidate_epochs
 
-
 try:
     validate_config(config, source="config")
 except LeafError as exc:
@@ -113,9 +112,7 @@ STAGE1_PER_SUBSET = config["distill"]["selection"] == "mos_subset" and bool(FEW_
 STAGE1_EPOCHS = (
     candidate_epochs(config["distill"]["epochs"], config["distill"]["checkpoint_every"]) if STAGE1_PER_SUBSET else []
 )
-HEADLINE = config["evaluation"].get("headline_variant") or next(
-    (v for v, s in VARIANTS.items() if s["distill"]), None
-)
+HEADLINE = config["evaluation"].get("headline_variant") or next((v for v, s in VARIANTS.items() if s["distill"]), None)
 
 
 def dataset_settings():
@@ -183,9 +180,15 @@ def scoring_prompt(teacher, kind):
 def scoring_run(teacher):
     """How a scoring job runs (Untracked: none of it changes an answer): the whole teacher block, both
     prompts (backends check both are set), batch size, error threshold, the score store's folder."""
-    return Untracked({"teacher": teacher_spec(teacher), "prompts": config["prompts"],
-                      "batch_size": config["scoring"]["batch_size"],
-                      "max_error_fraction": config["scoring"]["max_error_fraction"], "store": TEACHER_STORE})
+    return Untracked(
+        {
+            "teacher": teacher_spec(teacher),
+            "prompts": config["prompts"],
+            "batch_size": config["scoring"]["batch_size"],
+            "max_error_fraction": config["scoring"]["max_error_fraction"],
+            "store": TEACHER_STORE,
+        }
+    )
 
 
 def pair_tau(variant):
@@ -343,7 +346,9 @@ def pair_teachers():
 
 
 def scored_pairs_args():
-    return " ".join(f"--pairs {shlex.quote(t)} {shlex.quote(f'{R}/teacher/{t}/pairs.parquet')}" for t in pair_teachers())
+    return " ".join(
+        f"--pairs {shlex.quote(t)} {shlex.quote(f'{R}/teacher/{t}/pairs.parquet')}" for t in pair_teachers()
+    )
 
 
 def confidence_tau_arg():
@@ -383,8 +388,10 @@ def export_choice():
     else:
         ratio = "0"
     if float(ratio) == 0 and not VARIANTS[variant]["distill"]:
-        sys.exit(f"LEAF config error: export: variant {variant!r} has no label-free model (distill: false); "
-                 "set export.ratio to a few-shot ratio")
+        sys.exit(
+            f"LEAF config error: export: variant {variant!r} has no label-free model (distill: false); "
+            "set export.ratio to a few-shot ratio"
+        )
     seed = SEEDS[0] if e["seed"] is None else int(e["seed"])
     return variant, ratio, seed
 

@@ -130,5 +130,8 @@ else:
         _report = Path(rules.prepare_dataset.output.bad_images)
         _dropped = max(0, len(_report.read_text().splitlines()) - 1) if _report.exists() else 0
         if _dropped:
-            print(f"LEAF dataset: {_dropped} image(s) were left out as unusable (dataset.on_bad_image: drop); "
-                  f"the list, with each file's problem: {_report}", file=sys.stderr)
+            print(
+                f"LEAF dataset: {_dropped} image(s) were left out as unusable (dataset.on_bad_image: drop); "
+                f"the list, with each file's problem: {_report}",
+                file=sys.stderr,
+            )

@@ -4,7 +4,6 @@ from pathlib import PurePosixPath
 
 from leaf_steps.evaluation.paper_numbers import check_target, missing_runs
 
-
 if "paper" in config:
     PAPER_TARGET = config["paper"]["target"]
     PAPER_DATASET = config["paper"].get("dataset") or config["dataset"]["name"]
@@ -17,12 +16,17 @@ if "paper" in config:
         PAPER_TARGET,
         PAPER_DATASET,
         # method_runs() stems: "labelfree" or "ratio<r>/seed<s>"
-        [(m, 0.0 if stem == "labelfree" else float(PurePosixPath(stem).parent.name.removeprefix("ratio")))
-         for m, stem in method_runs()],
+        [
+            (m, 0.0 if stem == "labelfree" else float(PurePosixPath(stem).parent.name.removeprefix("ratio")))
+            for m, stem in method_runs()
+        ],
     )
     if _paper_gaps:
-        print(f"LEAF: this config does not run {len(_paper_gaps)} of the paper's {PAPER_TARGET} rows "
-              f"(shown as 'not run'): {'; '.join(_paper_gaps)}", file=sys.stderr)
+        print(
+            f"LEAF: this config does not run {len(_paper_gaps)} of the paper's {PAPER_TARGET} rows "
+            f"(shown as 'not run'): {'; '.join(_paper_gaps)}",
+            file=sys.stderr,
+        )
 
     rule paper_table:
         input:

@@ -5,10 +5,10 @@ rule distill:
     input:
         unpack(distill_inputs),
     output:
+        **stage1_epoch_outputs(),
         model=f"{R}/students/{{variant}}/stage1/model.safetensors",
         losses=f"{R}/students/{{variant}}/stage1/losses.parquet",
         predictions=f"{R}/predictions/{{variant}}/labelfree.parquet",
-        **stage1_epoch_outputs(),
     params:
         settings=lambda w: jq(
             student_settings(w.variant)

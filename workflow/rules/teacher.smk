@@ -10,10 +10,16 @@ rule fit_niqe:
         model=f"{R}/teacher/{{teacher}}/niqe_model.npz",
     params:
         # Only what the fit reads: a change of level_scale (a scoring setting) or gpus refits nothing.
-        settings=lambda w: jq({k: v for k, v in config["teachers"][w.teacher].items()
-                               if k in ("backend", "patch_size", "sharpness_threshold")}),
-        references=lambda w, input: (f"--references-dir {shlex.quote(input.references)}"
-                                     if hasattr(input, "references") else "--bundled-photos"),
+        settings=lambda w: jq(
+            {
+                k: v
+                for k, v in config["teachers"][w.teacher].items()
+                if k in ("backend", "patch_size", "sharpness_threshold")
+            }
+        ),
+        references=lambda w, input: (
+            f"--references-dir {shlex.quote(input.references)}" if hasattr(input, "references") else "--bundled-photos"
+        ),
         code=step_code("fit_niqe"),
     conda:
         ENV_TEACHER
