@@ -2,7 +2,8 @@
 NIQE stand-in teacher and with a vLLM teacher (the loopback server of tests/fake_vllm_server.py, which
 counts the requests it answers), taken through the changes of issue 11 one after the other:
 
-  shard count -> 0 requests; split seed -> 0 point requests (pairs: only those not asked before);
+  shard count -> 0 requests; split seed -> 0 point requests (pairs: only those not asked before, and every
+  pair drawn among images that stay in train was drawn before);
   batch size / concurrency -> no scoring job at all; N images added -> N point requests, plus requests for
   the pairs never asked; a setting that changes an answer (the prompt; the stand-in's level_scale) ->
   everything asked again; the store deleted -> everything asked again, with the same numbers.
@@ -113,6 +114,22 @@ class Chain:
         return pl.read_parquet(self.out("point")), pl.read_parquet(self.out("pair"))
 
 
+def sampled_pairs(chain: Chain) -> tuple[set[str], set[tuple[str, str]]]:
+    """The training images and the sampled (a_id, b_id) pairs of the run as it stands."""
+    manifest = pl.read_parquet(chain.run.results / "dataset/manifest.parquet")
+    pairs = pl.read_parquet(chain.run.results / "pairs/pairs.parquet")
+    return set(manifest.filter(pl.col("split") == "train")["image_id"]), set(zip(pairs["a_id"], pairs["b_id"]))
+
+
+def pairs_kept_among(before: tuple[set[str], set[tuple[str, str]]], chain: Chain) -> bool:
+    """Every pair sampled now whose two images were in train before was sampled before (the sampler ranks
+    pairs by a hash of their ids: only pairs with an image new to train are drawn afresh)."""
+    train_before, pairs_before = before
+    _, pairs_now = sampled_pairs(chain)
+    among = {(a, b) for a, b in pairs_now if a in train_before and b in train_before}
+    return bool(among) and among <= pairs_before
+
+
 def n_train(chain: Chain) -> int:
     return pl.read_parquet(chain.run.results / "dataset/manifest.parquet").filter(pl.col("split") == "train").height
 
@@ -139,8 +156,10 @@ def test_answers_are_paid_for_once_through_the_workflow(tmp_path, teacher):
 
         # A new split: point scoring does not even run; pairs are drawn from the new training split and only
         # those never asked are sent.
+        before = sampled_pairs(chain)
         chain.edit(lambda cfg: cfg["dataset"].update(split_seed=11))
         resplit = chain.score()
+        assert pairs_kept_among(before, chain)
         new_pairs = chain.pair_keys() - asked_pairs
         assert resplit["jobs"]["point"] == 0 and resplit["point"] == (0, 0, 0)
         assert resplit["pair"][2] == len(new_pairs) and sum(resplit["pair"][:2]) == n_train(chain)
@@ -168,7 +187,9 @@ def test_answers_are_paid_for_once_through_the_workflow(tmp_path, teacher):
             photo(chain.data / "images" / f"new/{i}.png", seed=1000 + i)
         with (chain.data / "mos.csv").open("a") as f:
             f.write("\n".join(rows) + "\n")
+        before = sampled_pairs(chain)
         grown = chain.score()
+        assert pairs_kept_among(before, chain)
         new_pairs = chain.pair_keys() - asked_pairs
         assert grown["point"] == (N_IMAGES, added, added)
         assert grown["pair"][2] == len(new_pairs) and sum(grown["pair"][:2]) == n_train(chain)

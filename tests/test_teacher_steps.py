@@ -160,7 +160,10 @@ def test_pairs_sampling_scoring_and_filtering(images, tmp_path):
 
 def test_both_orders_average_and_record_each(images, tmp_path):
     pairs_path = tmp_path / "pairs.parquet"
-    sample_pairs([f"img{i:03d}" for i in range(30)], 20, seed=1).write_parquet(pairs_path)
+    sampled = sample_pairs([f"img{i:03d}" for i in range(30)], 20, seed=2)
+    # No pair drawn in both orders (seed 1 draws one: its swap would be a forward answer already).
+    assert not set(zip(sampled["a_id"], sampled["b_id"])) & set(zip(sampled["b_id"], sampled["a_id"]))
+    sampled.write_parquet(pairs_path)
     scored = pairs_rows(
         pairs_path, images, {"backend": "fake"}, PROMPTS, {"batch_size": 8, "both_orders": True}, tmp_path
     )
@@ -179,7 +182,10 @@ def test_both_orders_average_and_record_each(images, tmp_path):
 
 def test_turning_both_orders_on_later_asks_only_the_swapped_pairs(images, tmp_path):
     pairs_path = tmp_path / "pairs.parquet"
-    sample_pairs([f"img{i:03d}" for i in range(30)], 20, seed=1).write_parquet(pairs_path)
+    sampled = sample_pairs([f"img{i:03d}" for i in range(30)], 20, seed=2)
+    # No pair drawn in both orders (seed 1 draws one: its swap would be a forward answer already).
+    assert not set(zip(sampled["a_id"], sampled["b_id"])) & set(zip(sampled["b_id"], sampled["a_id"]))
+    sampled.write_parquet(pairs_path)
     store = tmp_path / "store"
     forward = pairs_rows(
         pairs_path, images, {"backend": "fake"}, PROMPTS, {"batch_size": 8}, tmp_path / "f", store=store
