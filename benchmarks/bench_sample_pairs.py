@@ -26,8 +26,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="+", default=[7_000, 14_000], help="training images")
     a = ap.parse_args()
-    print(  # noqa: E501
-        "| training images | ordered pairs | pairs drawn | time (s) | peak memory (MiB) | full score matrix (MiB) | peak / matrix |"
+    print(
+        "| training images | ordered pairs | pairs drawn | time (s) | peak memory (MiB) | full score matrix (MiB) | peak / matrix |"  # noqa: E501
     )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for n in a.n:
@@ -37,10 +37,10 @@ def main() -> None:
         pairs = sample_pairs(ids, None, seed=0)
         seconds = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()  # noqa: E501
+        tracemalloc.stop()
         matrix = n * (n - 1) * 8 / 2**20
         print(
-            f"| {n:,} | {n * (n - 1):,} | {pairs.height:,} | {seconds:.2f} | {peak:.1f} | {matrix:,.0f} | {peak / matrix:.4f} |"
+            f"| {n:,} | {n * (n - 1):,} | {pairs.height:,} | {seconds:.2f} | {peak:.1f} | {matrix:,.0f} | {peak / matrix:.4f} |"  # noqa: E501
         )
 
 
