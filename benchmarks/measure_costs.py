@@ -6,7 +6,7 @@
 What it measures, side by side in one run:
 
 1. the student data loader, on one CPU core: JPEG decode + resize to the 256 short side +
-   the training augmentation + normalisation (``leaf_steps.student``'s own dataset and
+   the training augmentation + normalisation (``leaf_steps.training.data``'s own dataset and
    transforms) for JPEGs at the datasets' sizes, fitted as ``ms = fixed + per_megapixel * MP``;
 2. the students on ``--device``: training images/s (forward + backward + AdamW step, a
    stage-1 batch of 96 = 32 points + 2 x 32 pair images, bf16 autocast on CUDA as

@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         subset,
         a.out,
         make_provenance(
-            "sample_mos_subsets",
+            "sample_mos_subset",
             ratio=a.ratio,
             seed=a.seed,
             val_fraction=a.val_fraction,

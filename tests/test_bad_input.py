@@ -373,7 +373,7 @@ def test_inspect_mixed_folder_is_a_clean_message(tmp_path):
     write_parquet(
         pl.DataFrame({"image_id": ["a"], "teacher_score": [3.0]}),
         tmp_path / "points.parquet",
-        make_provenance("gather_shards"),
+        make_provenance("gather_points"),
     )
     write_parquet(
         pl.DataFrame({"pair_id": [1], "p_a": [0.5]}),

@@ -1,5 +1,5 @@
 """The CUDA paths: bf16 autocast and pinned host memory in student training and prediction
-(leaf_steps.student, through distill and calibrate), and the transformers teacher on a GPU.
+(leaf_steps.training, through distill and calibrate), and the transformers teacher on a GPU.
 
 Marked ``gpu``: they run wherever torch sees a CUDA device (``pytest -m gpu`` runs only them)
 and are skipped with the reason elsewhere (tests/conftest.py). Every assertion compares the

@@ -208,7 +208,7 @@ def test_subset_draws_are_uniform_over_the_labelled_images():
     assert stats.chisquare(list(hits.values())).pvalue > 1e-4  # 400 draws of 5: each image about 100 times
 
 
-def test_sample_mos_subsets_step_writes_the_subset_and_its_counts(tmp_path):
+def test_sample_mos_subset_step_writes_the_subset_and_its_counts(tmp_path):
     manifest = tmp_path / "manifest.parquet"
     table = pl.concat(
         [
@@ -224,7 +224,7 @@ def test_sample_mos_subsets_step_writes_the_subset_and_its_counts(tmp_path):
     subset = pl.read_parquet(out)
     assert subset.equals(sms.sample_subset(table.filter(pl.col("split") == "train"), 0.3, 5, 0.25))
     prov = read_provenance(out)
-    assert prov["step"] == "sample_mos_subsets"
+    assert prov["step"] == "sample_mos_subset"
     assert (prov["ratio"], prov["seed"], prov["val_fraction"]) == (0.3, 5, 0.25)
     assert (prov["n_train_labelled"], prov["n_subset"], prov["n_calib_val"]) == (30, 9, math.ceil(0.25 * 9))
     assert not set(subset["image_id"]) & {"x1", "x2"}

@@ -87,13 +87,13 @@ def resolved_min_side(config: dict[str, Any]) -> int:
 
 
 # A MOS ratio applies to the labelled *training* images: ``ratio`` of them are drawn for calibration,
-# ``calibration.val_fraction`` of those held out to select the epoch (sample_mos_subsets), and the test
+# ``calibration.val_fraction`` of those held out to select the epoch (sample_mos_subset), and the test
 # split (``dataset.test_fraction`` of the labelled images; KonIQ-10k's official split) is never touched.
 # The counts are known before any job runs for the benchmarks (published) and a folder's MOS CSV.
 
 
 def ratio_problems(n_train_labelled: int, ratios: list[float], val_fraction: float, where: str) -> list[str]:
-    """One message per MOS ratio that leaves too few calibration or held-out images (sample_mos_subsets' rule)."""
+    """One message per MOS ratio that leaves too few calibration or held-out images (the rule of sample_mos_subset)."""
     from leaf_steps.training.mos_subsets import MIN_TRAIN, MIN_VAL, subset_sizes
 
     out = []

@@ -6,7 +6,7 @@ eval transform the model was trained with, the output units ("mos" after calibra
 the checkpoint file, 12 hex>``; the exports carry the id of the checkpoint they came from, so
 one model has one id in every form (``runtime`` says which form scored).
 
-* ``*.safetensors``: a checkpoint written by the stages (:func:`leaf_steps.student.save_checkpoint`);
+* ``*.safetensors``: a checkpoint written by the stages (:func:`leaf_steps.training.models.save_checkpoint`);
   the transform comes from its settings (``student.resize``/``crop``), the units from its metadata.
 * a folder with ``config.json``: the timm-native export, rebuilt by
   ``timm.create_model("local-dir:<folder>", pretrained=True)``; the transform comes from its

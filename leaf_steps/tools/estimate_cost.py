@@ -221,7 +221,7 @@ def distill_images(
 def calibrate_images(
     config: dict[str, Any], n_train: int, n_test: int, ratio: float, with_init: bool
 ) -> dict[str, float]:
-    """Images trained and evaluated by one stage-2 job (sample_mos_subsets + calibrate)."""
+    """Images trained and evaluated by one stage-2 job (sample_mos_subset + calibrate)."""
     c = config["calibration"]
     k, n_val = subset_sizes(n_train, ratio, c["val_fraction"])
     n_cal = k - n_val

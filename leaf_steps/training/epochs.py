@@ -20,5 +20,5 @@ def candidate_epochs(epochs: int, every: int) -> list[int]:
 
 
 def labelled_training_ids(manifest: pl.DataFrame) -> list[str]:
-    """The images MOS subsets are drawn from (``sample_mos_subsets``): the train split's images with a MOS."""
+    """The images MOS subsets are drawn from (``sample_mos_subset``): the train split's images with a MOS."""
     return sorted(manifest.filter((pl.col("split") == "train") & pl.col("mos").is_not_null())["image_id"].to_list())

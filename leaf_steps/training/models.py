@@ -107,7 +107,9 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, str]:
     except Exception as exc:
         raise InputError(f"{path}: not a readable safetensors checkpoint ({exc})") from exc
     if "model" not in meta:
-        raise InputError(f"{path}: checkpoint metadata has no 'model' entry (not written by leaf_steps.student)")
+        raise InputError(
+            f"{path}: checkpoint metadata has no 'model' entry (not written by leaf_steps.training.models)"
+        )
     return meta
 
 
