@@ -88,7 +88,7 @@ def test_visual_budget_sets_the_tokens_per_image(family, budget, size, tokens):
 
 def test_one_internvl_tile_costs_about_a_tenth_of_the_default_view():
     """The choice issue 9 asks users to be able to make knowingly: InternVL at 1024x768, 13 tiles vs 1."""
-    config = load_config("config/paper/table2_koniq10k.yaml")
+    config = paper_config("paper/table2_koniq10k.yaml")
     config["pairs"]["count"] = 1_000_000
     shape = estimate_cost.DatasetShape(splits={"train": 1_000_000}, sizes=[(1024, 768)], source="test")
     default = {r.stage: r for r in estimate_cost.teacher_rows(config, shape, costs())}
