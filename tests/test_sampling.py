@@ -63,6 +63,18 @@ def test_pairs_are_the_lowest_scores_over_all_ordered_pairs(n, count, seed, chun
     assert pairs.columns == ["pair_id", "a_id", "b_id"]
 
 
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("count", [3, 40, 300])
+@pytest.mark.parametrize("chunk_elements", [120, 1 << 20])
+def test_the_block_cut_never_drops_a_pair_of_the_lowest(seed, count, chunk_elements):
+    # Blocks larger than count (one block of 900 scores, or 4 rows of 30): the first block's cut is its own
+    # count-th lowest score; a cut taken anywhere below it would keep fewer than count candidates.
+    ids = [f"img{k:02d}" for k in range(30)]
+    assert pair_list(sp.sample_pairs(ids, count, seed, chunk_elements=chunk_elements)) == reference_pairs(
+        ids, count, seed
+    )
+
+
 def test_pairs_are_a_uniform_sample_without_replacement_of_ordered_pairs():
     ids = [f"im{i}" for i in range(5)]  # 20 ordered pairs of distinct images, 4 drawn per seed
     hits = Counter()
