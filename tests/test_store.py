@@ -8,6 +8,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import math
 import multiprocessing
 import subprocess
 import sys
@@ -118,9 +119,11 @@ def test_concurrent_writers_lose_and_tear_nothing(tmp_path):
         assert writers.get(timeout=240) == [0, 0]
         assert reader.get(timeout=240) > 0
     parts = TeacherStore(store).parts(shash, "point")
-    assert len(parts) >= 50  # 2 answers a part: the writers really interleaved their files
     assert not [p for p in (store / shash / "point").iterdir() if p.name.startswith(".")]  # no temporary left
     every = pl.concat([pl.read_parquet(p) for p in parts])
+    # At most 2 answers a part, so the writers really wrote many small files side by side. How many depends on
+    # how many of the 20 shared images the later writer found already stored: 40 parts at least, 50 at most.
+    assert 40 <= math.ceil(every.height / 2) <= len(parts) <= 50
     by_key = {hashlib.sha256(i.encode()).hexdigest(): i for i in ids}
     assert set(every["key"]) == set(by_key)  # nothing lost
     assert 80 <= every.height <= 100  # a shared image may have been answered by both
